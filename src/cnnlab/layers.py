@@ -1,0 +1,195 @@
+"""Building blocks with TensorFlow-exact ``same``/``valid`` padding, and Keras-compatible defaults.
+
+TensorFlow's ``same`` pads ``total = max((ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)`` and puts
+the extra row/column at the bottom/right when ``total`` is odd; PyTorch's own ``padding="same"``
+is symmetric and stride-1 only. These layers reproduce TF so a network copied from a Keras course
+has the same shapes, parameter counts and (with imported weights) the same outputs.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Padding = Literal["same", "valid"] | int | tuple[int, int]
+
+# Keras BatchNormalization defaults: momentum 0.99 (PyTorch counts 1 - that), epsilon 1e-3.
+KERAS_BN_MOMENTUM = 0.01
+KERAS_BN_EPS = 1e-3
+
+
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def conv_out_size(n: int, k: int, s: int = 1, padding: Padding = "valid", d: int = 1,
+                  ceil_mode: bool = False) -> int:
+    """Output length of a conv/pool along one axis (the course's formula, TF and PyTorch rules)."""
+    if padding == "same":
+        return math.ceil(n / s)
+    eff = (k - 1) * d + 1
+    pad = 0 if padding == "valid" else 2 * _pair(padding)[0]
+    span = n + pad - eff
+    if span < 0:
+        return 0
+    out = (math.ceil(span / s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= n + pad // 2:  # PyTorch: last window must start inside input
+        out -= 1
+    return out
+
+
+def tf_same_pad(n: int, k: int, s: int = 1, d: int = 1) -> tuple[int, int]:
+    """(before, after) padding that TensorFlow's ``same`` adds along an axis of length ``n``."""
+    total = max((math.ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)
+    return total // 2, total - total // 2
+
+
+def _same_pads(x: torch.Tensor, k: tuple[int, int], s: tuple[int, int], d: tuple[int, int]) -> list[int]:
+    top, bottom = tf_same_pad(x.shape[-2], k[0], s[0], d[0])
+    left, right = tf_same_pad(x.shape[-1], k[1], s[1], d[1])
+    return [left, right, top, bottom]
+
+
+def _static_symmetric_same(k: tuple[int, int], s: tuple[int, int], d: tuple[int, int]) -> tuple[int, int] | None:
+    """Padding usable directly by the op when TF ``same`` is symmetric for every input size."""
+    if s != (1, 1):
+        return None
+    totals = [(ki - 1) * di for ki, di in zip(k, d)]
+    return None if any(t % 2 for t in totals) else (totals[0] // 2, totals[1] // 2)
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose ``padding`` also takes TF's ``"same"`` (any stride) and ``"valid"``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
+                 stride: int | tuple[int, int] = 1, padding: Padding = "valid",
+                 dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool = True) -> None:
+        k, s, d = _pair(kernel_size), _pair(stride), _pair(dilation)
+        self.tf_padding = padding if isinstance(padding, str) else None
+        static = 0
+        self._dynamic = False
+        if padding == "same":
+            sym = _static_symmetric_same(k, s, d)
+            static, self._dynamic = (sym, False) if sym is not None else (0, True)
+        elif padding != "valid":
+            static = _pair(padding)
+        super().__init__(in_channels, out_channels, k, s, static, d, groups, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._dynamic:
+            x = F.pad(x, _same_pads(x, self.kernel_size, self.stride, self.dilation))
+        return super().forward(x)
+
+
+class SeparableConv2d(nn.Module):
+    """Keras ``SeparableConv2D``: a depthwise conv (no bias) then a 1x1 pointwise conv."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 padding: Padding = "same", dilation: int = 1, bias: bool = True) -> None:
+        super().__init__()
+        self.depthwise = Conv2d(in_channels, in_channels, kernel_size, stride, padding, dilation,
+                                groups=in_channels, bias=False)
+        self.pointwise = Conv2d(in_channels, out_channels, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.depthwise(x))
+
+
+class _Pool2d(nn.Module):
+    """Shared shape of max/avg pooling with TF ``same``/``valid`` or explicit padding and ceil mode."""
+
+    def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+                 padding: Padding = "valid", ceil_mode: bool = False) -> None:
+        super().__init__()
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride) if stride is not None else self.kernel_size
+        self.padding = padding
+        self.ceil_mode = ceil_mode
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding!r}"
+
+    def _explicit(self) -> tuple[int, int]:
+        return (0, 0) if self.padding in ("valid", "same") else _pair(self.padding)
+
+
+class MaxPool2d(_Pool2d):
+    """Max pooling; ``same`` pads with -inf as TF does, so padding never wins the max."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding == "same":
+            x = F.pad(x, _same_pads(x, self.kernel_size, self.stride, (1, 1)), value=float("-inf"))
+        return F.max_pool2d(x, self.kernel_size, self.stride, self._explicit(), ceil_mode=self.ceil_mode)
+
+
+class AvgPool2d(_Pool2d):
+    """Average pooling; ``same`` averages over the real (unpadded) cells only, as TF does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding != "same":
+            return F.avg_pool2d(x, self.kernel_size, self.stride, self._explicit(), ceil_mode=self.ceil_mode)
+        pads = _same_pads(x, self.kernel_size, self.stride, (1, 1))
+        if not any(pads):
+            return F.avg_pool2d(x, self.kernel_size, self.stride)
+        summed = F.avg_pool2d(F.pad(x, pads), self.kernel_size, self.stride, divisor_override=1)
+        ones = F.pad(torch.ones_like(x[:1, :1]), pads)
+        count = F.avg_pool2d(ones, self.kernel_size, self.stride, divisor_override=1)
+        return summed / count
+
+
+class GlobalPool2d(nn.Module):
+    """Global average or max pooling to an N x C vector (Keras ``GlobalAveragePooling2D``)."""
+
+    def __init__(self, mode: Literal["avg", "max"] = "avg") -> None:
+        super().__init__()
+        self.mode = mode
+
+    def extra_repr(self) -> str:
+        return self.mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((-2, -1)) if self.mode == "avg" else x.amax((-2, -1))
+
+
+def BatchNorm2d(num_features: int, keras: bool = True) -> nn.BatchNorm2d:  # noqa: N802 (layer factory)
+    """BatchNorm with Keras' momentum/epsilon by default (PyTorch's with ``keras=False``)."""
+    if keras:
+        return nn.BatchNorm2d(num_features, eps=KERAS_BN_EPS, momentum=KERAS_BN_MOMENTUM)
+    return nn.BatchNorm2d(num_features)
+
+
+ACTIVATIONS: dict[str, type[nn.Module] | None] = {
+    "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "softmax": None,  # handled in activation(): needs dim=1
+    "linear": nn.Identity,
+    "none": nn.Identity,
+}
+
+
+def activation(name: str) -> nn.Module:
+    """The activation layer named as Keras names it (``relu``, ``sigmoid``, ``tanh``, ``softmax`` …)."""
+    key = name.lower()
+    if key not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+    cls = ACTIVATIONS[key]
+    return nn.Softmax(dim=1) if cls is None else cls()
+
+
+def keras_init_(module: nn.Module) -> nn.Module:
+    """Initialise as Keras does: Glorot-uniform kernels, zero biases, BN gamma 1 / beta 0.
+
+    The course's accuracies are measured with these defaults; PyTorch's Kaiming-uniform(a=√5)
+    trains sigmoid networks such as LeNet noticeably slower.
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module

@@ -1,0 +1,4 @@
+"""Model families and the registry that names them."""
+from .registry import ModelInfo, create_model, default_input_size, list_models, model_info, register_model
+
+__all__ = ["ModelInfo", "create_model", "default_input_size", "list_models", "model_info", "register_model"]

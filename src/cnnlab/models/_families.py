@@ -1,0 +1,2 @@
+"""Imports every model family once so that their registrations run (see registry._ensure_loaded)."""
+from . import course  # noqa: F401

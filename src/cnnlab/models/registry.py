@@ -1,0 +1,126 @@
+"""One registry of named model factories: ``@register_model``, ``create_model``, ``list_models``.
+
+Naming scheme: paper networks keep the paper's name (``vgg16``, ``resnet50``, ``lenet5``); networks
+designed for 32x32 CIFAR inputs end in ``-cifar`` (the course's six: ``baseline-cifar`` ...
+``resnet18-cifar``). A path ending in ``.cbapd`` is built from the CBAPD text spec.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from torch import nn
+
+from ..errors import CnnlabError
+
+Factory = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows about a name: its factory and its natural input."""
+
+    name: str
+    factory: Factory
+    family: str
+    input_size: tuple[int, int, int] = (3, 224, 224)  # C, H, W the network was designed for
+    num_classes: int = 1000
+    source: str = ""  # paper or course reference
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(
+    name: str | None = None,
+    *,
+    family: str,
+    input_size: tuple[int, int, int] = (3, 224, 224),
+    num_classes: int = 1000,
+    source: str = "",
+    tags: tuple[str, ...] = (),
+) -> Callable[[Factory], Factory]:
+    """Register ``fn(num_classes=, in_channels=, input_size=, **kw) -> nn.Module`` under a name."""
+
+    def deco(fn: Factory) -> Factory:
+        key = name or fn.__name__.replace("_", "-")
+        if key in _REGISTRY:
+            raise ValueError(f"model name {key!r} registered twice")
+        _REGISTRY[key] = ModelInfo(key, fn, family, input_size, num_classes, source, tags)
+        return fn
+
+    return deco
+
+
+def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
+    """Registered names matching a shell-style wildcard (``"resnet*"``), sorted."""
+    _ensure_loaded()
+    return sorted(
+        n for n, info in _REGISTRY.items()
+        if fnmatch.fnmatch(n, pattern) and (family is None or info.family == family)
+    )
+
+
+def model_info(name: str) -> ModelInfo:
+    """The registry entry for ``name``; a clear error with suggestions when it is unknown."""
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
+        close += [n for n in _REGISTRY if n.startswith(name + "-") and n not in close]
+        hint = f" Did you mean {', '.join(repr(c) for c in close[:3])}?" if close else ""
+        raise CnnlabError(
+            f"unknown model {name!r}.{hint} Run `cnnlab models` to list them, "
+            "or pass a path to a .cbapd spec file."
+        ) from None
+
+
+def is_spec_path(name: str) -> bool:
+    """True when ``name`` names a CBAPD spec file rather than a registered model."""
+    return name.endswith(".cbapd")
+
+
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    input_size: tuple[int, int] | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Build a network by registered name or ``.cbapd`` path; unset arguments take its defaults.
+
+    ``input_size`` (H, W) matters only for networks whose dense head depends on it (Flatten → Dense).
+    """
+    if is_spec_path(name):
+        from ..spec import build_spec_file
+
+        return build_spec_file(
+            Path(name), num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kwargs
+        )
+    info = model_info(name)
+    c, h, w = info.input_size
+    return info.factory(
+        num_classes=num_classes if num_classes is not None else info.num_classes,
+        in_channels=in_channels if in_channels is not None else c,
+        input_size=tuple(input_size) if input_size is not None else (h, w),
+        **kwargs,
+    )
+
+
+def default_input_size(name: str) -> tuple[int, int, int]:
+    """(C, H, W) the named network (or spec file) was designed for."""
+    if is_spec_path(name):
+        from ..spec import load_spec_file
+
+        return load_spec_file(Path(name)).input_size
+    return model_info(name).input_size
+
+
+def _ensure_loaded() -> None:
+    """Import the model families so their ``@register_model`` decorators have run."""
+    from . import _families  # noqa: F401  (import for side effect: registration)
