@@ -1,0 +1,59 @@
+"""AlexNet (Krizhevsky, Sutskever & Hinton 2012) as one tower: the seed 004 layer table, 62.4 M params.
+
+227x227x3 → 96·11x11/4 valid → LRN → 3x3/2 max → 256·5x5 same → LRN → 3x3/2 max → 384·3x3 → 384·3x3
+→ 256·3x3 → 3x3/2 max → 6x6x256 → FC 4096 → FC 4096 → FC classes. The paper split conv2/4/5 over two
+GPUs (groups=2: 60,965,224 params); this is the single-GPU reading counted as 62,378,344.
+Module names follow torchvision (``features``, ``avgpool``, ``classifier``), but torchvision's
+``alexnet`` is the later 64-192-384-256-256 variant without LRN, so its weights do not fit this one.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..layers import Conv2d, MaxPool2d
+from .lenet import ZooModel, feature_shape
+from .registry import register_model
+
+
+def krizhevsky_lrn() -> nn.LocalResponseNorm:
+    """The 2012 paper's LRN: n=5, α=1e-4, β=0.75, k=2 (PyTorch divides α by n, hence 5·1e-4)."""
+    return nn.LocalResponseNorm(5, alpha=5 * 1e-4, beta=0.75, k=2.0)
+
+
+class AlexNet(ZooModel):
+    """Single-tower AlexNet with LRN after conv1/conv2 and overlapping 3x3/2 max pooling."""
+
+    classifier_name = "classifier.6"
+
+    def __init__(self, num_classes: int = 1000, in_channels: int = 3, input_size: tuple[int, int] = (227, 227),
+                 dropout: float = 0.5) -> None:
+        super().__init__()
+        self.num_classes, self.num_features = num_classes, 4096
+        self.features = nn.Sequential(
+            Conv2d(in_channels, 96, 11, 4), nn.ReLU(inplace=True), krizhevsky_lrn(), MaxPool2d(3, 2),
+            Conv2d(96, 256, 5, padding="same"), nn.ReLU(inplace=True), krizhevsky_lrn(), MaxPool2d(3, 2),
+            Conv2d(256, 384, 3, padding="same"), nn.ReLU(inplace=True),
+            Conv2d(384, 384, 3, padding="same"), nn.ReLU(inplace=True),
+            Conv2d(384, 256, 3, padding="same"), nn.ReLU(inplace=True), MaxPool2d(3, 2),
+        )
+        c, h, w = feature_shape(self.features, in_channels, input_size)
+        self.avgpool = nn.AdaptiveAvgPool2d((h, w))
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(c * h * w, 4096), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
+            nn.Linear(4096, num_classes),
+        )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_pre_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier[:-1](torch.flatten(self.avgpool(x), 1))
+
+
+@register_model("alexnet", family="alexnet", input_size=(3, 227, 227),
+                source="Krizhevsky et al. 2012 / seed 004")
+def alexnet(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
+    """AlexNet at 227x227, single tower, LRN, 62.4 M parameters at 1000 classes."""
+    return AlexNet(num_classes, in_channels, input_size, **kw)
