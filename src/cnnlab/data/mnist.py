@@ -1,0 +1,111 @@
+"""MNIST and Fashion-MNIST from the official IDX gz files."""
+from __future__ import annotations
+
+import gzip
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import CnnlabError
+from .download import cache_dir, fetch_mirrors
+from .imageset import ImageSet
+
+_UBYTE = 0x08
+
+
+@dataclass(frozen=True)
+class IdxSource:
+    """Mirrors, file names + md5s per split, class names and cache folder of one IDX dataset."""
+
+    name: str
+    mirrors: tuple[str, ...]
+    splits: dict[str, tuple[tuple[str, str], tuple[str, str]]]
+    classes: tuple[str, ...]
+    folder: str
+
+
+def _official_splits(md5s: tuple[str, str, str, str]) -> dict[str, tuple[tuple[str, str], tuple[str, str]]]:
+    """The four standard IDX file names paired with their md5s, grouped by split."""
+    return {"train": (("train-images-idx3-ubyte.gz", md5s[0]), ("train-labels-idx1-ubyte.gz", md5s[1])),
+            "test": (("t10k-images-idx3-ubyte.gz", md5s[2]), ("t10k-labels-idx1-ubyte.gz", md5s[3]))}
+
+
+SOURCES: dict[str, IdxSource] = {
+    "mnist": IdxSource(
+        name="mnist",
+        mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+        splits=_official_splits(("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
+                                 "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c")),
+        classes=tuple(str(d) for d in range(10)),
+        folder="mnist",
+    ),
+    "fashion-mnist": IdxSource(
+        name="fashion-mnist",
+        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        splits=_official_splits(("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
+                                 "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310")),
+        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                 "Ankle boot"),
+        folder="fashion-mnist",
+    ),
+}
+
+
+def load_idx_dataset(name: str, split: str = "train", root: str | Path | None = None,
+                     download: bool = True) -> ImageSet:
+    """Load MNIST ('mnist') or Fashion-MNIST ('fashion-mnist') as 1×28×28 uint8 images."""
+    source = SOURCES[name]
+    if split not in source.splits:
+        raise CnnlabError(f"unknown split {split!r} for {name}: choose one of {', '.join(source.splits)}")
+    folder = (Path(root) if root else cache_dir()) / source.folder
+    (image_file, image_md5), (label_file, label_md5) = source.splits[split]
+    images = read_idx(_obtain(source, folder, image_file, image_md5, download), ndim=3)
+    labels = read_idx(_obtain(source, folder, label_file, label_md5, download), ndim=1)
+    _check_pair(images, labels, len(source.classes), folder / label_file)
+    return ImageSet(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
+                    list(source.classes), f"{name}-{split}")
+
+
+def _obtain(source: IdxSource, folder: Path, filename: str, md5: str, download: bool) -> Path:
+    """A verified local copy of one IDX file, downloaded from the mirrors if allowed."""
+    path = folder / filename
+    if not download and not path.is_file():
+        raise CnnlabError(f"{source.name} file {path} not found: allow downloading or place it there")
+    return fetch_mirrors([m + filename for m in source.mirrors], md5, folder, filename)
+
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """Decompress and parse one gzipped IDX file of unsigned bytes."""
+    try:
+        with gzip.open(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError, zlib.error) as err:
+        raise CnnlabError(f"cannot read {path}: truncated or not gzip ({err}); delete it and re-run") from err
+    return parse_idx(raw, ndim, str(path))
+
+
+def parse_idx(raw: bytes, ndim: int, source: str) -> np.ndarray:
+    """Parse IDX bytes (magic 0,0,0x08,ndim; big-endian int32 sizes; uint8 payload), checking sizes."""
+    header = 4 + 4 * ndim
+    if len(raw) < header or raw[0] != 0 or raw[1] != 0 or raw[2] != _UBYTE or raw[3] != ndim:
+        raise CnnlabError(f"{source} is not an unsigned-byte IDX file with {ndim} dimensions "
+                          f"(bad magic number {raw[:4].hex()}); delete it and re-run")
+    shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
+    expected = header + int(np.prod(shape, dtype=np.int64))
+    if len(raw) != expected:
+        raise CnnlabError(f"{source} holds {len(raw)} bytes but its header {shape} needs {expected}: "
+                          "it is truncated or corrupt; delete it and re-run")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _check_pair(images: np.ndarray, labels: np.ndarray, num_classes: int, label_path: Path) -> None:
+    """Images and labels agree in count, and labels lie in range."""
+    if labels.shape[0] != images.shape[0]:
+        raise CnnlabError(f"{label_path} has {labels.shape[0]} labels for {images.shape[0]} images: "
+                          "delete the folder and re-run")
+    if labels.size and labels.max() >= num_classes:
+        raise CnnlabError(f"{label_path} has label {labels.max()} outside 0..{num_classes - 1}: "
+                          "delete it and re-run")
