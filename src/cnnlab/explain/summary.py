@@ -1,0 +1,326 @@
+"""A Keras-like ``model.summary()`` for PyTorch: shapes, parameters, MACs and receptive field per layer.
+
+One forward pass on zeros (eval mode, no grad) does everything at once:
+
+- forward hooks record each layer's output shape (NCHW, rendered ``(N, C, H, W)``);
+- ``torch.utils.flop_counter.FlopCounterMode`` counts FLOPs per module; MACs = FLOPs / 2
+  (it counts convolutions and matrix products, as Keras/thop-style MAC counts do; BN, activations
+  and pooling count 0);
+- a ``TorchFunctionMode`` follows every tensor derived from the input and composes its receptive
+  field along the path the data really takes (``r_out = r_in + (k - 1)·d·j_in``, ``j_out = j_in·s``
+  for every convolution and pooling; the maximum over inputs where branches meet, e.g. Inception's
+  ``cat`` or ResNet's ``+``). This is the analytic (theoretical) receptive field, exact for
+  branching networks and independent of the weights. Once a tensor is flattened or globally pooled
+  the field is the whole input (``all``).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.weak import WeakTensorKeyDictionary
+
+Shape = tuple[int, ...]
+Pair = tuple[int, int]
+WHOLE_INPUT = "all"
+
+
+@dataclass(frozen=True)
+class Field:
+    """Receptive field size and jump (input pixels between neighbouring outputs) per axis (H, W)."""
+
+    size: Pair | None  # None: every input pixel (after flatten / global pooling)
+    jump: Pair | None
+
+
+_GLOBAL = Field(None, None)
+
+# Argument names of the windowed ops, to read kernel/stride/dilation however they were passed.
+_WINDOW_ARGS: dict[str, tuple[str, ...]] = {
+    "conv2d": ("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
+    "max_pool2d": ("input", "kernel_size", "stride", "padding", "dilation"),
+    "avg_pool2d": ("input", "kernel_size", "stride", "padding"),
+}
+_PASS_THROUGH = {"pad", "constant_pad_nd"}
+_GLOBAL_POOLS = {"adaptive_avg_pool2d", "adaptive_max_pool2d"}
+
+
+def _pair(v: Any, default: Pair) -> Pair:
+    """An int or 1/2-sequence as an (h, w) pair; ``None`` or empty gives ``default``."""
+    if v is None or (isinstance(v, (tuple, list)) and len(v) == 0):
+        return default
+    if isinstance(v, int):
+        return (v, v)
+    return (int(v[0]), int(v[-1]))
+
+
+def _window(name: str, args: tuple, kwargs: dict) -> tuple[Pair, Pair, Pair] | None:
+    """(kernel, stride, dilation) of a convolution or pooling call, else None."""
+    names = _WINDOW_ARGS.get(name)
+    if names is None:
+        return None
+    bound = dict(zip(names, args)) | kwargs
+    k = tuple(bound["weight"].shape[-2:]) if "weight" in names else _pair(bound["kernel_size"], (1, 1))
+    return k, _pair(bound.get("stride"), k), _pair(bound.get("dilation"), (1, 1))
+
+
+def _compose(f: Field, k: Pair, s: Pair, d: Pair) -> Field:
+    """The course's rule: r_out = r_in + (k - 1)·d·j_in, j_out = j_in·s, per axis."""
+    size = tuple(r + (ki - 1) * di * j for r, ki, di, j in zip(f.size, k, d, f.jump))
+    return Field(size, tuple(j * si for j, si in zip(f.jump, s)))
+
+
+def _merge(fields: list[Field]) -> Field:
+    """Where paths meet (add, cat, multiply) the output sees the widest input field."""
+    if any(f.size is None for f in fields):
+        return _GLOBAL
+    size = tuple(max(f.size[i] for f in fields) for i in (0, 1))
+    return Field(size, tuple(max(f.jump[i] for f in fields) for i in (0, 1)))
+
+
+def _spatial(t: torch.Tensor) -> Pair | None:
+    return tuple(t.shape[-2:]) if t.dim() == 4 else None
+
+
+def propagate(name: str, args: tuple, kwargs: dict, inputs: list[tuple[torch.Tensor, Field]],
+              out: torch.Tensor) -> Field | None:
+    """Field of ``out`` from the op ``name`` and its tracked inputs; None when unknowable."""
+    merged = _merge([f for _, f in inputs])
+    if merged.size is None or out.dim() != 4:
+        return _GLOBAL
+    window = _window(name, args, kwargs)
+    if window is not None:
+        return _compose(merged, *window)
+    if name in _PASS_THROUGH:
+        return merged
+    if name in _GLOBAL_POOLS and _spatial(out) == (1, 1):
+        return _GLOBAL
+    in_sizes = {_spatial(t) for t, _ in inputs}
+    return merged if in_sizes == {_spatial(out)} else None
+
+
+class FieldTracker(TorchFunctionMode):
+    """Follows every tensor computed from the input and records its receptive field."""
+
+    def __init__(self, source: torch.Tensor) -> None:
+        super().__init__()
+        self.fields = WeakTensorKeyDictionary()
+        self.fields[source] = Field((1, 1), (1, 1))
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        inputs = [(t, self.fields[t]) for t in tree_leaves((args, kwargs))
+                  if isinstance(t, torch.Tensor) and t in self.fields]
+        if inputs:
+            name = getattr(func, "__name__", "")
+            for t in tree_leaves(out):
+                if isinstance(t, torch.Tensor):
+                    field = propagate(name, args, kwargs, inputs, t)
+                    if field is not None:
+                        self.fields[t] = field
+        return out
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a layer (or a block collapsed at the chosen depth)."""
+
+    name: str
+    kind: str
+    depth: int
+    outputs: tuple[Shape, ...]  # per-sample shapes (batch dimension dropped); () when not called
+    params: int
+    macs: int  # per image
+    receptive_field: Pair | str | None  # (h, w) input pixels; "all" once flattened; None unknown
+    jump: Pair | None
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Per-layer rows and model totals; ``str()`` renders a Keras-like table."""
+
+    model_name: str
+    input_size: tuple[int, int, int]
+    batch_size: int
+    rows: tuple[Row, ...]
+    outputs: tuple[Shape, ...]
+    total_params: int
+    trainable_params: int
+    non_trainable_params: int
+    bn_moving_stats: int  # BatchNorm running mean + variance elements (Keras counts them)
+    total_macs: int  # per image, whole model (includes ops in forward() outside submodules)
+
+    @property
+    def keras_total_params(self) -> int:
+        """The total Keras prints: parameters plus BN moving mean/variance (non-trainable)."""
+        return self.total_params + self.bn_moving_stats
+
+    @property
+    def keras_non_trainable_params(self) -> int:
+        """Keras' non-trainable count: frozen parameters plus BN moving statistics."""
+        return self.non_trainable_params + self.bn_moving_stats
+
+    @property
+    def gflops(self) -> float:
+        """Forward FLOPs per image in billions (2 FLOPs per MAC)."""
+        return 2 * self.total_macs / 1e9
+
+    def __str__(self) -> str:
+        return render(self)
+
+
+def _module_depth(name: str) -> int:
+    return 0 if not name else name.count(".") + 1
+
+
+def _shown(model: nn.Module, depth: int | None) -> list[tuple[str, nn.Module]]:
+    """Modules that get a row: leaves, or modules at exactly ``depth`` (collapsed) when it is set."""
+    rows = []
+    for name, module in model.named_modules():
+        d = _module_depth(name)
+        is_leaf = not any(True for _ in module.children())
+        if d == depth or (is_leaf and (depth is None or d <= depth)):
+            rows.append((name, module))
+    return rows
+
+
+def _shapes(output: Any, batch_dims: int = 1) -> tuple[Shape, ...]:
+    """Per-sample shapes of every tensor in an output (tensor, tuple, dict, namedtuple...)."""
+    return tuple(tuple(t.shape[batch_dims:]) for t in tree_leaves(output) if isinstance(t, torch.Tensor))
+
+
+def _first_tensor(output: Any) -> torch.Tensor | None:
+    return next((t for t in tree_leaves(output) if isinstance(t, torch.Tensor)), None)
+
+
+def _count(tensors: Iterator[torch.Tensor]) -> int:
+    return sum(t.numel() for t in tensors)
+
+
+def _bn_moving_stats(model: nn.Module) -> int:
+    """Elements of BatchNorm running mean/variance, which Keras lists as non-trainable weights."""
+    return sum(_count(b for b in (m.running_mean, m.running_var) if b is not None)
+               for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+
+
+def _field_of(tracker: FieldTracker, output: Any) -> Field | None:
+    t = _first_tensor(output)
+    return tracker.fields.get(t) if t is not None and t in tracker.fields else None
+
+
+def _row_field(field: Field | None) -> tuple[Pair | str | None, Pair | None]:
+    if field is None:
+        return None, None
+    return (WHOLE_INPUT, None) if field.size is None else (field.size, field.jump)
+
+
+def _module_macs(flops: dict[str, dict], root: str, name: str, batch_size: int) -> int:
+    """MACs of one module (all its calls) per image, from FlopCounterMode's per-module table."""
+    key = f"{root}.{name}" if name else root
+    return sum(flops.get(key, {}).values()) // 2 // batch_size
+
+
+def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    p = next(iter(model.parameters()), None)
+    return (p.device, p.dtype) if p is not None and p.dtype.is_floating_point else (torch.device("cpu"), torch.float32)
+
+
+def summarize(model: nn.Module, input_size: tuple[int, int, int], batch_size: int = 1,
+              depth: int | None = None) -> Summary:
+    """Summarize ``model`` on a C×H×W input: one row per leaf layer, or per block at ``depth``."""
+    shown = _shown(model, depth)
+    records: dict[str, Any] = {}
+    device, dtype = _device_dtype(model)
+    x = torch.zeros((batch_size, *input_size), device=device, dtype=dtype)
+
+    def hook_for(name: str):
+        def hook(module, inputs, output):
+            records.setdefault(name, (_shapes(output), _field_of(tracker, output)))
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(n)) for n, m in shown]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter, FieldTracker(x) as tracker:
+            out = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    flops = counter.get_flop_counts()
+    root = type(model).__name__
+    rows = []
+    for name, module in shown:
+        outputs, field = records.get(name, ((), None))
+        rf, jump = _row_field(field)
+        rows.append(Row(name or root, type(module).__name__, _module_depth(name), outputs,
+                        _count(module.parameters()), _module_macs(flops, root, name, batch_size), rf, jump))
+    params = list(model.parameters())
+    trainable = _count(p for p in params if p.requires_grad)
+    return Summary(root, tuple(input_size), batch_size, tuple(rows), _shapes(out), _count(iter(params)),
+                   trainable, _count(iter(params)) - trainable, _bn_moving_stats(model),
+                   counter.get_total_flops() // 2 // batch_size)
+
+
+def format_shape(shape: Shape) -> str:
+    """``(N, 6, 16, 16)``: PyTorch's NCHW order with the batch dimension written N."""
+    return "(" + ", ".join(["N", *map(str, shape)]) + ")"
+
+
+def _format_outputs(outputs: tuple[Shape, ...]) -> str:
+    return ", ".join(format_shape(s) for s in outputs) if outputs else "-"
+
+
+def _format_pair(p: Pair | str | None) -> str:
+    if p is None:
+        return "?"
+    if isinstance(p, str):
+        return p
+    return str(p[0]) if p[0] == p[1] else f"{p[0]}x{p[1]}"
+
+
+def _table_lines(s: Summary) -> list[list[str]]:
+    head = ["Layer (type)", "Output Shape", "Param #", "MACs", "RF", "Jump"]
+    body = [[f"{'  ' * max(r.depth - 1, 0)}{r.name} ({r.kind})", _format_outputs(r.outputs), f"{r.params:,}",
+             f"{r.macs:,}", _format_pair(r.receptive_field), "-" if r.jump is None else _format_pair(r.jump)]
+            for r in s.rows]
+    return [head, *body]
+
+
+def render(s: Summary) -> str:
+    """The Keras-like text table with totals underneath."""
+    lines = _table_lines(s)
+    widths = [max(len(row[i]) for row in lines) for i in range(len(lines[0]))]
+
+    def fmt(row: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    rule = "=" * len(fmt(lines[0]))
+    table = [f'Model: "{s.model_name}"', rule, fmt(lines[0]), rule, *map(fmt, lines[1:]), rule]
+    c, h, w = s.input_size
+    totals = [
+        f"Input: (N, {c}, {h}, {w})   Output: {_format_outputs(s.outputs)}",
+        f"Total params: {s.total_params:,}",
+        f"Trainable params: {s.trainable_params:,}",
+        f"Non-trainable params: {s.non_trainable_params:,}",
+        f"Keras total params: {s.keras_total_params:,} (adds {s.bn_moving_stats:,} BatchNorm moving "
+        f"mean/variance values, non-trainable in Keras: {s.keras_non_trainable_params:,})",
+        f"MACs per image: {s.total_macs:,} ({s.gflops:.4f} GFLOPs)",
+        "RF: receptive field in input pixels (all = whole image); Jump: input pixels between outputs.",
+    ]
+    return "\n".join(table + totals)
+
+
+def summary_to_dict(s: Summary) -> dict[str, Any]:
+    """JSON-ready dict of a summary (shapes per sample, batch dimension dropped)."""
+    d = asdict(s)
+    d.update(keras_total_params=s.keras_total_params, keras_non_trainable_params=s.keras_non_trainable_params,
+             gflops=s.gflops)
+    return d
