@@ -50,15 +50,15 @@ def make_features(cfg: str, in_channels: int = 3) -> nn.Sequential:
 
 
 class VGG(ZooModel):
-    """A VGG configuration with the paper's 4096-4096 head (dropout 0.5), giving logits."""
+    """A conv stack (``features``) under the paper's 4096-4096 head (dropout 0.5), giving logits."""
 
     classifier_name = "classifier.6"
 
-    def __init__(self, cfg: str, num_classes: int = 1000, in_channels: int = 3,
+    def __init__(self, features: nn.Sequential, num_classes: int = 1000, in_channels: int = 3,
                  input_size: tuple[int, int] = (224, 224), dropout: float = 0.5) -> None:
         super().__init__()
         self.num_classes, self.num_features = num_classes, 4096
-        self.features = make_features(cfg, in_channels)
+        self.features = features
         c, h, w = feature_shape(self.features, in_channels, input_size)
         self.avgpool = nn.AdaptiveAvgPool2d((h, w))
         self.classifier = nn.Sequential(
@@ -74,40 +74,45 @@ class VGG(ZooModel):
         return self.classifier[:-1](torch.flatten(self.avgpool(x), 1))
 
 
+def _vgg(cfg: str, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> VGG:
+    """The VGG of configuration ``cfg`` (a key of ``CFGS``)."""
+    return VGG(make_features(CFGS[cfg], in_channels), num_classes, in_channels, input_size, **kw)
+
+
 _SOURCE = "Simonyan & Zisserman 2014 / seed 001"
 
 
 @register_model("vgg11", family="vgg", source=_SOURCE)
 def vgg11(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """VGG configuration A, 11 weight layers."""
-    return VGG(CFGS["A"], num_classes, in_channels, input_size, **kw)
+    return _vgg("A", num_classes, in_channels, input_size, **kw)
 
 
 @register_model("vgg11-lrn", family="vgg", source=_SOURCE)
 def vgg11_lrn(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """VGG configuration A-LRN: A with local response normalisation after the first conv."""
-    return VGG(CFGS["A-LRN"], num_classes, in_channels, input_size, **kw)
+    return _vgg("A-LRN", num_classes, in_channels, input_size, **kw)
 
 
 @register_model("vgg13", family="vgg", source=_SOURCE)
 def vgg13(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """VGG configuration B, 13 weight layers."""
-    return VGG(CFGS["B"], num_classes, in_channels, input_size, **kw)
+    return _vgg("B", num_classes, in_channels, input_size, **kw)
 
 
 @register_model("vgg16-c", family="vgg", source=_SOURCE)
 def vgg16_c(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """VGG configuration C: 16 weight layers, the last conv of stages 3-5 being 1x1."""
-    return VGG(CFGS["C"], num_classes, in_channels, input_size, **kw)
+    return _vgg("C", num_classes, in_channels, input_size, **kw)
 
 
 @register_model("vgg16", family="vgg", source=_SOURCE)
 def vgg16(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """VGG configuration D, the usual VGG16."""
-    return VGG(CFGS["D"], num_classes, in_channels, input_size, **kw)
+    return _vgg("D", num_classes, in_channels, input_size, **kw)
 
 
 @register_model("vgg19", family="vgg", source=_SOURCE)
 def vgg19(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """VGG configuration E, the usual VGG19."""
-    return VGG(CFGS["E"], num_classes, in_channels, input_size, **kw)
+    return _vgg("E", num_classes, in_channels, input_size, **kw)
