@@ -4,6 +4,7 @@ from __future__ import annotations
 import http.client
 import os
 import posixpath
+import secrets
 import shutil
 import stat
 import tarfile
@@ -69,11 +70,12 @@ def _reuse(target: Path, md5: str) -> Path:
 
 
 def _download(url: str, md5: str, target: Path) -> Path:
-    """Download to a temporary file beside target, verify md5, rename; never leave a partial file."""
+    """Download to a fresh temporary name beside target, verify md5, rename; never leave a partial file.
+
+    The name must not exist beforehand: torchvision's download_url skips files already present.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.part")
     try:
         download_url(url, str(tmp.parent), filename=tmp.name)
         actual = calculate_md5(tmp)
@@ -155,7 +157,7 @@ def _zip_kind(info: zipfile.ZipInfo) -> str:
         return "symlink"
     if info.is_dir():
         return "dir"
-    return "special" if mode and not stat.S_ISREG(mode) else "file"
+    return "special" if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR) else "file"
 
 
 def _refuse_if_unsafe(archive: Path, name: str, kind: str, linkname: str) -> None:

@@ -29,7 +29,8 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
 
 
 _ALLOWED: dict[tuple[str, str], Any] = {
-    **{("builtins", t.__name__): t for t in (dict, list, tuple, str, bytes, bytearray, int, float)},
+    **{(module, t.__name__): t for t in (dict, list, tuple, str, bytes, bytearray, int, float)
+       for module in ("builtins", "__builtin__")},
     ("_codecs", "encode"): __import__("_codecs").encode,
     **_numpy_globals(),
 }

@@ -1,0 +1,195 @@
+"""Data-test fixtures: a local HTTP server and small archives built in the official formats."""
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import http.server
+import io
+import pickle
+import socket
+import struct
+import tarfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@dataclass
+class LocalServer:
+    """A directory served over HTTP on 127.0.0.1, recording requested paths."""
+
+    root: Path
+    base: str
+    hits: list[str] = field(default_factory=list)
+
+    def url(self, name: str) -> str:
+        """The URL of a file in root."""
+        return f"{self.base}/{name}"
+
+
+@dataclass
+class FakeDataset:
+    """A built fake: archive or files served, their md5s, and what loading must give."""
+
+    url: str
+    md5: str
+    expected: dict[str, tuple[np.ndarray, np.ndarray]]
+    classes: list[str]
+    path: Path
+
+
+@pytest.fixture
+def http_server(tmp_path: Path):
+    """Serve tmp_path/'served' on an ephemeral 127.0.0.1 port for the duration of a test."""
+    root = tmp_path / "served"
+    root.mkdir()
+    hits: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            hits.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield LocalServer(root, f"http://127.0.0.1:{server.server_address[1]}", hits)
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def closed_port_url() -> str:
+    """A URL on 127.0.0.1 where nothing listens (connection refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/cifar-10-python.tar.gz"
+
+
+def md5_of(path: Path) -> str:
+    """Hex md5 of a file."""
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def random_batch(rng: np.random.Generator, n: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """n random CIFAR rows (uint8 N×3072) and labels."""
+    return rng.integers(0, 256, (n, 3072), dtype=np.uint8), rng.integers(0, num_classes, n)
+
+
+def pickle_bytes(obj, protocol: int) -> bytes:
+    """Pickle as the official files are: a dict with bytes keys."""
+    return pickle.dumps(obj, protocol=protocol)
+
+
+def cifar10_members(seed: int = 0, protocol: int = 2) -> tuple[dict[str, bytes], dict]:
+    """Official cifar-10-batches-py member files (4 images per train batch, 6 test) and expectations."""
+    rng = np.random.default_rng(seed)
+    files, parts = {}, {"train": [], "test": []}
+    for i, name in enumerate([f"data_batch_{b}" for b in range(1, 6)] + ["test_batch"]):
+        data, labels = random_batch(rng, 6 if name == "test_batch" else 4, 10)
+        files[name] = pickle_bytes({b"batch_label": f"batch {i}".encode(), b"labels": [int(x) for x in labels],
+                                    b"data": data, b"filenames": [b"x.png"] * len(labels)}, protocol)
+        parts["test" if name == "test_batch" else "train"].append((data, labels))
+    files["batches.meta"] = pickle_bytes({b"label_names": [c.encode() for c in CIFAR10_CLASSES],
+                                          b"num_cases_per_batch": 4, b"num_vis": 3072}, protocol)
+    return files, _expected(parts)
+
+
+def cifar100_members(seed: int = 1) -> tuple[dict[str, bytes], dict]:
+    """Official cifar-100-python member files (train 8, test 5) and expectations per label mode."""
+    rng = np.random.default_rng(seed)
+    files, expected = {}, {}
+    for split, n in (("train", 8), ("test", 5)):
+        data, fine = random_batch(rng, n, 100)
+        coarse = fine // 5
+        files[split] = pickle_bytes({b"data": data, b"fine_labels": fine.tolist(),
+                                     b"coarse_labels": coarse.tolist(), b"filenames": [b"a.png"] * n}, 2)
+        expected[split] = (_to_images(data), fine)
+        expected[f"{split}-coarse"] = (_to_images(data), coarse)
+    files["meta"] = pickle_bytes({b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
+                                  b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)]}, 2)
+    return files, expected
+
+
+def _to_images(data: np.ndarray) -> np.ndarray:
+    """CIFAR rows → N×3×32×32."""
+    return data.reshape(-1, 3, 32, 32)
+
+
+def _expected(parts: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Concatenate per-batch (data, labels) into per-split (images, labels)."""
+    return {s: (_to_images(np.concatenate([d for d, _ in p])), np.concatenate([y for _, y in p]))
+            for s, p in parts.items()}
+
+
+def write_folder(folder: Path, files: dict[str, bytes]) -> Path:
+    """Write member files into a folder (an already extracted copy)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, payload in files.items():
+        (folder / name).write_bytes(payload)
+    return folder
+
+
+def write_tar_gz(path: Path, prefix: str, files: dict[str, bytes]) -> Path:
+    """A .tar.gz holding prefix/<name> for each file."""
+    with tarfile.open(path, "w:gz") as tf:
+        for name, payload in files.items():
+            info = tarfile.TarInfo(f"{prefix}/{name}")
+            info.size = len(payload)
+            tf.addfile(info, io.BytesIO(payload))
+    return path
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """IDX encoding of a uint8 array: magic 0,0,8,ndim then big-endian sizes."""
+    return bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+
+
+def idx_files(seed: int) -> tuple[dict[str, bytes], dict]:
+    """The four official MNIST-format gz files (train 7, test 3) and expectations."""
+    rng = np.random.default_rng(seed)
+    files, expected = {}, {}
+    for split, prefix, n in (("train", "train", 7), ("test", "t10k", 3)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        files[f"{prefix}-images-idx3-ubyte.gz"] = gzip.compress(idx_bytes(images))
+        files[f"{prefix}-labels-idx1-ubyte.gz"] = gzip.compress(idx_bytes(labels))
+        expected[split] = (images[:, None], labels.astype(np.int64))
+    return files, expected
+
+
+@pytest.fixture
+def cifar10_archive(http_server: LocalServer) -> FakeDataset:
+    """A served cifar-10-python.tar.gz in the official layout."""
+    files, expected = cifar10_members()
+    path = write_tar_gz(http_server.root / "cifar-10-python.tar.gz", "cifar-10-batches-py", files)
+    return FakeDataset(http_server.url(path.name), md5_of(path), expected, CIFAR10_CLASSES, path)
+
+
+@pytest.fixture
+def cifar100_archive(http_server: LocalServer) -> FakeDataset:
+    """A served cifar-100-python.tar.gz in the official layout."""
+    files, expected = cifar100_members()
+    path = write_tar_gz(http_server.root / "cifar-100-python.tar.gz", "cifar-100-python", files)
+    return FakeDataset(http_server.url(path.name), md5_of(path), expected, [f"fine{i}" for i in range(100)], path)
+
+
+@pytest.fixture
+def idx_mirror(http_server: LocalServer) -> tuple[str, dict[str, str], dict]:
+    """A served MNIST-format mirror folder: (base URL, md5 per file, expectations)."""
+    files, expected = idx_files(seed=2)
+    mirror = write_folder(http_server.root / "mnist", files)
+    return http_server.url("mnist/"), {n: md5_of(mirror / n) for n in files}, expected
+
+
+@pytest.fixture
+def cifar10_extracted(tmp_path: Path) -> tuple[Path, dict]:
+    """An extracted cifar-10-batches-py as prepare_cifar10.py writes it (protocol 4), no archive."""
+    files, expected = cifar10_members(seed=3, protocol=4)
+    return write_folder(tmp_path / "existing" / "cifar-10-batches-py", files), expected
