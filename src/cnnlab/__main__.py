@@ -1,0 +1,6 @@
+"""``python -m cnnlab`` (and ``torchrun -m cnnlab``) run the command line."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,328 @@
+"""The fit loop: train, validate, keep ``best.pt`` and ``last.pt``, resume exactly where a run stopped.
+
+Exact resume rests on three facts: the loader's order and augmentation are a pure function of
+``(seed, epoch)``; the checkpoint holds model, optimizer, torch RNG, the step reached inside the
+epoch and the running sums of that epoch; the learning rate is a pure function of the global step.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ..data.loader import TensorLoader
+from ..errors import CnnlabError
+from . import distributed as D
+from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from .config import RunConfig
+from .history import History
+
+
+class TrainingInterrupted(CnnlabError):
+    """Ctrl-C / SIGTERM: a resumable checkpoint was saved before stopping."""
+
+
+def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    """Adam with Keras' epsilon (the course's default), AdamW or SGD with Nesterov momentum.
+
+    Weight decay skips biases and normalisation parameters, as is customary.
+    """
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise CnnlabError("the model has no trainable parameters (is everything frozen?)")
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.base_lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.base_lr, eps=1e-7)
+    return torch.optim.Adam(groups, lr=cfg.base_lr, eps=1e-7)
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup: int = 0) -> float:
+    """Multiplier of the base learning rate at ``step`` of ``total`` (a pure function: resumable)."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    if schedule == "onecycle":  # linear up for 25%, linear down to ~0 (the 1cycle policy's shape)
+        return t / 0.25 if t < 0.25 else max(0.0, (1 - t) / 0.75)
+    return 1.0
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast when asked (fast on CPUs with AMX/AVX512-BF16 and on recent GPUs), else nothing."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, loader: TensorLoader, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+    """All logits and labels of a loader, in eval mode (float32 on CPU)."""
+    was_training = model.training
+    model.eval()
+    outs, ys = [], []
+    for x, y in loader:
+        with autocast(loader.device, precision):
+            outs.append(model(x).float().cpu())
+        ys.append(y.cpu())
+    model.train(was_training)
+    return torch.cat(outs), torch.cat(ys)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader: TensorLoader, precision: str = "fp32") -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over a loader (summed across ranks when distributed)."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=loader.device)
+    for x, y in loader:
+        with autocast(loader.device, precision):
+            logits = model(x).float()
+        sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
+                             (logits.argmax(1) == y).sum().double(), torch.tensor(float(len(y)), device=y.device, dtype=torch.float64)])
+    model.train(was_training)
+    loss_sum, correct, n = D.all_reduce_sum(sums).tolist()
+    return loss_sum / max(n, 1), correct / max(n, 1)
+
+
+@dataclass
+class EpochSums:
+    """Running sums of an epoch; saved in mid-epoch checkpoints so resumed metrics are exact."""
+
+    loss: float = 0.0
+    correct: float = 0.0
+    seen: float = 0.0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {"loss": self.loss, "correct": self.correct, "seen": self.seen, "seconds": self.seconds}
+
+
+@dataclass
+class Callbacks:
+    """Hooks a caller can attach: ``on_epoch_end(epoch, row)`` and ``on_step_end(global_step, loss)``."""
+
+    on_epoch_end: list[Callable[[int, dict], None]] = field(default_factory=list)
+    on_step_end: list[Callable[[int, float], None]] = field(default_factory=list)
+
+
+class _StopFlag:
+    """Turns the first Ctrl-C / SIGTERM into a request to stop at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002 (signal handler signature)
+        if self.signum is not None:  # second Ctrl-C: stop at once (last.pt is still intact)
+            raise KeyboardInterrupt
+        self.signum = signum
+        if D.is_main():
+            print("\nStopping after this step and saving a resumable checkpoint (Ctrl-C again to abort)…",
+                  file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator["_StopFlag"]:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._previous[s] = signal.signal(s, self._handle)
+        try:
+            yield self
+        finally:
+            for s, h in self._previous.items():
+                signal.signal(s, h)
+
+
+class Trainer:
+    """Owns one run's moving parts; ``fit()`` is the public entry point."""
+
+    def __init__(self, model: nn.Module, train_loader: TensorLoader, val_loader: TensorLoader | None,
+                 cfg: RunConfig, run_dir: Path, meta: dict, callbacks: Callbacks | None = None,
+                 progress: bool = True) -> None:
+        self.model = model
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.cfg, self.run_dir, self.meta = cfg, Path(run_dir), meta
+        self.callbacks = callbacks or Callbacks()
+        self.progress = progress and D.is_main()
+        self.device = train_loader.device
+        self.optimizer = make_optimizer(model, cfg)
+        self.history = History()
+        self.best = -math.inf
+        self.epoch, self.step = 0, 0  # completed epochs; completed steps inside the current epoch
+        self.sums = EpochSums()
+        self.steps_per_epoch = len(train_loader)
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
+
+    # ---- checkpoint state -------------------------------------------------------------------
+    def state(self) -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "model": D.unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch, "step": self.step, "partial": self.sums.as_dict(),
+            "rng": rng, "history": self.history.to_dict(), "best_val_accuracy": self.best,
+            "config": self.cfg.to_dict(), **self.meta,
+        }
+
+    def save(self, name: str) -> None:
+        if D.is_main():
+            save_checkpoint(self.run_dir / name, self.state())
+
+    def restore(self, ckpt: dict) -> None:
+        load_model_state(D.unwrap(self.model), ckpt["model"], str(self.run_dir / "last.pt"))
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
+        self.sums = EpochSums(**ckpt["partial"])
+        self.history = History(ckpt["history"])
+        self.best = float(ckpt["best_val_accuracy"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if "cuda" in ckpt["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def _set_lr(self) -> float:
+        g = self.epoch * self.steps_per_epoch + self.step
+        lr = self.cfg.base_lr * lr_factor(g, self.total_steps, self.cfg.schedule, self.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        with autocast(self.device, self.cfg.precision):
+            logits = self.model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise CnnlabError(
+                f"loss became {loss_value} at epoch {self.epoch + 1}, step {self.step + 1}: training stopped, "
+                f"{self.run_dir / 'last.pt'} keeps the last good state. Try a lower --lr (now {self.cfg.base_lr:g})."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss_value, int((logits.argmax(1) == y).sum())
+
+    def _train_epoch(self, stop: _StopFlag) -> None:
+        loader = self.train_loader
+        loader.set_epoch(self.epoch, self.step)
+        bar = tqdm(total=self.steps_per_epoch, initial=self.step, disable=not self.progress, leave=True,
+                   desc=f"Epoch {self.epoch + 1}/{self.cfg.epochs}", unit="batch", dynamic_ncols=True, file=sys.stderr)
+        self.model.train()
+        t0, seen0 = time.perf_counter(), self.sums.seen
+        for x, y in loader:
+            self._set_lr()
+            loss, correct = self._train_step(x, y)
+            self.step += 1
+            self.sums.loss += loss * len(y)
+            self.sums.correct += correct
+            self.sums.seen += len(y)
+            for cb in self.callbacks.on_step_end:
+                cb(self.epoch * self.steps_per_epoch + self.step, loss)
+            bar.update(1)
+            if self.progress and (self.step % 10 == 0 or self.step == self.steps_per_epoch):
+                rate = (self.sums.seen - seen0) * D.world_size() / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(loss=f"{self.sums.loss / self.sums.seen:.4f}",
+                                acc=f"{self.sums.correct / self.sums.seen:.4f}", img_s=f"{rate:,.0f}")
+            if stop.signum is not None or (self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0
+                                           and self.step < self.steps_per_epoch):
+                self.sums.seconds += time.perf_counter() - t0
+                t0, seen0 = time.perf_counter(), self.sums.seen
+                self.save("last.pt")
+                if stop.signum is not None:
+                    bar.close()
+                    raise TrainingInterrupted(
+                        f"interrupted at epoch {self.epoch + 1}, step {self.step}: saved {self.run_dir / 'last.pt'}; "
+                        "run the same command again to resume")
+        bar.close()
+        self.sums.seconds += time.perf_counter() - t0
+
+    def _finish_epoch(self) -> dict:
+        sums = D.all_reduce_sum(torch.tensor([self.sums.loss, self.sums.correct, self.sums.seen], dtype=torch.float64))
+        loss, correct, seen = sums.tolist()
+        row = {"epoch": self.epoch + 1, "loss": loss / seen, "accuracy": correct / seen,
+               "lr": self.optimizer.param_groups[0]["lr"], "seconds": self.sums.seconds,
+               "images_per_sec": seen / max(self.sums.seconds, 1e-9)}
+        validate = self.val_loader is not None and (
+            (self.epoch + 1) % self.cfg.val_every == 0 or self.epoch + 1 == self.cfg.epochs)
+        if validate:
+            row["val_loss"], row["val_accuracy"] = evaluate(self.model, self.val_loader, self.cfg.precision)
+        self.history.append(**row)
+        self.epoch, self.step, self.sums = self.epoch + 1, 0, EpochSums()
+        improved = validate and row["val_accuracy"] > self.best
+        if improved:
+            self.best = row["val_accuracy"]
+            self.save("best.pt")
+        self.save("last.pt")
+        if D.is_main():
+            self.history.save(self.run_dir)
+            print(format_row(row, self.cfg.epochs, improved), file=sys.stderr, flush=True)
+        return row
+
+    def fit(self) -> History:
+        with _StopFlag().installed() as stop:
+            while self.epoch < self.cfg.epochs:
+                self._train_epoch(stop)
+                row = self._finish_epoch()
+                for cb in self.callbacks.on_epoch_end:
+                    cb(self.epoch, row)
+                if stop.signum is not None:
+                    raise TrainingInterrupted(
+                        f"interrupted after epoch {self.epoch}: saved {self.run_dir / 'last.pt'}; "
+                        "run the same command again to resume")
+        return self.history
+
+
+def format_row(row: dict, epochs: int, improved: bool) -> str:
+    """One line per epoch, as Keras prints after ``model.fit``'s progress bar."""
+    text = (f"epoch {int(row['epoch'])}/{epochs}: loss {row['loss']:.4f} - accuracy {row['accuracy']:.4f}")
+    if "val_loss" in row:
+        text += f" - val_loss {row['val_loss']:.4f} - val_accuracy {row['val_accuracy']:.4f}"
+    text += f" - {row['seconds']:.1f}s ({row['images_per_sec']:,.0f} img/s)"
+    return text + (" - saved best.pt" if improved else "")
+
+
+def fit(model: nn.Module, train_loader: TensorLoader, val_loader: TensorLoader | None, cfg: RunConfig,
+        run_dir: Path, meta: dict | None = None, resume: bool = True, callbacks: Callbacks | None = None,
+        progress: bool = True) -> History:
+    """Train ``model`` as ``cfg`` says, writing checkpoints and history into ``run_dir``.
+
+    With ``resume`` and an existing ``run_dir/last.pt`` the run continues from it.
+    """
+    run_dir = Path(run_dir)
+    trainer = Trainer(model, train_loader, val_loader, cfg, run_dir, meta or {}, callbacks, progress)
+    last = run_dir / "last.pt"
+    if resume and last.exists():
+        ckpt = load_checkpoint(last, map_location=train_loader.device)
+        diff = RunConfig.from_dict(ckpt.get("config", {})).identity_mismatch(cfg)
+        if diff:
+            raise CnnlabError(f"{run_dir} holds a run with a different {', '.join(diff)}; pass --fresh to start "
+                              "over there, or --run-dir to train elsewhere.")
+        trainer.restore(ckpt)
+        if D.is_main():
+            where = f"epoch {trainer.epoch + 1}, step {trainer.step}" if trainer.step else f"the end of epoch {trainer.epoch}"
+            print(f"Resuming {run_dir} from {where} of {cfg.epochs} (last.pt).", file=sys.stderr, flush=True)
+    if D.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(run_dir / "config.json")
+    return trainer.fit()

@@ -1,0 +1,55 @@
+"""Keras-like History: per-epoch metrics, saved as history.json and history.csv after every epoch."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+from .checkpoint import atomic_write_bytes
+
+COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "images_per_sec")
+
+
+class History:
+    """``history.history["val_accuracy"]`` as in Keras; epochs without validation hold NaN."""
+
+    def __init__(self, history: dict[str, list[float]] | None = None) -> None:
+        self.history: dict[str, list[float]] = {c: list((history or {}).get(c, [])) for c in COLUMNS}
+
+    def __len__(self) -> int:
+        return len(self.history["epoch"])
+
+    def append(self, **row: float) -> None:
+        for c in COLUMNS:
+            self.history[c].append(float(row.get(c, math.nan)))
+
+    def last(self, key: str) -> float:
+        return self.history[key][-1] if self.history[key] else math.nan
+
+    def best(self, key: str = "val_accuracy") -> float:
+        vals = [v for v in self.history[key] if not math.isnan(v)]
+        return max(vals) if vals else math.nan
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {c: list(v) for c, v in self.history.items()}
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(COLUMNS)
+        for i in range(len(self)):
+            w.writerow(["" if math.isnan(v) else f"{v:.6g}" for v in (self.history[c][i] for c in COLUMNS)])
+        return buf.getvalue()
+
+    def save(self, run_dir: Path) -> None:
+        """Write history.json (NaN as null) and history.csv, each atomically."""
+        clean = {c: [None if math.isnan(v) else v for v in vals] for c, vals in self.history.items()}
+        atomic_write_bytes(run_dir / "history.json", (json.dumps(clean, indent=1) + "\n").encode())
+        atomic_write_bytes(run_dir / "history.csv", self.to_csv().encode())
+
+    @classmethod
+    def load(cls, run_dir: Path) -> "History":
+        raw = json.loads((Path(run_dir) / "history.json").read_text())
+        return cls({c: [math.nan if v is None else v for v in vals] for c, vals in raw.items()})

@@ -1,0 +1,184 @@
+"""From a RunConfig to a finished run, and from a run directory back to a model: the CLI's Python API."""
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data import ImageSet, load_dataset
+from ..data.loader import TensorLoader
+from ..errors import CnnlabError
+from ..models import create_model
+from . import distributed as D
+from .checkpoint import load_checkpoint, load_model_state
+from .config import RunConfig
+from .fit import Callbacks, evaluate, fit, predict_logits
+from .history import History
+
+RUN_FILES = ("last.pt", "best.pt", "history.json", "history.csv", "config.json")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` is CUDA when present, else CPU; anything else is passed to torch.device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def default_run_dir(cfg: RunConfig) -> Path:
+    """runs/<model>-<dataset>, the analogue of the course's ./checkpoint/<Model>.ckpt."""
+    model = Path(cfg.model).stem if cfg.model.endswith(".cbapd") else cfg.model
+    dataset = Path(cfg.dataset).name if "/" in cfg.dataset else cfg.dataset
+    return Path("runs") / f"{model}-{dataset}"
+
+
+@dataclass
+class Splits:
+    """The training images and the validation images a run uses, with the class names."""
+
+    train: ImageSet
+    val: ImageSet
+
+
+def load_splits(cfg: RunConfig) -> Splits:
+    """Train and validation sets: the test split (course behaviour) or a fraction carved from train."""
+    train = load_dataset(cfg.dataset, "train", root=cfg.data_dir)
+    frac = cfg.val_fraction()
+    if frac is None:
+        val = load_dataset(cfg.dataset, "test", root=cfg.data_dir)
+    else:
+        train, val = train.split(frac, seed=cfg.seed)
+    if cfg.limit_train:
+        train = train.subset(cfg.limit_train)
+    if cfg.limit_val:
+        val = val.subset(cfg.limit_val)
+    return Splits(train, val)
+
+
+def make_loaders(cfg: RunConfig, splits: Splits, device: torch.device) -> tuple[TensorLoader, TensorLoader]:
+    """Training loader (shuffled, augmented, sharded per rank) and evaluation loader."""
+    common = dict(device=device, channels_last=cfg.channels_last, rank=D.rank(), world_size=D.world_size())
+    train = TensorLoader(splits.train.images, splits.train.labels, cfg.batch_size, shuffle=True,
+                         augment=cfg.augment, seed=cfg.seed, **common)
+    val = TensorLoader(splits.val.images, splits.val.labels, cfg.eval_batch_size, shuffle=False, **common)
+    return train, val
+
+
+def model_meta(cfg: RunConfig, data: ImageSet) -> dict:
+    """What a checkpoint must carry to rebuild its model and name its classes without the dataset."""
+    c, h, w = data.images.shape[1:]
+    return {"model_name": cfg.model, "num_classes": len(data.classes), "in_channels": int(c),
+            "input_size": [int(h), int(w)], "classes": list(data.classes), "dataset": cfg.dataset,
+            "model_kwargs": dict(cfg.model_kwargs or {})}
+
+
+def build_model(meta: dict) -> nn.Module:
+    """The network a checkpoint's metadata describes, freshly initialised."""
+    return create_model(meta["model_name"], num_classes=meta["num_classes"], in_channels=meta["in_channels"],
+                        input_size=tuple(meta["input_size"]), **(meta.get("model_kwargs") or {}))
+
+
+def start_fresh(run_dir: Path) -> None:
+    """Remove a previous run's files (only cnnlab's own) so training starts from scratch."""
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for extra in ("plots",):
+        shutil.rmtree(run_dir / extra, ignore_errors=True)
+
+
+def train(cfg: RunConfig, run_dir: Path | None = None, fresh: bool = False, progress: bool = True,
+          callbacks: Callbacks | None = None) -> History:
+    """Train (or resume) a run described by ``cfg``; returns its History."""
+    cfg.validate()
+    run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+    device = pick_device(cfg.device)
+    D.init_from_env(device)
+    if fresh and D.is_main():
+        start_fresh(run_dir)
+    D.barrier()
+    splits = load_splits(cfg)
+    meta = model_meta(cfg, splits.train)
+    torch.manual_seed(cfg.seed)
+    model = build_model(meta).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if D.is_distributed():
+        model = nn.parallel.DistributedDataParallel(model)
+    train_loader, val_loader = make_loaders(cfg, splits, device)
+    if D.is_main():
+        print(f"Training {cfg.model} on {cfg.dataset}: {len(splits.train):,} train / {len(splits.val):,} "
+              f"validation images, {meta['num_classes']} classes, {sum(p.numel() for p in model.parameters()):,} "
+              f"parameters, device {device}" + (f" × {D.world_size()} processes" if D.is_distributed() else "")
+              + f" → {run_dir}", file=sys.stderr, flush=True)
+    history = fit(model, train_loader, val_loader, cfg, run_dir, meta, resume=True, callbacks=callbacks,
+                  progress=progress)
+    return history
+
+
+def resolve_checkpoint(path: Path, which: str = "best") -> Path:
+    """A run directory means its best.pt (or last.pt when no validation ran); a file is itself."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (f"{which}.pt", "last.pt"):
+            if (path / name).exists():
+                return path / name
+        raise CnnlabError(f"{path} holds no checkpoint (best.pt / last.pt): train there first")
+    if not path.exists():
+        raise CnnlabError(f"no run directory or checkpoint at {path}")
+    return path
+
+
+def load_trained(path: Path, which: str = "best", device: str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model of a run directory or checkpoint file and load its weights; returns (model, ckpt)."""
+    ckpt_path = resolve_checkpoint(path, which)
+    ckpt = load_checkpoint(ckpt_path, map_location=device)
+    if "model_name" not in ckpt:
+        raise CnnlabError(f"{ckpt_path} lacks the model description; it was not written by `cnnlab train`")
+    model = build_model(ckpt).to(device)
+    load_model_state(model, ckpt["model"], str(ckpt_path))
+    model.eval()
+    return model, ckpt
+
+
+@dataclass
+class EvalResult:
+    """Loss, accuracy, per-class accuracy and the confusion matrix (rows: true class)."""
+
+    loss: float
+    accuracy: float
+    classes: list[str]
+    confusion: torch.Tensor
+    checkpoint: str
+    split: str
+    count: int
+
+    def per_class_accuracy(self) -> list[float]:
+        totals = self.confusion.sum(1).clamp(min=1)
+        return (self.confusion.diag() / totals).tolist()
+
+
+def evaluate_run(path: Path, split: str = "test", data_dir: str | None = None, which: str = "best",
+                 batch_size: int = 500) -> EvalResult:
+    """Evaluate a trained run on a split of the dataset it was trained on."""
+    model, ckpt = load_trained(path, which)
+    cfg = RunConfig.from_dict(ckpt.get("config", {}))
+    data = load_dataset(ckpt["dataset"], split, root=data_dir or cfg.data_dir)
+    if data.images.shape[1:] != torch.Size([ckpt["in_channels"], *ckpt["input_size"]]):
+        raise CnnlabError(f"{split} images are {tuple(data.images.shape[1:])}, the model expects "
+                          f"{(ckpt['in_channels'], *ckpt['input_size'])}")
+    loader = TensorLoader(data.images, data.labels, batch_size, shuffle=False)
+    logits, labels = predict_logits(model, loader)
+    loss = torch.nn.functional.cross_entropy(logits, labels).item()
+    pred = logits.argmax(1)
+    k = ckpt["num_classes"]
+    confusion = torch.bincount(labels * k + pred, minlength=k * k).view(k, k)
+    return EvalResult(loss, (pred == labels).float().mean().item(), list(ckpt["classes"]), confusion,
+                      str(resolve_checkpoint(path, which)), split, len(labels))
+
+
+__all__ = ["EvalResult", "Splits", "build_model", "default_run_dir", "evaluate", "evaluate_run",
+           "load_splits", "load_trained", "make_loaders", "pick_device", "resolve_checkpoint", "train"]
