@@ -288,7 +288,8 @@ def _format_pair(p: Pair | str | None) -> str:
 
 def _table_lines(s: Summary) -> list[list[str]]:
     head = ["Layer (type)", "Output Shape", "Param #", "MACs", "RF", "Jump"]
-    body = [[f"{'  ' * max(r.depth - 1, 0)}{r.name} ({r.kind})", _format_outputs(r.outputs), f"{r.params:,}",
+    top = min((r.depth for r in s.rows), default=0)
+    body = [[f"{'  ' * (r.depth - top)}{r.name} ({r.kind})", _format_outputs(r.outputs), f"{r.params:,}",
              f"{r.macs:,}", _format_pair(r.receptive_field), "-" if r.jump is None else _format_pair(r.jump)]
             for r in s.rows]
     return [head, *body]

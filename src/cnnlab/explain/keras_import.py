@@ -1,0 +1,282 @@
+"""Load the weights of a course network saved by Keras into the matching cnnlab network.
+
+Two HDF5 layouts are read (both need the optional ``h5py``):
+
+- Keras 3 ``model.save_weights("x.weights.h5")``: one ``<path>/vars`` group per layer holding
+  datasets ``0, 1, ...`` in the layer's variable order (``layers/conv2d/vars`` for a Sequential,
+  the attribute name such as ``c1/vars`` for a subclassed model);
+- legacy Keras 2 ``.h5`` (``save_weights`` or ``model.save``): the ``layer_names`` attribute
+  lists the layers in order, each with a ``weight_names`` attribute.
+
+Layers are matched in order *by type* (k-th Keras convolution ↔ k-th ``nn.Conv2d`` ...); Keras 3
+files do not record the order across types, so only the order within a type matters. Keras 3
+paths are ordered naturally (``conv2d`` < ``conv2d_2`` < ``conv2d_10``, ``c2`` < ``c10``).
+Conversions: conv kernel HWIO → OIHW; depthwise ``(kh, kw, C, m)`` → ``(C·m, 1, kh, kw)``; dense
+``(in, out)`` → ``(out, in)``, and for the first Dense after a Flatten of a C×H×W map its rows are
+reordered from Keras' H·W·C order to PyTorch's C·H·W; BatchNorm gamma/beta/moving mean/variance →
+weight/bias/running_mean/running_var.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import CnnlabError
+from ..layers import SeparableConv2d
+
+KINDS = ("conv", "separable", "dense", "bn")
+_NOT_LAYERS = re.compile(r"^(optimizer|compile_metrics|compile_loss|loss_tracker|metrics)(/|$)")
+Chw = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class KerasLayer:
+    """One Keras layer with weights: its name (or path), kind and arrays in Keras' order."""
+
+    name: str
+    kind: str
+    arrays: tuple[np.ndarray, ...]
+
+
+def _h5py():
+    """Import h5py lazily: it is an optional dependency (``pip install 'cnnlab[keras]'``)."""
+    try:
+        import h5py
+    except ImportError:
+        raise CnnlabError("reading Keras .h5 weights needs h5py: pip install 'cnnlab[keras]'") from None
+    return h5py
+
+
+def _text(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _natural_key(path: str) -> list:
+    """Sort key that orders embedded numbers numerically (``conv2d_2`` before ``conv2d_10``)."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path)]
+
+
+def _legacy_layers(root) -> list[tuple[str, list[np.ndarray]]]:
+    """(layer name, arrays) in the order of the ``layer_names`` attribute (Keras 2 ``.h5``)."""
+    out = []
+    for name in map(_text, root.attrs["layer_names"]):
+        group = root[name]
+        out.append((name, [np.asarray(group[_text(w)]) for w in group.attrs.get("weight_names", [])]))
+    return out
+
+
+def _keras3_layers(f) -> list[tuple[str, list[np.ndarray]]]:
+    """(layer path, arrays) for every ``.../vars`` group (Keras 3 ``.weights.h5``), naturally sorted."""
+    paths: list[str] = []
+    f.visititems(lambda name, obj: paths.append(name) if name.rsplit("/", 1)[-1] == "vars" and
+                 hasattr(obj, "keys") else None)
+    layers = []
+    for path in sorted(paths, key=_natural_key):
+        owner = path.rsplit("/vars", 1)[0]
+        if not _NOT_LAYERS.match(owner):
+            group = f[path]
+            layers.append((owner, [np.asarray(group[k]) for k in sorted(group.keys(), key=int)]))
+    return layers
+
+
+def _kind(name: str, arrays: list[np.ndarray]) -> str:
+    """Layer kind from its variables' shapes: conv, separable, dense or bn."""
+    dims = [a.ndim for a in arrays]
+    if dims == [1, 1, 1, 1]:
+        return "bn"
+    if dims[:2] == [4, 4] and arrays[1].shape[:2] == (1, 1) and len(arrays) <= 3:
+        return "separable"
+    if dims in ([4], [4, 1]):
+        return "conv"
+    if dims in ([2], [2, 1]):
+        return "dense"
+    raise CnnlabError(f"Keras layer {name!r} has weights of shapes {[a.shape for a in arrays]}, "
+                      "which match no supported layer (Conv2D, SeparableConv2D, Dense, BatchNormalization)")
+
+
+def read_keras_layers(h5_path: str | os.PathLike) -> list[KerasLayer]:
+    """The weighted layers of a Keras HDF5 weights file, in order, with their kinds."""
+    h5py = _h5py()
+    try:
+        with h5py.File(h5_path, "r") as f:
+            root = f["model_weights"] if "model_weights" in f else f
+            raw = _legacy_layers(root) if "layer_names" in root.attrs else _keras3_layers(f)
+    except OSError as e:
+        raise CnnlabError(f"cannot read Keras weights {os.fspath(h5_path)!r}: {e}") from None
+    return [KerasLayer(name, _kind(name, arrays), tuple(arrays)) for name, arrays in raw if arrays]
+
+
+def torch_layers(model: nn.Module) -> list[tuple[str, str, nn.Module]]:
+    """(name, kind, module) of the model's weighted layers in module order."""
+    out, inside = [], set()
+    for name, m in model.named_modules():
+        if id(m) in inside:
+            continue
+        if isinstance(m, SeparableConv2d):
+            out.append((name, "separable", m))
+            inside.update(id(c) for c in m.modules())
+        elif isinstance(m, nn.Conv2d):
+            out.append((name, "conv", m))
+        elif isinstance(m, nn.Linear):
+            out.append((name, "dense", m))
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            out.append((name, "bn", m))
+    return out
+
+
+def _flatten_shapes_traced(model: nn.Module, input_size: Chw) -> dict[str, Chw]:
+    """C×H×W flattened into each Dense that directly follows a spatial map, from one forward pass."""
+    last: list[Chw | None] = [None]
+    found: dict[str, Chw] = {}
+    names = {id(m): n for n, m in model.named_modules()}
+
+    def record(module, inputs, output):
+        if isinstance(output, torch.Tensor) and output.dim() == 4:
+            last[0] = tuple(output.shape[1:])
+
+    def before_linear(module, inputs):
+        chw = last[0]
+        if chw is not None and math.prod(chw) == module.in_features and chw[1] * chw[2] > 1:
+            found[names[id(module)]] = chw
+        last[0] = None
+
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(record) for m in leaves]
+    handles += [m.register_forward_pre_hook(before_linear) for m in leaves if isinstance(m, nn.Linear)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            p = next(model.parameters())
+            model(torch.zeros((1, *input_size), device=p.device, dtype=p.dtype))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return found
+
+
+def _channels(m: nn.Module) -> int:
+    """Output channels of a spatial layer (conv, separable conv or BatchNorm)."""
+    if isinstance(m, SeparableConv2d):
+        return m.pointwise.out_channels
+    return m.out_channels if isinstance(m, nn.Conv2d) else m.num_features
+
+
+def _flatten_shapes_square(layers: list[tuple[str, str, nn.Module]]) -> dict[str, Chw]:
+    """Without an input size: C from the preceding spatial layer, and a square H = W map."""
+    found: dict[str, Chw] = {}
+    channels = None
+    for name, kind, m in layers:
+        if kind != "dense":
+            channels = _channels(m)
+            continue
+        if channels and m.in_features != channels and m.in_features % channels == 0:
+            side = math.isqrt(m.in_features // channels)
+            if side * side * channels != m.in_features:
+                raise CnnlabError(f"cannot tell the H×W map flattened into {name!r} ({m.in_features} inputs, "
+                                  f"{channels} channels); pass input_size=(C, H, W)")
+            found[name] = (channels, side, side)
+        channels = None
+    return found
+
+
+def _conv_kernel(k: np.ndarray) -> np.ndarray:
+    """Keras conv kernel (kh, kw, in, out) → PyTorch (out, in, kh, kw)."""
+    return k.transpose(3, 2, 0, 1)
+
+
+def _depthwise_kernel(k: np.ndarray) -> np.ndarray:
+    """Keras depthwise kernel (kh, kw, C, m) → PyTorch grouped weight (C·m, 1, kh, kw)."""
+    kh, kw, c, mult = k.shape
+    return k.reshape(kh, kw, c * mult).transpose(2, 0, 1)[:, None]
+
+
+def _dense_kernel(k: np.ndarray, chw: Chw | None) -> np.ndarray:
+    """Keras dense kernel (in, out) → PyTorch (out, in), rows reordered HWC → CHW after a Flatten."""
+    if chw is not None:
+        c, h, w = chw
+        k = k.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(c * h * w, -1)
+    return k.T
+
+
+Pairs = list[tuple[str, torch.Tensor | None, np.ndarray | None]]
+
+
+def _bias(m: nn.Module, arrays: tuple[np.ndarray, ...], index: int) -> Pairs:
+    return [("bias", m.bias, arrays[index] if len(arrays) > index else None)]
+
+
+def _conv_pairs(m: nn.Conv2d, arrays: tuple[np.ndarray, ...], chw: Chw | None) -> Pairs:
+    return [("kernel", m.weight, _conv_kernel(arrays[0]))] + _bias(m, arrays, 1)
+
+
+def _separable_pairs(m: SeparableConv2d, arrays: tuple[np.ndarray, ...], chw: Chw | None) -> Pairs:
+    return [("depthwise_kernel", m.depthwise.weight, _depthwise_kernel(arrays[0])),
+            ("pointwise_kernel", m.pointwise.weight, _conv_kernel(arrays[1]))] + _bias(m.pointwise, arrays, 2)
+
+
+def _dense_pairs(m: nn.Linear, arrays: tuple[np.ndarray, ...], chw: Chw | None) -> Pairs:
+    return [("kernel", m.weight, _dense_kernel(arrays[0], chw))] + _bias(m, arrays, 1)
+
+
+def _bn_pairs(m: nn.modules.batchnorm._BatchNorm, arrays: tuple[np.ndarray, ...], chw: Chw | None) -> Pairs:
+    names = ("gamma", "beta", "moving_mean", "moving_variance")
+    targets = (m.weight, m.bias, m.running_mean, m.running_var)
+    return list(zip(names, targets, arrays))
+
+
+_PAIRS: dict[str, Callable[..., Pairs]] = {
+    "conv": _conv_pairs, "separable": _separable_pairs, "dense": _dense_pairs, "bn": _bn_pairs,
+}
+
+
+def _assign(torch_name: str, keras_name: str, pairs: Pairs) -> None:
+    """Copy each converted array into its tensor after checking presence and shape."""
+    for what, target, value in pairs:
+        if (target is None) != (value is None):
+            has, lacks = (f"cnnlab {torch_name!r}", f"Keras {keras_name!r}") if value is None else \
+                (f"Keras {keras_name!r}", f"cnnlab {torch_name!r}")
+            raise CnnlabError(f"{what}: {has} has one and {lacks} has none (use_bias/affine differ)")
+        if target is None:
+            continue
+        if tuple(target.shape) != value.shape:
+            raise CnnlabError(f"{what} of Keras layer {keras_name!r} has shape {value.shape} (converted), "
+                              f"cnnlab layer {torch_name!r} expects {tuple(target.shape)}")
+        with torch.no_grad():
+            target.copy_(torch.from_numpy(np.ascontiguousarray(value)).to(target.dtype))
+
+
+def _by_kind(items: list, kind_of: Callable) -> dict[str, list]:
+    return {k: [i for i in items if kind_of(i) == k] for k in KINDS}
+
+
+def load_keras_weights(model: nn.Module, h5_path: str | os.PathLike,
+                       input_size: Chw | None = None) -> list[tuple[str, str]]:
+    """Copy a Keras HDF5 weights file into ``model``; returns the (cnnlab, Keras) layer pairs.
+
+    ``input_size`` (C, H, W) lets a forward pass find the map flattened into the first Dense; without
+    it that map is taken to be square, with C from the layer before the Dense.
+    """
+    keras = _by_kind(read_keras_layers(h5_path), lambda k: k.kind)
+    layers = torch_layers(model)
+    ours = _by_kind(layers, lambda t: t[1])
+    counts = {k: (len(ours[k]), len(keras[k])) for k in KINDS if len(ours[k]) != len(keras[k])}
+    if counts:
+        detail = ", ".join(f"{k}: cnnlab {a} vs Keras {b}" for k, (a, b) in counts.items())
+        raise CnnlabError(f"the Keras file does not match the model's layers ({detail})")
+    flat = _flatten_shapes_traced(model, input_size) if input_size else _flatten_shapes_square(layers)
+    queues = {k: iter(keras[k]) for k in KINDS}
+    matched = []
+    for name, kind, module in layers:
+        k = next(queues[kind])
+        _assign(name, k.name, _PAIRS[kind](module, k.arrays, flat.get(name)))
+        matched.append((name, k.name))
+    return matched
