@@ -154,7 +154,7 @@ def _flatten_shapes_traced(model: nn.Module, input_size: Chw) -> dict[str, Chw]:
     model.eval()
     try:
         with torch.no_grad():
-            p = next(model.parameters())
+            p = next(model.parameters(), torch.zeros(()))
             model(torch.zeros((1, *input_size), device=p.device, dtype=p.dtype))
     finally:
         for h in handles:

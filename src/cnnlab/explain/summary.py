@@ -84,10 +84,11 @@ def _merge(fields: list[Field]) -> Field:
 
 
 def _spatial(t: torch.Tensor) -> Pair | None:
+    """(H, W) of an N×C×H×W tensor, else None."""
     return tuple(t.shape[-2:]) if t.dim() == 4 else None
 
 
-def propagate(name: str, args: tuple, kwargs: dict, inputs: list[tuple[torch.Tensor, Field]],
+def _propagate(name: str, args: tuple, kwargs: dict, inputs: list[tuple[torch.Tensor, Field]],
               out: torch.Tensor) -> Field | None:
     """Field of ``out`` from the op ``name`` and its tracked inputs; None when unknowable."""
     merged = _merge([f for _, f in inputs])
@@ -121,7 +122,7 @@ class FieldTracker(TorchFunctionMode):
             name = getattr(func, "__name__", "")
             for t in tree_leaves(out):
                 if isinstance(t, torch.Tensor):
-                    field = propagate(name, args, kwargs, inputs, t)
+                    field = _propagate(name, args, kwargs, inputs, t)
                     if field is not None:
                         self.fields[t] = field
         return out

@@ -1,0 +1,12 @@
+"""Explain a model or a run: summary table, FLOPs, receptive field, the course's formulas, plots,
+Keras weight import. Nothing here trains."""
+from .formulas import Worked, compare_kernels, conv_example, conv_output, dense_params, receptive_field
+from .keras_import import load_keras_weights
+from .plots import plot_confusion_matrix, plot_feature_maps, plot_filters, plot_history, plot_runs
+from .summary import Summary, summarize, summary_to_dict
+
+__all__ = [
+    "Summary", "Worked", "compare_kernels", "conv_example", "conv_output", "dense_params",
+    "load_keras_weights", "plot_confusion_matrix", "plot_feature_maps", "plot_filters", "plot_history",
+    "plot_runs", "receptive_field", "summarize", "summary_to_dict",
+]
