@@ -23,6 +23,15 @@ KERAS_PARAMS = {
 NAMES = list(KERAS_PARAMS)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These small CPU passes run fastest on one thread, and do not fight parallel test runs for cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def keras_counts(model: nn.Module) -> tuple[int, int]:
     """(total, trainable) as Keras counts them: BN moving statistics are non-trainable weights."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -43,24 +52,14 @@ def test_parameter_counts_equal_keras(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_forward_backward(name: str) -> None:
+def test_forward_backward_gives_logits(name: str) -> None:
     torch.manual_seed(0)
     model = create_model(name)
-    x, y = torch.rand(2, 3, 32, 32), torch.tensor([1, 7])
-    logits = model(x)
+    logits = model(torch.rand(2, 3, 32, 32))
     assert logits.shape == (2, 10)
-    F.cross_entropy(logits, y).backward()
-    grads = [p.grad for p in model.parameters()]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_outputs_are_logits(name: str) -> None:
-    model = create_model(name).eval()
-    with torch.no_grad():
-        out = model(torch.rand(3, 3, 32, 32))
-    assert not torch.allclose(out.sum(1), torch.ones(3))
-    assert not any(isinstance(m, nn.Softmax) for m in model.modules())
+    assert not any(isinstance(m, nn.Softmax) for m in model.modules())  # the course's softmax is left out
+    F.cross_entropy(logits, torch.tensor([1, 7])).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 @pytest.mark.parametrize("name", ["lenet5-cifar", "inception10-cifar", "resnet18-cifar"])
