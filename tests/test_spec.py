@@ -9,7 +9,7 @@ from torch import nn
 
 from cnnlab import layers
 from cnnlab.errors import CnnlabError
-from cnnlab.spec import (Conv, Dense, Pool, Res, SpecError, build, build_spec_file, infer_shapes,
+from cnnlab.spec import (Conv, Pool, Res, SpecError, build, build_spec_file, infer_shapes,
                          load_spec_file, parse_spec)
 
 HEAD = "input: 3x16x16\nclasses: 5\n"
@@ -30,13 +30,16 @@ def out_shape(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def test_headers_and_stages() -> None:
     spec = parse_spec("# a comment\nname: tiny\ninput: 1x28x28\nclasses: 10\n"
-                      "C(6,5,same) B A(relu) P(max,2,s2,same) D(0.2) | F | Dense(128,relu) D(0.2) | Dense(classes)")
+                      "C(6,5,same) B A(relu) P(max,2,s2,same) D(0.2) | F | Dense(128,relu) D(0.2) "
+                      "| Dense(classes)")
     assert (spec.name, spec.input_size, spec.num_classes) == ("tiny", (1, 28, 28), 10)
     assert [len(stage) for stage in spec.stages] == [5, 1, 2, 1]
     conv = spec.stages[0][0]
-    assert isinstance(conv, Conv) and (conv.filters, conv.kernel, conv.padding, conv.stride) == (6, (5, 5), "same", 1)
+    assert isinstance(conv, Conv)
+    assert (conv.filters, conv.kernel, conv.padding, conv.stride) == (6, (5, 5), "same", 1)
     pool = spec.stages[0][3]
-    assert isinstance(pool, Pool) and (pool.mode, pool.kernel, pool.stride, pool.padding) == ("max", (2, 2), 2, "same")
+    assert isinstance(pool, Pool)
+    assert (pool.mode, pool.kernel, pool.stride, pool.padding) == ("max", (2, 2), 2, "same")
     assert out_shape(build(spec), (1, 28, 28)) == (10,)
 
 
@@ -47,7 +50,8 @@ def test_line_breaks_split_stages_and_name_defaults_to_file_stem() -> None:
 
 def test_conv_options() -> None:
     conv = parse("C(8,3x1,s2,d2,g1,nobias,4)").stages[0][0]
-    assert (conv.kernel, conv.stride, conv.dilation, conv.groups, conv.bias, conv.padding) == ((3, 1), 2, 2, 1, False, 4)
+    fields = (conv.kernel, conv.stride, conv.dilation, conv.groups, conv.bias, conv.padding)
+    assert fields == ((3, 1), 2, 2, 1, False, 4)
     model = build(parse("C(6,3,same,g3) C(4,1,g2) GAP Dense(classes)"))
     assert model.stage1.c1.groups == 3 and out_shape(model, (3, 16, 16)) == (5,)
 

@@ -140,7 +140,8 @@ def _read_args(sig: Sig, args: list[Token], layer: str) -> dict[str, Any]:
         if tok.text.lower() in sig.words:
             name, value = sig.words[tok.text.lower()]
         elif numbered and numbered[1] in sig.numbered:
-            name, value = sig.numbered[numbered[1]], _typed(sig.numbered[numbered[1]], numbered[2], tok, layer, sig)
+            name = sig.numbered[numbered[1]]
+            value = _typed(name, numbered[2], tok, layer, sig)
         else:
             plain.append(tok)
             continue
@@ -562,14 +563,17 @@ class _Cursor:
         self.tokens, self.source, self.i = tokens, source, 0
 
     def peek(self) -> Token | None:
+        """The next token without consuming it (None at the end)."""
         return self.tokens[self.i] if self.i < len(self.tokens) else None
 
     def next(self) -> Token:
+        """Consume and return the next token."""
         tok = self.tokens[self.i]
         self.i += 1
         return tok
 
     def error(self, pos: tuple[int, int], problem: str, hint: str) -> SpecError:
+        """A located error in this cursor's source."""
         return SpecError(self.source, pos, problem, hint)
 
 
@@ -600,7 +604,8 @@ def _parse_item(cur: _Cursor) -> list[Node]:
     elif tok.kind == "]":
         raise cur.error(tok.pos, "unbalanced ']' without a matching '['", "open the group with '['")
     else:
-        raise cur.error(tok.pos, f"unexpected {tok.text!r}", "arguments go in parentheses right after a layer name")
+        raise cur.error(tok.pos, f"unexpected {tok.text!r}",
+                        "arguments go in parentheses right after a layer name")
     return nodes * _parse_repeat(cur)
 
 
@@ -613,7 +618,8 @@ def _parse_group(cur: _Cursor, opening: Token) -> list[Node]:
         elif tok.kind == "]":
             cur.next()
             if not nodes:
-                raise cur.error(opening.pos, "empty bracket group", "put layers inside, e.g. [C(64,3,same) B A(relu)]x2")
+                raise cur.error(opening.pos, "empty bracket group",
+                                "put layers inside, e.g. [C(64,3,same) B A(relu)]x2")
             return nodes
         elif tok.kind == "|":
             raise cur.error(tok.pos, "'|' inside a bracket group", "close the group with ']' before '|'")
@@ -651,8 +657,10 @@ def _parse_args(cur: _Cursor, opening: Token) -> list[Token]:
         elif tok.kind == ",":
             raise cur.error(tok.pos, "empty argument", "separate single values by one comma, e.g. C(6,5,same)")
         else:
-            raise cur.error(tok.pos, f"unexpected {tok.text!r} in arguments", "separate arguments by commas, e.g. C(6,5,same)")
-    raise cur.error(opening.pos, "unbalanced '(' without a matching ')' on its line", "close the arguments with ')'")
+            raise cur.error(tok.pos, f"unexpected {tok.text!r} in arguments",
+                            "separate arguments by commas, e.g. C(6,5,same)")
+    raise cur.error(opening.pos, "unbalanced '(' without a matching ')' on its line",
+                    "close the arguments with ')' on the same line")
 
 
 def _unknown_layer(cur: _Cursor, tok: Token) -> SpecError:
@@ -770,6 +778,7 @@ class Step:
 
 
 def _fmt(shape: Shape) -> str:
+    """A shape as the course writes it, e.g. ``6x16x16``."""
     return "x".join(str(d) for d in shape)
 
 
@@ -854,7 +863,8 @@ def build(spec: Spec, num_classes: int | None = None, in_channels: int | None = 
     classes = num_classes if num_classes is not None else spec.num_classes
     stages: OrderedDict[str, OrderedDict[str, nn.Module]] = OrderedDict()
     for step in steps:
-        stages.setdefault(f"stage{step.stage}", OrderedDict())[step.name] = step.node.module(step.in_shape, classes)
+        stage = stages.setdefault(f"stage{step.stage}", OrderedDict())
+        stage[step.name] = step.node.module(step.in_shape, classes)
     model = SpecNet(OrderedDict((k, nn.Sequential(v)) for k, v in stages.items()), spec.name,
                     _input_shape(spec, in_channels, input_size), classes)
     _init_(model, init)
@@ -873,7 +883,8 @@ def load_spec_file(path: str | os.PathLike | Any) -> Spec:
     return parse_spec(text, source=str(file))
 
 
-def build_spec_file(path: str | os.PathLike | Any, num_classes: int | None = None, in_channels: int | None = None,
-                    input_size: tuple[int, int] | None = None, **kw: Any) -> nn.Module:
+def build_spec_file(path: str | os.PathLike | Any, num_classes: int | None = None,
+                    in_channels: int | None = None, input_size: tuple[int, int] | None = None,
+                    **kw: Any) -> nn.Module:
     """Load a ``.cbapd`` file and build it (see :func:`build` for the arguments)."""
     return build(load_spec_file(path), num_classes, in_channels, input_size, **kw)
