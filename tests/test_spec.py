@@ -74,6 +74,9 @@ def test_aliases_and_case() -> None:
     model = build(spec)
     assert out_shape(model, (3, 16, 16)) == (5,)
     assert isinstance(model.stage1.lrn1, nn.LocalResponseNorm) and model.stage1.lrn1.size == 3
+    assert model.stage1.lrn1.alpha == pytest.approx(3e-4)  # the paper's alpha scales the sum, PyTorch's the mean
+    flat_bn = build(parse("F B Dense(classes)")).stage1.b1
+    assert isinstance(flat_bn, nn.BatchNorm1d) and flat_bn.eps == layers.KERAS_BN_EPS
 
 
 def test_final_softmax_is_dropped_but_inner_softmax_kept() -> None:
