@@ -801,10 +801,15 @@ def _input_shape(spec: Spec, in_channels: int | None, input_size: tuple[int, int
     return (int(in_channels) if in_channels is not None else c, h, w)
 
 
+def _classes(spec: Spec, num_classes: int | None) -> int | None:
+    """The class count: the caller's, else the spec's ``classes:`` header."""
+    return num_classes if num_classes is not None else spec.num_classes
+
+
 def infer_shapes(spec: Spec, num_classes: int | None = None, in_channels: int | None = None,
                  input_size: tuple[int, int] | None = None) -> list[Step]:
     """Every layer of the built network with its input/output shape, checked without running it."""
-    classes = num_classes if num_classes is not None else spec.num_classes
+    classes = _classes(spec, num_classes)
     shape = _input_shape(spec, in_channels, input_size)
     counters: dict[str, int] = {}
     steps: list[Step] = []
@@ -860,7 +865,7 @@ def build(spec: Spec, num_classes: int | None = None, in_channels: int | None = 
           input_size: tuple[int, int] | None = None, init: str = "keras") -> nn.Module:
     """The ``nn.Module`` for ``spec`` (logits out); arguments override the spec's headers."""
     steps = infer_shapes(spec, num_classes, in_channels, input_size)
-    classes = num_classes if num_classes is not None else spec.num_classes
+    classes = _classes(spec, num_classes)
     stages: OrderedDict[str, OrderedDict[str, nn.Module]] = OrderedDict()
     for step in steps:
         stage = stages.setdefault(f"stage{step.stage}", OrderedDict())
