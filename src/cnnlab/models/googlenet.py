@@ -176,7 +176,9 @@ class GoogLeNet(ZooModel):
         super().reset_classifier(num_classes)
         for aux_name in AUX_AFTER.values() if self.aux_logits else ():
             aux = getattr(self, aux_name)
-            aux.fc2 = nn.Linear(aux.fc1.out_features, num_classes) if num_classes > 0 else nn.Identity()
+            fc1 = aux.fc1
+            aux.fc2 = (nn.Linear(fc1.out_features, num_classes, device=fc1.weight.device, dtype=fc1.weight.dtype)
+                       if num_classes > 0 else nn.Identity())
 
 
 @register_model("googlenet", family="googlenet", source="Szegedy et al. 2014 / seed 004")

@@ -50,13 +50,15 @@ class ZooModel(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the final layer by a fresh ``num_classes``-way linear one (identity for 0)."""
         self.num_classes = num_classes
-        new = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        like = next(self.parameters())  # the new head lives where the model does
+        new = (nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype)
+               if num_classes > 0 else nn.Identity())
         self.set_submodule(self.classifier_name, new)
 
 
 def feature_shape(features: nn.Module, in_channels: int, input_size: tuple[int, int]) -> tuple[int, ...]:
     """(C, H, W) that ``features`` outputs for one image, computed on the meta device (no arithmetic)."""
-    probe = copy.deepcopy(features).to("meta")
+    probe = copy.deepcopy(features).to("meta").eval()
     with torch.no_grad():
         return tuple(probe(torch.empty(1, in_channels, *input_size, device="meta")).shape[1:])
 
