@@ -34,17 +34,33 @@ def positive_int(text: str) -> int:
 
 
 # ---- train / eval ------------------------------------------------------------------------------
-def add_train_args(p: argparse.ArgumentParser) -> None:
+def add_train_args(p: argparse.ArgumentParser, many: bool = False) -> None:
     from .data.loader import AUGMENTS
-    from .engine.config import OPTIMIZERS, PRECISIONS, SCHEDULES, RunConfig
+    from .engine.config import FREEZE, LABEL_MODES, OPTIMIZERS, POOLINGS, PRECISIONS, SCHEDULES, RunConfig
 
     d = RunConfig()
-    p.add_argument("model", help="registered name (see `cnnlab models`) or a .cbapd spec file")
+    if many:
+        p.add_argument("models", nargs="+", metavar="model", help="registered names or .cbapd spec files")
+    else:
+        p.add_argument("model", help="registered name (see `cnnlab models`) or a .cbapd spec file")
     p.add_argument("--dataset", default=d.dataset,
                    help="digits (embedded, no download), cifar10, cifar100, mnist, fashion-mnist, or an image folder "
                         f"(default: {d.dataset})")
     p.add_argument("--data-dir", help="where datasets are cached/extracted (default: $CNNLAB_DATA or ~/.cache/cnnlab/data)")
-    p.add_argument("--run-dir", type=Path, help="where checkpoints and history go (default: runs/MODEL-DATASET)")
+    p.add_argument("--run-dir", type=Path, help="parent of the run directories (default: runs)" if many else
+                   "where checkpoints and history go (default: runs/MODEL-DATASET)")
+    p.add_argument("--rgb", action="store_true", help="repeat a grayscale channel three times (MNIST → RGB)")
+    p.add_argument("--resize", type=positive_int, metavar="N", help="resize images to NxN (e.g. 32 for VGG16 on MNIST)")
+    p.add_argument("--label-mode", choices=LABEL_MODES, default=d.label_mode,
+                   help="CIFAR-100: fine (100 classes) or coarse (20 superclasses)")
+    p.add_argument("--pretrained", metavar="imagenet|NAME|PATH",
+                   help="start the backbone from torchvision's ImageNet weights (or a weights name such as "
+                        "IMAGENET1K_V2, or a local .pth state dict); implies a new head")
+    p.add_argument("--freeze", choices=FREEZE, default=d.freeze, help="backbone: train only the new head")
+    p.add_argument("--head", metavar="W1,W2", help='hidden Dense widths of a new head, e.g. "256,64" (Keras '
+                                                    "include_top=False + Dense layers); \"\" for the classifier only")
+    p.add_argument("--pooling", choices=POOLINGS, default=d.pooling,
+                   help="new head's input: none (flatten the feature map), avg or max (global pooling)")
     p.add_argument("--epochs", type=positive_int, default=d.epochs)
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
@@ -70,16 +86,17 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch)")
 
 
-def config_from_args(a: argparse.Namespace):
+def config_from_args(a: argparse.Namespace, model: str | None = None):
     from .engine.config import RunConfig
 
-    return RunConfig(model=a.model, dataset=a.dataset, data_dir=a.data_dir, epochs=a.epochs, batch_size=a.batch_size,
+    return RunConfig(model=model or a.model, dataset=a.dataset, data_dir=a.data_dir, epochs=a.epochs, batch_size=a.batch_size,
                      optimizer=a.optimizer, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay,
                      schedule=a.schedule, warmup_epochs=a.warmup_epochs, label_smoothing=a.label_smoothing,
                      augment=a.augment, val=a.val, val_every=a.val_every, seed=a.seed,
                      eval_batch_size=a.eval_batch_size, precision=a.precision, channels_last=a.channels_last,
                      checkpoint_every=a.checkpoint_every, limit_train=a.limit_train, limit_val=a.limit_val,
-                     device=a.device)
+                     device=a.device, rgb=a.rgb, resize=a.resize, label_mode=a.label_mode, pretrained=a.pretrained,
+                     freeze=a.freeze, head=a.head, pooling=a.pooling)
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -165,6 +182,109 @@ def _default_export_path(run: Path, fmt: str) -> Path:
     return base / ("weights.txt" if fmt == "txt" else "weights.safetensors")
 
 
+# ---- prediction, ONNX, pictures, comparison ----------------------------------------------------
+def cmd_predict(a: argparse.Namespace) -> int:
+    from .engine.predict import format_prediction, onnx_predictor, predict_files, torch_predictor
+
+    if a.onnx:
+        (logits_of, spec), images = onnx_predictor(a.onnx), a.inputs
+    else:
+        (logits_of, spec), images = torch_predictor(Path(a.inputs[0]), a.which), a.inputs[1:]
+    if not images:
+        raise CnnlabError("no images given: cnnlab predict RUN_DIR|CHECKPOINT IMAGE [IMAGE|FOLDER …]")
+    predictions, skipped = predict_files(logits_of, spec, images, a.top_k)
+    for s in skipped:
+        print(f"cnnlab: skipped {s.path}: {s.reason}", file=sys.stderr)
+    for p in predictions:
+        print(format_prediction(p))
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from .engine.export import export_onnx, onnx_max_difference
+    from .engine.run import load_trained
+
+    model, ckpt = load_trained(Path(a.run), a.which)
+    base = Path(a.run) if Path(a.run).is_dir() else Path(a.run).parent
+    out = export_onnx(model, ckpt, a.out or base / "model.onnx")
+    diff = onnx_max_difference(out, model, (ckpt["in_channels"], *ckpt["input_size"]))
+    print(f"ONNX model → {out} (onnxruntime agrees with PyTorch to {diff:.1e})\nNext: cnnlab predict --onnx {out} IMAGE")
+    return 0
+
+
+def cmd_visualize(a: argparse.Namespace) -> int:
+    from .explain.visualize import visualize_run
+
+    pictures = visualize_run(Path(a.run), a.image, a.out, a.which, a.max_maps)
+    print(f"first-layer filters → {pictures.filters}")
+    for path in pictures.feature_maps:
+        print(f"feature maps → {path}")
+    return 0
+
+
+def cmd_compare(a: argparse.Namespace) -> int:
+    from .engine.compare import compare
+
+    base = config_from_args(a, model=a.models[0]).validate()
+    report = compare(a.models, base, a.out, a.run_dir or Path("runs"), fresh=a.fresh, progress=not a.no_progress)
+    print(report.table)
+    print(f"report → {report.markdown} · {report.html} · curves {report.curves}")
+    return 0
+
+
+# ---- explain: the course's formulas -------------------------------------------------------------
+def parse_padding(text: str) -> str | int:
+    """``same``, ``valid`` or an explicit whole number of pixels."""
+    if text in ("same", "valid"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"padding must be same, valid or a whole number, not {text!r}") from None
+
+
+def parse_layer(text: str) -> tuple[int, ...]:
+    """``k``, ``k/s`` or ``k/s/d`` → (kernel, stride, dilation) for the receptive-field formula."""
+    try:
+        parts = tuple(int(p) for p in text.split("/"))
+    except ValueError:
+        parts = ()
+    if not 1 <= len(parts) <= 3 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"layer must look like k, k/s or k/s/d (e.g. 3/2), not {text!r}")
+    return (*parts, 1, 1)[:3]
+
+
+def cmd_explain(a: argparse.Namespace) -> int:
+    from .explain import formulas as f
+
+    worked = {
+        "conv": lambda: f.conv_output(a.input, a.kernel, a.stride, a.padding, a.dilation),
+        "receptive-field": lambda: f.receptive_field(a.layers),
+        "params": lambda: f.dense_params(a.sizes),
+        "compare-kernels": lambda: f.compare_kernels(a.input),
+        "conv-example": f.conv_example,
+    }[a.topic]()
+    print(worked.explain())
+    return 0
+
+
+def add_explain_parsers(p: argparse.ArgumentParser) -> None:
+    topics = p.add_subparsers(dest="topic", required=True, metavar="TOPIC")
+    t = topics.add_parser("conv", help="output size of a convolution or pooling (the course's formula)")
+    t.add_argument("--input", type=positive_int, required=True, help="input width/height n")
+    t.add_argument("--kernel", type=positive_int, required=True)
+    t.add_argument("--stride", type=positive_int, default=1)
+    t.add_argument("--padding", type=parse_padding, default="valid", help="same, valid or pixels")
+    t.add_argument("--dilation", type=positive_int, default=1)
+    t = topics.add_parser("receptive-field", help="receptive field of stacked layers, e.g. 3 3 (two 3x3 convs)")
+    t.add_argument("layers", nargs="*", type=parse_layer, default=[(3, 1, 1), (3, 1, 1)], metavar="k[/s[/d]]")
+    t = topics.add_parser("params", help="parameters of a fully connected net (default: the course's 784-128-10)")
+    t.add_argument("sizes", nargs="*", type=positive_int, default=[784, 128, 10])
+    t = topics.add_parser("compare-kernels", help="two 3x3 convolutions vs one 5x5: parameters and compute")
+    t.add_argument("--input", type=positive_int, default=28, help="input width/height x")
+    topics.add_parser("conv-example", help="the course's worked 3x3 convolution example (answer: 1)")
+
+
 # ---- parser ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnlab", description="Build, train and explain the classic CNNs.")
@@ -179,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("eval", cmd_eval, "loss, accuracy and per-class accuracy of a trained run")
     p.add_argument("run", help="run directory or checkpoint file")
-    p.add_argument("--split", default="test", choices=("train", "test"))
+    p.add_argument("--split", default="test", choices=("train", "val", "test"),
+                   help="val: the images the run validated on (the test split, or its --val fraction)")
     p.add_argument("--which", default="best", choices=("best", "last"))
     p.add_argument("--data-dir")
     p.add_argument("--confusion", type=Path, metavar="PNG", help="also draw the confusion matrix")
@@ -192,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=parse_shape, help="CxHxW (default: the network's own)")
     p.add_argument("--num-classes", type=positive_int)
 
+    add_explain_parsers(command("explain", cmd_explain, "the course's formulas, worked with your numbers"))
+
     p = command("plot", cmd_plot, "the course figure: train/val accuracy and loss per epoch (PNG)")
     p.add_argument("run", help="run directory")
     p.add_argument("--out", type=Path)
@@ -201,6 +324,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("txt", "safetensors"), default="txt")
     p.add_argument("--which", default="best", choices=("best", "last"))
     p.add_argument("--out", type=Path)
+
+    p = command("predict", cmd_predict, "top-k classes with probabilities for image files or folders")
+    p.add_argument("inputs", nargs="+", metavar="RUN|IMAGE",
+                   help="run directory or checkpoint, then images and folders (with --onnx: images and folders only)")
+    p.add_argument("--top-k", type=positive_int, default=3)
+    p.add_argument("--onnx", type=Path, metavar="MODEL.onnx", help="predict with an exported ONNX model (onnxruntime)")
+    p.add_argument("--which", default="best", choices=("best", "last"))
+
+    p = command("export", cmd_export, "write the trained model as ONNX (needs the [onnx] extra)")
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("--onnx", action="store_true", required=True, help="ONNX format (the only one so far)")
+    p.add_argument("--out", type=Path, help="default: RUN_DIR/model.onnx")
+    p.add_argument("--which", default="best", choices=("best", "last"))
+
+    p = command("visualize", cmd_visualize, "PNGs of the first layer's filters and each conv block's feature maps")
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("image", type=Path)
+    p.add_argument("--out", type=Path, help="default: RUN_DIR/plots/IMAGE_NAME")
+    p.add_argument("--max-maps", type=positive_int, default=64, help="channels shown per block")
+    p.add_argument("--which", default="best", choices=("best", "last"))
+
+    p = command("compare", cmd_compare, "train several networks alike (each resumes) and write a comparison report")
+    add_train_args(p, many=True)
+    p.add_argument("--out", type=Path, default=Path("report"), help="report directory (default: report)")
     return parser
 
 

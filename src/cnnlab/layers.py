@@ -78,6 +78,10 @@ class Conv2d(nn.Conv2d):
             static = _pair(padding)
         super().__init__(in_channels, out_channels, k, s, static, d, groups, bias)
 
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        return text + f", padding={self.tf_padding!r}" if self._dynamic else text
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._dynamic:
             x = F.pad(x, _same_pads(x, self.kernel_size, self.stride, self.dilation))
