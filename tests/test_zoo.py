@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from cnnlab.layers import AvgPool2d, MaxPool2d
 from cnnlab.models import create_model, default_input_size, list_models, model_info
 
 @pytest.fixture(autouse=True, scope="module")
@@ -203,3 +204,26 @@ def test_head_follows_input_size() -> None:
     lenet = meta_model("lenet5", input_size=(28, 28))
     assert lenet.features.c5.kernel_size == (4, 4)
     assert lenet(torch.empty(2, 1, 28, 28, device="meta")).shape == (2, 10)
+
+
+def conv_pool_shapes(name: str) -> list[tuple[int, ...]]:
+    """(C, H, W) after each conv and pool of ``features`` for one natural-size image."""
+    x, shapes = meta_input(name, batch=1), []
+    for layer in meta_model(name).features:
+        x = layer(x)
+        if isinstance(layer, (nn.Conv2d, MaxPool2d, AvgPool2d)):
+            shapes.append(tuple(x.shape[1:]))
+    return shapes
+
+
+@pytest.mark.parametrize(("name", "table"), [
+    # seed 004 LeNet-5 table: C1, S2, C3, S4, C5
+    ("lenet5", [(6, 28, 28), (6, 14, 14), (16, 10, 10), (16, 5, 5), (120, 1, 1)]),
+    # seed 004 AlexNet table: C1, S2, C3, S4, C5, C6, C7, then the pool feeding F8
+    ("alexnet", [(96, 55, 55), (96, 27, 27), (256, 27, 27), (256, 13, 13), (384, 13, 13), (384, 13, 13),
+                 (256, 13, 13), (256, 6, 6)]),
+    # seed 004 tflearn net: conv32, max2, conv64, conv64, max2 (then FC 512 on 8*8*64)
+    ("tflearn-cifar", [(32, 32, 32), (32, 16, 16), (64, 16, 16), (64, 16, 16), (64, 8, 8)]),
+])
+def test_layer_table_shapes(name: str, table: list[tuple[int, int, int]]) -> None:
+    assert conv_pool_shapes(name) == table

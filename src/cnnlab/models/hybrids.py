@@ -23,12 +23,11 @@ HYBRID_RESNET_STAGES: tuple[tuple[int, int, int], ...] = ((64, 3, 1), (128, 4, 2
 def alexnet_vgg_features(in_channels: int) -> nn.Sequential:
     """VGG-style 3x3 stages behind an AlexNet-style strided first conv (3x3/2 valid), BN after each pool."""
     layers: list[nn.Module] = []
-    first = True
     for widths in ALEXNET_VGG_STAGES:
         for width in widths:
-            conv = Conv2d(in_channels, width, 3, 2, "valid") if first else Conv2d(in_channels, width, 3, padding="same")
-            layers += [conv, nn.ReLU(inplace=True)]
-            in_channels, first = width, False
+            stride, padding = (1, "same") if layers else (2, "valid")
+            layers += [Conv2d(in_channels, width, 3, stride, padding), nn.ReLU(inplace=True)]
+            in_channels = width
         layers += [MaxPool2d(2, 2), BatchNorm2d(in_channels)]
     return nn.Sequential(*layers)
 

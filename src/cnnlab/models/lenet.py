@@ -66,10 +66,13 @@ def feature_shape(features: nn.Module, in_channels: int, input_size: tuple[int, 
 class LeNet5(ZooModel):
     """LeNet-5 with the paper's layer names: C1 S2 C3 S4 C5 (a conv) F6, and a linear output layer.
 
-    This is the classic 61,706-parameter reading (seeds 001/004): full C3 connections, parameter-free
-    average pooling, plain tanh, and a linear output instead of the paper's RBF units; the paper's
-    trainable subsampling coefficients and sparse C3 table (60,000 parameters in all) are not kept.
-    C5's kernel equals S4's map size (5 at 32x32), so C5 stays fully connected to S4 at any input.
+    Reproduces seed 004's table (Géron's): 5x5 valid convs, 2x2/2 average pools, tanh after every
+    conv *and* pool (the paper squashes its subsampling outputs too), C5 a 5x5 conv to 1x1x120 —
+    61,706 parameters at 10 classes. Kept from the classic reading rather than the paper: full C3
+    connections, parameter-free pooling and a linear logit layer instead of RBF units (the paper's
+    sparse C3 table and trainable subsampling coefficients give 60,000). Seed 001's Keras code differs
+    ('same' convs, Dense 120 instead of C5). C5's kernel equals S4's map size, so it stays fully
+    connected to S4 for any input size.
     """
 
     classifier_name = "classifier.output"
@@ -79,8 +82,8 @@ class LeNet5(ZooModel):
         super().__init__()
         self.num_classes, self.num_features = num_classes, 84
         body = nn.Sequential(OrderedDict(
-            c1=Conv2d(in_channels, 6, 5), c1_act=activation(act), s2=AvgPool2d(2),
-            c3=Conv2d(6, 16, 5), c3_act=activation(act), s4=AvgPool2d(2),
+            c1=Conv2d(in_channels, 6, 5), c1_act=activation(act), s2=AvgPool2d(2), s2_act=activation(act),
+            c3=Conv2d(6, 16, 5), c3_act=activation(act), s4=AvgPool2d(2), s4_act=activation(act),
         ))
         s4 = feature_shape(body, in_channels, input_size)
         body.add_module("c5", Conv2d(16, 120, s4[1:]))
