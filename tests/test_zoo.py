@@ -191,9 +191,11 @@ def test_googlenet_aux_heads_only_in_training() -> None:
 @pytest.mark.parametrize(("name", "size", "grid"), [
     ("alexnet", (227, 227), (6, 6)), ("vgg16", (224, 224), (7, 7)), ("xception", (299, 299), (10, 10)),
     ("googlenet", (224, 224), (7, 7)), ("resnet50", (224, 224), (7, 7)), ("lenet5", (32, 32), (1, 1)),
-    ("alexnet-vgg", (224, 224), (3, 3)), ("alexnet-vgg-resnet", (224, 224), (14, 14)), ("tflearn-cifar", (32, 32), (8, 8)),
+    ("alexnet-vgg", (224, 224), (3, 3)), ("alexnet-vgg-resnet", (224, 224), (14, 14)),
+    ("tflearn-cifar", (32, 32), (8, 8)),
 ])
-def test_feature_map_grid_at_natural_size(name: str, size: tuple[int, int], grid: tuple[int, int]) -> None:
+def test_natural_size_and_feature_map_grid(name: str, size: tuple[int, int], grid: tuple[int, int]) -> None:
+    assert default_input_size(name)[1:] == size
     assert meta_model(name).forward_features(meta_input(name)).shape[-2:] == grid
 
 
