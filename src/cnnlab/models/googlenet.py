@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..layers import Conv2d, GlobalPool2d, MaxPool2d
-from .lenet import ZooModel
+from .base import ZooModel
 from .registry import register_model
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..layers import BatchNorm2d, Conv2d, GlobalPool2d, MaxPool2d, keras_init_
-from .lenet import ZooModel, feature_shape
+from .base import ZooModel, feature_shape
 from .resnet import Bottleneck, make_stage
 from .registry import register_model
 from .vgg import VGG

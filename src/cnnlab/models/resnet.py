@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..layers import BatchNorm2d, Conv2d, GlobalPool2d, MaxPool2d
-from .lenet import ZooModel
+from .base import ZooModel
 from .registry import register_model
 
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..layers import Conv2d, MaxPool2d
 from .alexnet import krizhevsky_lrn
-from .lenet import ZooModel, feature_shape
+from .base import ZooModel, feature_shape
 from .registry import register_model
 
 CFGS: dict[str, str] = {

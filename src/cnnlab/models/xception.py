@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..layers import BatchNorm2d, Conv2d, GlobalPool2d, MaxPool2d, SeparableConv2d
-from .lenet import ZooModel
+from .base import ZooModel
 from .registry import register_model
 
 # (separable-conv widths, stride, ReLU before the first conv) per residual block, entry → exit flow.
