@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import CnnlabError
+from .faults import fault_point
 
 FORMAT = "cnnlab-checkpoint-v1"
 
@@ -47,14 +48,24 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        fault_point("write")
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:  # also a second Ctrl-C: never leave the temporary file behind
         Path(tmp).unlink(missing_ok=True)
+        if not isinstance(e, OSError):
+            raise
         raise CnnlabError(
             f"cannot write {path}: {e.strerror or e}; the previous version (if any) is intact. "
             "Free disk space or choose another --run-dir, then re-run to resume."
         ) from None
     _fsync_dir(path.parent)
+
+
+def remove_stale_temps(directory: Path, names: tuple[str, ...]) -> None:
+    """Delete the temporary files of writes to ``names`` that a killed process left in ``directory``."""
+    for name in names:
+        for tmp in Path(directory).glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

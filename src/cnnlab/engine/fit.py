@@ -24,6 +24,7 @@ from ..data.loader import TensorLoader
 from ..errors import CnnlabError
 from . import distributed as D
 from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from .faults import fault_point
 from .config import RunConfig
 from .history import History
 
@@ -94,6 +95,7 @@ def evaluate(model: nn.Module, loader: TensorLoader, precision: str = "fp32") ->
             logits = model(x).float()
         sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
                              (logits.argmax(1) == y).sum().double(), torch.tensor(float(len(y)), device=y.device, dtype=torch.float64)])
+        fault_point("val")
     model.train(was_training)
     loss_sum, correct, n = D.all_reduce_sum(sums).tolist()
     return loss_sum / max(n, 1), correct / max(n, 1)
@@ -221,6 +223,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        fault_point("step")
         return loss_value, int((logits.argmax(1) == y).sum())
 
     def _train_epoch(self, stop: _StopFlag) -> None:
@@ -325,4 +328,6 @@ def fit(model: nn.Module, train_loader: TensorLoader, val_loader: TensorLoader |
     if D.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(run_dir / "config.json")
+        if len(trainer.history):  # a kill between last.pt and history.json left the history one epoch behind
+            trainer.history.save(run_dir)
     return trainer.fit()

@@ -14,7 +14,7 @@ from ..data.loader import TensorLoader
 from ..errors import CnnlabError
 from ..models import create_model
 from . import distributed as D
-from .checkpoint import load_checkpoint, load_model_state
+from .checkpoint import load_checkpoint, load_model_state, remove_stale_temps
 from .config import RunConfig
 from .fit import Callbacks, evaluate, fit, predict_logits
 from .history import History
@@ -99,6 +99,8 @@ def train(cfg: RunConfig, run_dir: Path | None = None, fresh: bool = False, prog
     D.init_from_env(device)
     if fresh and D.is_main():
         start_fresh(run_dir)
+    if D.is_main():
+        remove_stale_temps(run_dir, RUN_FILES)
     D.barrier()
     splits = load_splits(cfg)
     meta = model_meta(cfg, splits.train)
