@@ -10,9 +10,13 @@ from ..errors import CnnlabError
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "onecycle")
 PRECISIONS = ("fp32", "bf16")
+LABEL_MODES = ("fine", "coarse")
+FREEZE = ("none", "backbone")
+POOLINGS = ("none", "avg", "max")
 
 # Fields that define what a run *is*: resuming with a different value would mix two experiments.
-IDENTITY_FIELDS = ("model", "dataset", "seed", "batch_size", "optimizer", "augment", "val")
+IDENTITY_FIELDS = ("model", "dataset", "seed", "batch_size", "optimizer", "augment", "val", "rgb", "resize",
+                   "label_mode", "pretrained", "freeze", "head", "pooling")
 
 
 @dataclass
@@ -43,6 +47,13 @@ class RunConfig:
     limit_val: int | None = None
     device: str = "auto"
     model_kwargs: dict | None = None
+    rgb: bool = False  # repeat a grayscale channel three times (the course's MNIST → RGB for VGG16)
+    resize: int | None = None  # resize images to resize×resize pixels
+    label_mode: str = "fine"  # CIFAR-100: fine (100 classes) or coarse (20 superclasses)
+    pretrained: str | None = None  # "imagenet", a torchvision weights name, or a local .pth state dict
+    freeze: str = "none"  # "backbone": train only the new head (Keras layer.trainable = False)
+    head: str | None = None  # hidden Dense widths of a new head, e.g. "256,64" (Keras include_top=False)
+    pooling: str = "none"  # feature map → new head: none (flatten), avg or max (Keras pooling=)
 
     def validate(self) -> "RunConfig":
         """Raise a one-line CnnlabError for the first value that cannot work."""
@@ -58,12 +69,28 @@ class RunConfig:
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})"),
             (self.checkpoint_every >= 0, f"--checkpoint-every must be >= 0 (got {self.checkpoint_every})"),
             (self.eval_batch_size >= 1, f"--eval-batch-size must be at least 1 (got {self.eval_batch_size})"),
+            (self.resize is None or self.resize >= 1, f"--resize must be at least 1 (got {self.resize})"),
+            (self.label_mode in LABEL_MODES, f"--label-mode must be one of {', '.join(LABEL_MODES)} (got {self.label_mode!r})"),
+            (self.freeze in FREEZE, f"--freeze must be one of {', '.join(FREEZE)} (got {self.freeze!r})"),
+            (self.pooling in POOLINGS, f"--pooling must be one of {', '.join(POOLINGS)} (got {self.pooling!r})"),
         ]
         for ok, message in checks:
             if not ok:
                 raise CnnlabError(message)
         self.val_fraction()
+        self.head_widths()
         return self
+
+    @property
+    def transfer(self) -> bool:
+        """True when the network is a backbone under a new head (any transfer option set)."""
+        return bool(self.pretrained or self.head is not None or self.freeze != "none" or self.pooling != "none")
+
+    def head_widths(self) -> list[int]:
+        """The new head's hidden Dense widths: "256,64" → [256, 64]; "" or None → []."""
+        from ..models.transfer import parse_head
+
+        return parse_head(self.head or "")
 
     def val_fraction(self) -> float | None:
         """The validation fraction carved from train, or None when validating on the test split."""

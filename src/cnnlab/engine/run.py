@@ -3,18 +3,19 @@ from __future__ import annotations
 
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..data import ImageSet, load_dataset
+from ..data import ImageSet, canonical_name, load_dataset
 from ..data.loader import TensorLoader
 from ..errors import CnnlabError
 from ..models import create_model
+from ..models.transfer import backbone_kwargs, build_transfer, load_pretrained, transfer_meta
 from . import distributed as D
-from .checkpoint import load_checkpoint, load_model_state, remove_stale_temps
+from .checkpoint import load_checkpoint, load_model_state
 from .config import RunConfig
 from .fit import Callbacks, evaluate, fit, predict_logits
 from .history import History
@@ -44,12 +45,30 @@ class Splits:
     val: ImageSet
 
 
+def is_folder(dataset: str) -> bool:
+    """True when ``dataset`` names an image folder rather than a built-in dataset."""
+    return canonical_name(dataset) is None
+
+
+def load_split(cfg: RunConfig, split: str) -> ImageSet:
+    """One split of the run's dataset, with its label mode, converted to RGB and resized as the run asks."""
+    opts: dict = {"label_mode": cfg.label_mode} if cfg.label_mode != "fine" else {}
+    if cfg.resize and is_folder(cfg.dataset):
+        opts["size"] = cfg.resize  # decode straight at the final size
+    data = load_dataset(cfg.dataset, split, root=cfg.data_dir, **opts)
+    data = data.to_rgb() if cfg.rgb else data
+    return data.resize(cfg.resize, cfg.resize) if cfg.resize else data
+
+
 def load_splits(cfg: RunConfig) -> Splits:
     """Train and validation sets: the test split (course behaviour) or a fraction carved from train."""
-    train = load_dataset(cfg.dataset, "train", root=cfg.data_dir)
     frac = cfg.val_fraction()
+    if frac is None and is_folder(cfg.dataset):
+        raise CnnlabError(f"the image folder {cfg.dataset} has no test split: pass --val 0.2 to validate on a "
+                          "stratified 20% of it")
+    train = load_split(cfg, "train")
     if frac is None:
-        val = load_dataset(cfg.dataset, "test", root=cfg.data_dir)
+        val = load_split(cfg, "test")
     else:
         train, val = train.split(frac, seed=cfg.seed)
     if cfg.limit_train:
@@ -71,15 +90,24 @@ def make_loaders(cfg: RunConfig, splits: Splits, device: torch.device) -> tuple[
 def model_meta(cfg: RunConfig, data: ImageSet) -> dict:
     """What a checkpoint must carry to rebuild its model and name its classes without the dataset."""
     c, h, w = data.images.shape[1:]
+    transfer = transfer_meta(cfg.model, cfg.pretrained, cfg.head_widths(), cfg.pooling, cfg.freeze) \
+        if cfg.transfer else None
     return {"model_name": cfg.model, "num_classes": len(data.classes), "in_channels": int(c),
             "input_size": [int(h), int(w)], "classes": list(data.classes), "dataset": cfg.dataset,
-            "model_kwargs": dict(cfg.model_kwargs or {})}
+            "model_kwargs": backbone_kwargs(cfg.model, cfg.pretrained, cfg.model_kwargs), "transfer": transfer,
+            "preprocess": {"rgb": cfg.rgb, "resize": cfg.resize, "label_mode": cfg.label_mode}}
 
 
 def build_model(meta: dict) -> nn.Module:
-    """The network a checkpoint's metadata describes, freshly initialised."""
-    return create_model(meta["model_name"], num_classes=meta["num_classes"], in_channels=meta["in_channels"],
-                        input_size=tuple(meta["input_size"]), **(meta.get("model_kwargs") or {}))
+    """The network a checkpoint's metadata describes (a backbone under a new head for transfer), freshly initialised."""
+    size = tuple(meta["input_size"])
+
+    def factory() -> nn.Module:
+        return create_model(meta["model_name"], num_classes=meta["num_classes"], in_channels=meta["in_channels"],
+                            input_size=size, **(meta.get("model_kwargs") or {}))
+
+    spec = meta.get("transfer")
+    return build_transfer(factory, spec, meta["num_classes"], meta["in_channels"], size) if spec else factory()
 
 
 def start_fresh(run_dir: Path) -> None:
@@ -99,13 +127,16 @@ def train(cfg: RunConfig, run_dir: Path | None = None, fresh: bool = False, prog
     D.init_from_env(device)
     if fresh and D.is_main():
         start_fresh(run_dir)
-    if D.is_main():
-        remove_stale_temps(run_dir, RUN_FILES)
     D.barrier()
     splits = load_splits(cfg)
     meta = model_meta(cfg, splits.train)
     torch.manual_seed(cfg.seed)
-    model = build_model(meta).to(device)
+    model = build_model(meta)
+    if cfg.pretrained and not (run_dir / "last.pt").exists():
+        source = load_pretrained(model, cfg.model, cfg.pretrained)
+        if D.is_main():
+            print(f"Backbone weights: {source}", file=sys.stderr, flush=True)
+    model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if D.is_distributed():
@@ -165,10 +196,14 @@ class EvalResult:
 
 def evaluate_run(path: Path, split: str = "test", data_dir: str | None = None, which: str = "best",
                  batch_size: int = 500) -> EvalResult:
-    """Evaluate a trained run on a split of the dataset it was trained on."""
+    """Evaluate a trained run on a split (train, test, or val: the images it validated on) of its dataset."""
     model, ckpt = load_trained(path, which)
-    cfg = RunConfig.from_dict(ckpt.get("config", {}))
-    data = load_dataset(ckpt["dataset"], split, root=data_dir or cfg.data_dir)
+    saved = RunConfig.from_dict(ckpt.get("config", {}))
+    cfg = replace(saved, dataset=ckpt["dataset"], data_dir=data_dir or saved.data_dir, limit_train=None, limit_val=None)
+    if split == "test" and is_folder(cfg.dataset):
+        raise CnnlabError(f"the image folder {cfg.dataset} has no test split: use --split val (the part held out "
+                          "for validation) or --split train")
+    data = load_splits(cfg).val if split == "val" else load_split(cfg, split)
     if data.images.shape[1:] != torch.Size([ckpt["in_channels"], *ckpt["input_size"]]):
         raise CnnlabError(f"{split} images are {tuple(data.images.shape[1:])}, the model expects "
                           f"{(ckpt['in_channels'], *ckpt['input_size'])}")

@@ -10,7 +10,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -181,9 +181,11 @@ def _units(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
     return out
 
 
-def block_outputs(model: nn.Module, image: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+def block_outputs(model: nn.Module, image: torch.Tensor,
+                  forward: Callable[[torch.Tensor], Any] | None = None) -> list[tuple[str, torch.Tensor]]:
     """Output of each conv block: a layer containing a conv plus the non-conv layers after it
-    (the course's C-B-A-P-D), taken where the block ends; spatial (4-D) outputs only."""
+    (the course's C-B-A-P-D), taken where the block ends; spatial (4-D) outputs only.
+    ``forward`` runs the image when ``model`` is called through something else (a wrapper's forward_features)."""
     units = _units(model) or [("model", model)]
     calls: list[tuple[str, bool, torch.Tensor]] = []
 
@@ -198,7 +200,7 @@ def block_outputs(model: nn.Module, image: torch.Tensor) -> list[tuple[str, torc
     model.eval()
     try:
         with torch.no_grad():
-            model(image.unsqueeze(0) if image.dim() == 3 else image[:1])
+            (forward or model)(image.unsqueeze(0) if image.dim() == 3 else image[:1])
     finally:
         for h in handles:
             h.remove()
@@ -212,12 +214,12 @@ def block_outputs(model: nn.Module, image: torch.Tensor) -> list[tuple[str, torc
     return blocks
 
 
-def plot_feature_maps(model: nn.Module, image: torch.Tensor, out_dir: str | os.PathLike,
-                      max_maps: int = 64) -> list[Path]:
+def plot_feature_maps(model: nn.Module, image: torch.Tensor, out_dir: str | os.PathLike, max_maps: int = 64,
+                      forward: Callable[[torch.Tensor], Any] | None = None) -> list[Path]:
     """One grid PNG per conv block (up to ``max_maps`` channels each) for one C×H×W image."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     paths = []
-    for i, (name, out) in enumerate(block_outputs(model, image.to(device))):
+    for i, (name, out) in enumerate(block_outputs(model, image.to(device), forward)):
         maps = out[0, :max_maps].float().cpu().numpy()
         fig = _figure(8, 8)
         _grid(fig, [_normalise(m) for m in maps], f"{name}: {out.shape[1]} maps of {out.shape[2]}x{out.shape[3]}")

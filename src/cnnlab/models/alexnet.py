@@ -3,16 +3,19 @@
 227x227x3 → 96·11x11/4 valid → LRN → 3x3/2 max → 256·5x5 same → LRN → 3x3/2 max → 384·3x3 → 384·3x3
 → 256·3x3 → 3x3/2 max → 6x6x256 → FC 4096 → FC 4096 → FC classes. The paper split conv2/4/5 over two
 GPUs (groups=2: 60,965,224 params); this is the single-GPU reading counted as 62,378,344.
-Module names follow torchvision (``features``, ``avgpool``, ``classifier``), but torchvision's
-``alexnet`` is the later 64-192-384-256-256 variant without LRN, so its weights do not fit this one.
+Module names follow torchvision (``features``, ``avgpool``, ``classifier``). torchvision's ``alexnet`` is
+the later "one weird trick" 64-192-384-256-256 variant without LRN (conv1 padded by 2, 224x224 input);
+``variant="torchvision"`` builds that one, with the same indices and shapes, so its ImageNet weights load.
 """
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from torch import nn
 
 from ..layers import Conv2d, MaxPool2d
-from .lenet import ZooModel, feature_shape
+from .base import ZooModel, feature_shape
 from .registry import register_model
 
 
@@ -21,22 +24,41 @@ def krizhevsky_lrn() -> nn.LocalResponseNorm:
     return nn.LocalResponseNorm(5, alpha=5 * 1e-4, beta=0.75, k=2.0)
 
 
+def paper_features(in_channels: int) -> nn.Sequential:
+    """The 2012 paper's conv stack: 96-256-384-384-256, valid 11x11/4 first conv, LRN after conv1/conv2."""
+    return nn.Sequential(
+        Conv2d(in_channels, 96, 11, 4), nn.ReLU(inplace=True), krizhevsky_lrn(), MaxPool2d(3, 2),
+        Conv2d(96, 256, 5, padding="same"), nn.ReLU(inplace=True), krizhevsky_lrn(), MaxPool2d(3, 2),
+        Conv2d(256, 384, 3, padding="same"), nn.ReLU(inplace=True),
+        Conv2d(384, 384, 3, padding="same"), nn.ReLU(inplace=True),
+        Conv2d(384, 256, 3, padding="same"), nn.ReLU(inplace=True), MaxPool2d(3, 2),
+    )
+
+
+def torchvision_features(in_channels: int) -> nn.Sequential:
+    """torchvision's conv stack: 64-192-384-256-256, first conv padded by 2, no LRN."""
+    return nn.Sequential(
+        Conv2d(in_channels, 64, 11, 4, padding=2), nn.ReLU(inplace=True), MaxPool2d(3, 2),
+        Conv2d(64, 192, 5, padding="same"), nn.ReLU(inplace=True), MaxPool2d(3, 2),
+        Conv2d(192, 384, 3, padding="same"), nn.ReLU(inplace=True),
+        Conv2d(384, 256, 3, padding="same"), nn.ReLU(inplace=True),
+        Conv2d(256, 256, 3, padding="same"), nn.ReLU(inplace=True), MaxPool2d(3, 2),
+    )
+
+
+FEATURES = {"paper": paper_features, "torchvision": torchvision_features}
+
+
 class AlexNet(ZooModel):
-    """Single-tower AlexNet with LRN after conv1/conv2 and overlapping 3x3/2 max pooling."""
+    """Single-tower AlexNet with overlapping 3x3/2 max pooling (LRN after conv1/conv2 in the paper variant)."""
 
     classifier_name = "classifier.6"
 
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, input_size: tuple[int, int] = (227, 227),
-                 dropout: float = 0.5) -> None:
+                 dropout: float = 0.5, variant: Literal["paper", "torchvision"] = "paper") -> None:
         super().__init__()
         self.num_classes, self.num_features = num_classes, 4096
-        self.features = nn.Sequential(
-            Conv2d(in_channels, 96, 11, 4), nn.ReLU(inplace=True), krizhevsky_lrn(), MaxPool2d(3, 2),
-            Conv2d(96, 256, 5, padding="same"), nn.ReLU(inplace=True), krizhevsky_lrn(), MaxPool2d(3, 2),
-            Conv2d(256, 384, 3, padding="same"), nn.ReLU(inplace=True),
-            Conv2d(384, 384, 3, padding="same"), nn.ReLU(inplace=True),
-            Conv2d(384, 256, 3, padding="same"), nn.ReLU(inplace=True), MaxPool2d(3, 2),
-        )
+        self.features = FEATURES[variant](in_channels)
         c, h, w = feature_shape(self.features, in_channels, input_size)
         self.avgpool = nn.AdaptiveAvgPool2d((h, w))
         self.classifier = nn.Sequential(
@@ -55,5 +77,5 @@ class AlexNet(ZooModel):
 @register_model("alexnet", family="alexnet", input_size=(3, 227, 227),
                 source="Krizhevsky et al. 2012 / seed 004")
 def alexnet(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
-    """AlexNet at 227x227, single tower, LRN, 62.4 M parameters at 1000 classes."""
+    """AlexNet at 227x227, single tower, LRN, 62.4 M parameters at 1000 classes; kwarg ``variant="torchvision"``."""
     return AlexNet(num_classes, in_channels, input_size, **kw)

@@ -1,0 +1,180 @@
+"""``cnnlab compare``: train several networks the same way, then one table and one figure for all of them.
+
+Each network trains in ``RUNS_ROOT/<model>-<dataset>`` and resumes there, so an interrupted comparison
+continues where it stopped; a run that already finished with the same identity is reused as it is.
+The report (``report.md``, ``report.html`` with the curves embedded as base64 PNG, ``curves.png``)
+holds, per run: parameters, forward FLOPs per image, final train/val loss and accuracy, best val
+accuracy, seconds per epoch and training images per second.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import math
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ..errors import CnnlabError
+from .config import RunConfig
+from .history import History
+from .run import default_run_dir, load_trained, train
+
+HEADER = ("model", "params", "MFLOPs", "epochs", "loss", "accuracy", "val_loss", "val_accuracy",
+          "best val_acc", "s/epoch", "img/s")
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """One row of the comparison."""
+
+    model: str
+    run_dir: str
+    params: int
+    flops: int  # forward FLOPs per image (2 per multiply-add)
+    epochs: int
+    loss: float
+    accuracy: float
+    val_loss: float
+    val_accuracy: float
+    best_val_accuracy: float
+    seconds_per_epoch: float
+    images_per_sec: float
+
+
+def run_dir_for(cfg: RunConfig, runs_root: Path) -> Path:
+    """``RUNS_ROOT/<model>-<dataset>``, as ``cnnlab train`` names it under runs/."""
+    return Path(runs_root) / default_run_dir(cfg).name
+
+
+def is_finished(cfg: RunConfig, run_dir: Path) -> bool:
+    """True when ``run_dir`` holds this very run (same identity) trained for all of ``cfg.epochs``."""
+    if not (run_dir / "config.json").is_file() or not (run_dir / "history.json").is_file():
+        return False
+    return not RunConfig.load(run_dir / "config.json").identity_mismatch(cfg) and len(History.load(run_dir)) >= cfg.epochs
+
+
+def train_all(models: list[str], base: RunConfig, runs_root: Path, fresh: bool = False,
+              progress: bool = True) -> list[Path]:
+    """Train (resume, or reuse when finished) one run per model with ``base``'s settings; their directories."""
+    if not models:
+        raise CnnlabError("compare needs at least one model")
+    dirs = []
+    for i, model in enumerate(models, start=1):
+        cfg = replace(base, model=model).validate()
+        run_dir = run_dir_for(cfg, runs_root)
+        if not fresh and is_finished(cfg, run_dir):
+            print(f"[{i}/{len(models)}] {model}: finished run in {run_dir}, reused", file=sys.stderr, flush=True)
+        else:
+            print(f"[{i}/{len(models)}] {model}", file=sys.stderr, flush=True)
+            train(cfg, run_dir, fresh=fresh, progress=progress)
+        dirs.append(run_dir)
+    return dirs
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def run_stats(run_dir: Path) -> RunStats:
+    """Size, cost and results of one finished (or stopped) run."""
+    from ..explain.summary import summarize
+
+    model, ckpt = load_trained(run_dir, "last")
+    summary = summarize(model, (ckpt["in_channels"], *ckpt["input_size"]))
+    h = History.load(run_dir)
+    return RunStats(Path(ckpt["model_name"]).stem, str(run_dir), summary.total_params, 2 * summary.total_macs,
+                    len(h), h.last("loss"), h.last("accuracy"), h.last("val_loss"), h.last("val_accuracy"),
+                    h.best("val_accuracy"), _mean(h.history["seconds"]), _mean(h.history["images_per_sec"]))
+
+
+def _num(value: float, digits: int = 4) -> str:
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def table_rows(stats: list[RunStats]) -> list[list[str]]:
+    """Header and one row of display strings per run (shared by the text, Markdown and HTML tables)."""
+    body = [[s.model, f"{s.params:,}", f"{s.flops / 1e6:,.1f}", str(s.epochs), _num(s.loss), _num(s.accuracy),
+             _num(s.val_loss), _num(s.val_accuracy), _num(s.best_val_accuracy), _num(s.seconds_per_epoch, 1),
+             _num(s.images_per_sec, 0)] for s in stats]
+    return [list(HEADER), *body]
+
+
+def text_table(rows: list[list[str]]) -> str:
+    """Aligned columns for the terminal: names left, numbers right."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                     for r in rows)
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    """A GitHub-flavoured Markdown table, numbers right-aligned."""
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join([":---"] + ["---:"] * (len(rows[0]) - 1)) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]])
+
+
+def html_table(rows: list[list[str]]) -> str:
+    """The same table as HTML."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def describe(base: RunConfig) -> str:
+    """One line naming the shared training settings."""
+    return (f"dataset {base.dataset}, {base.epochs} epoch(s), batch {base.batch_size}, {base.optimizer} "
+            f"lr {base.base_lr:g}, augment {base.augment}, validation {base.val}"
+            + (f", first {base.limit_train} training images" if base.limit_train else ""))
+
+
+def markdown_report(rows: list[list[str]], settings: str, curves: str) -> str:
+    """report.md: settings, table, and the overlaid curves."""
+    return (f"# Comparison\n\n{settings}.\n\n{markdown_table(rows)}\n\nMFLOPs: forward floating-point operations per "
+            f"image (2 per multiply-add). s/epoch and img/s: training time, averaged over epochs.\n\n"
+            f"![accuracy and loss of every run]({curves})\n")
+
+
+def html_report(rows: list[list[str]], settings: str, png: bytes) -> str:
+    """report.html: a self-contained page (the curves PNG inlined as base64)."""
+    image = base64.b64encode(png).decode("ascii")
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+             "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th:first-child,td:first-child{text-align:left}"
+             "img{max-width:100%}")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>cnnlab comparison</title>"
+            f"<style>{style}</style></head><body><h1>Comparison</h1><p>{html.escape(settings)}.</p>"
+            f"{html_table(rows)}<p>MFLOPs: forward floating-point operations per image (2 per multiply-add). "
+            f"s/epoch and img/s: training time, averaged over epochs.</p>"
+            f"<img alt=\"accuracy and loss of every run\" src=\"data:image/png;base64,{image}\"></body></html>\n")
+
+
+@dataclass(frozen=True)
+class Report:
+    """What ``write_report`` wrote, and the table it printed from."""
+
+    markdown: Path
+    html: Path
+    curves: Path
+    table: str
+
+
+def write_report(run_dirs: list[Path], base: RunConfig, out_dir: Path) -> Report:
+    """Write report.md, report.html and curves.png for these runs into ``out_dir``."""
+    from ..explain.plots import plot_runs
+    from .checkpoint import atomic_write_bytes
+
+    stats = [run_stats(d) for d in run_dirs]
+    rows = table_rows(stats)
+    out_dir = Path(out_dir)
+    curves = plot_runs({s.model: History.load(Path(s.run_dir)).to_dict() for s in stats}, out_dir / "curves.png")
+    settings = describe(base)
+    md, page = out_dir / "report.md", out_dir / "report.html"
+    atomic_write_bytes(md, markdown_report(rows, settings, curves.name).encode())
+    atomic_write_bytes(page, html_report(rows, settings, curves.read_bytes()).encode())
+    return Report(md, page, curves, text_table(rows))
+
+
+def compare(models: list[str], base: RunConfig, out_dir: Path, runs_root: Path = Path("runs"), fresh: bool = False,
+            progress: bool = True) -> Report:
+    """Train every model like ``base`` (resuming each), then write the comparison report."""
+    return write_report(train_all(models, base, runs_root, fresh, progress), base, out_dir)

@@ -1,0 +1,143 @@
+"""Prediction: image files → the model's channels and input size → top-k classes with softmax probabilities.
+
+Images are decoded with Pillow, converted to the model's channel count (L or RGB), resized to its input
+size and scaled to [0, 1], as training saw them. A file that cannot be read is reported and skipped.
+The same code serves a PyTorch checkpoint and an exported ONNX model (through onnxruntime).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.folder import _DECODE_ERRORS, IMAGE_EXTENSIONS, Skipped, read_image
+from ..errors import CnnlabError
+
+ONNX_META_KEY = "cnnlab"  # ONNX metadata_props key holding the model description as JSON
+Logits = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What a model reads and what its outputs mean."""
+
+    channels: int
+    size: tuple[int, int]
+    classes: list[str]
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "ModelInput":
+        """From a checkpoint's (or an ONNX file's) model description."""
+        return cls(int(meta["in_channels"]), (int(meta["input_size"][0]), int(meta["input_size"][1])),
+                   list(meta["classes"]))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The top-k (class, probability) pairs of one image, most likely first."""
+
+    path: str
+    top: list[tuple[str, float]]
+
+
+def image_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Files as given; folders expanded to the image files under them (recursively, sorted)."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                            and not any(part.startswith(".") for part in p.relative_to(item).parts))
+        else:
+            files.append(item)
+    return files
+
+
+def read_images(files: Sequence[Path], spec: ModelInput) -> tuple[torch.Tensor, list[Path], list[Skipped]]:
+    """uint8 N×C×H×W of the readable files, those files, and the skipped ones with the reason."""
+    mode = {1: "L", 3: "RGB"}.get(spec.channels)
+    if mode is None:
+        raise CnnlabError(f"the model reads {spec.channels}-channel images; only 1 (grayscale) or 3 (RGB) can be decoded")
+    arrays, ok, skipped = [], [], []
+    for path in files:
+        try:
+            arrays.append(read_image(str(path), spec.size, mode))
+            ok.append(path)
+        except FileNotFoundError:
+            skipped.append(Skipped(str(path), "no such file"))
+        except _DECODE_ERRORS as err:
+            skipped.append(Skipped(str(path), f"not a readable image ({type(err).__name__}: {err})"))
+    images = torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0, spec.channels, *spec.size, dtype=torch.uint8)
+    return images, ok, skipped
+
+
+def top_k(logits: torch.Tensor, classes: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
+    """Softmax over the logits, then the k most probable classes of each row."""
+    probs = torch.softmax(logits.float(), dim=1)
+    values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
+    return [[(classes[i], float(v)) for v, i in zip(vs, ix)] for vs, ix in zip(values.tolist(), indices.tolist())]
+
+
+def predict_files(logits_of: Logits, spec: ModelInput, inputs: Sequence[str | os.PathLike], k: int = 3,
+                  batch_size: int = 64) -> tuple[list[Prediction], list[Skipped]]:
+    """Top-k predictions of every readable image among ``inputs``; an error only when none is readable."""
+    files = image_files(inputs)
+    images, ok, skipped = read_images(files, spec)
+    if not ok:
+        raise CnnlabError(f"none of the {len(files)} input(s) could be read as an image"
+                          + (f" (first: {skipped[0].path}: {skipped[0].reason})" if skipped else ""))
+    logits = torch.cat([logits_of(images[i:i + batch_size].float().div_(255.0))
+                        for i in range(0, len(images), batch_size)])
+    return [Prediction(str(p), top) for p, top in zip(ok, top_k(logits, spec.classes, k))], skipped
+
+
+def torch_predictor(run: Path, which: str = "best") -> tuple[Logits, ModelInput]:
+    """Logits function and input description of a trained run directory or checkpoint."""
+    from .run import load_trained
+
+    model, ckpt = load_trained(run, which)
+
+    @torch.inference_mode()
+    def logits_of(x: torch.Tensor) -> torch.Tensor:
+        return model(x)
+
+    return logits_of, ModelInput.from_meta(ckpt)
+
+
+def import_onnxruntime():
+    """onnxruntime, or a clear error naming the optional extra."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise CnnlabError("ONNX needs the optional extra: pip install 'cnnlab[onnx]' (onnx, onnxruntime)") from None
+    return onnxruntime
+
+
+def onnx_predictor(path: Path) -> tuple[Logits, ModelInput]:
+    """Logits function (onnxruntime, CPU) and input description of a model written by ``cnnlab export --onnx``."""
+    ort = import_onnxruntime()
+    if not Path(path).is_file():
+        raise CnnlabError(f"no ONNX model at {path}")
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for bad files
+        raise CnnlabError(f"{path} is not a loadable ONNX model ({str(e).splitlines()[0][:160]})") from None
+    meta = session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY)
+    if meta is None:
+        raise CnnlabError(f"{path} lacks cnnlab's model description (class names, input size): export it with "
+                          "`cnnlab export RUN_DIR --onnx`")
+    name = session.get_inputs()[0].name
+
+    def logits_of(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+
+    return logits_of, ModelInput.from_meta(json.loads(meta))
+
+
+def format_prediction(p: Prediction) -> str:
+    """``path  7 0.912  1 0.050  2 0.010``: one line per image."""
+    return p.path + "  " + "  ".join(f"{name} {prob:.3f}" for name, prob in p.top)
