@@ -102,7 +102,8 @@ def test_malicious_batch_refused_and_never_runs(cifar10_extracted, tmp_path, pay
             "builtins.getattr": _Reduce(getattr, ("", "join"))}[payload]
     (folder / "data_batch_3").write_bytes(pickle.dumps({b"data": evil, b"labels": []}, protocol=2))
     function = payload.split(".")[-1]
-    with pytest.raises(CnnlabError, match=rf"refusing to load .*data_batch_3.*contains code \(GLOBAL [\w.]*{function}\)"):
+    refused = rf"refusing to load .*data_batch_3.*contains code \(GLOBAL [\w.]*{function}\)"
+    with pytest.raises(CnnlabError, match=refused):
         load_dataset("cifar10", root=folder, download=False)
     assert not marker.exists()
 

@@ -9,6 +9,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import urllib.error
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -85,6 +86,8 @@ def _download(url: str, md5: str, target: Path) -> Path:
         os.replace(tmp, target)
         return target
     except _DOWNLOAD_ERRORS as err:
+        if isinstance(err, urllib.error.HTTPError):
+            err.close()
         raise CnnlabError(_offline_message(url, target, err)) from err
     finally:
         tmp.unlink(missing_ok=True)

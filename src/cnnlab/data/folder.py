@@ -91,7 +91,8 @@ def read_folder(root: str | Path, size: tuple[int, int] = (32, 32),
         except _DECODE_ERRORS as err:
             skipped.append(Skipped(display_name(path), f"unreadable image ({type(err).__name__}: {err})"))
     if not arrays:
-        raise CnnlabError(f"no readable images in {root}: expected root/CLASS/*.jpg|png|bmp|gif|webp")
+        raise CnnlabError(f"no readable images in {display_name(str(root))}: "
+                          "expected root/CLASS/*.jpg|png|bmp|gif|webp")
     images = torch.from_numpy(np.stack(arrays))
     return ImageSet(images, torch.tensor(labels, dtype=torch.int64), classes, f"folder:{display_name(str(root))}"), skipped
 
