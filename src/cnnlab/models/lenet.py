@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..layers import AvgPool2d, Conv2d, activation
-from .base import ZooModel
+from .base import ZooModel, feature_shape
 from .registry import register_model
 
 
