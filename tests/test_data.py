@@ -5,6 +5,7 @@ import dataclasses
 import io
 import os
 import pickle
+import shutil
 import tarfile
 import zipfile
 from pathlib import Path
@@ -59,6 +60,8 @@ def test_cifar10_download_extract_load_then_reuse(monkeypatch, tmp_path, http_se
     assert sorted(p.name for p in root.iterdir()) == ["cifar-10-batches-py", "cifar-10-python.tar.gz"]
     hits = len(http_server.hits)
     load_dataset("CIFAR-10", root=root)
+    shutil.rmtree(root / "cifar-10-batches-py")
+    assert_matches(load_dataset("cifar10", root=root, download=False), cifar10_archive.expected["train"])
     assert len(http_server.hits) == hits
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..errors import CnnlabError
-from .download import cache_dir, fetch, safe_extract
+from .download import cache_dir, fetch, safe_extract, url_filename
 from .imageset import ImageSet
 from .safe_pickle import get_key, load_cifar_batch, load_pickle
 
@@ -80,11 +80,11 @@ def find_folder(root: Path, source: CifarSource) -> Path | None:
 
 
 def ensure_folder(source: CifarSource, root: Path, download: bool) -> Path:
-    """An extracted copy if one exists; otherwise download, verify and extract the archive."""
+    """An extracted copy if one exists; else extract the archive, verified, downloading it if allowed."""
     folder = find_folder(root, source)
     if folder is not None:
         return folder
-    if not download:
+    if not download and not (root / url_filename(source.url)).is_file():
         raise CnnlabError(f"{source.name} not found: expected {root / source.folder}/{source.meta}; "
                           f"allow downloading or place the extracted {source.folder} folder in {root}")
     safe_extract(fetch(source.url, source.md5, root), root)

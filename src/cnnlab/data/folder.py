@@ -37,11 +37,11 @@ def scan_folder(root: str | Path) -> tuple[list[str], list[tuple[str, int]], lis
     root = Path(root)
     if not root.is_dir():
         raise CnnlabError(f"image folder {root} does not exist or is not a directory")
-    class_dirs = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    entries = [e for e in os.scandir(root) if not e.name.startswith(".")]
+    class_dirs = sorted(e.name for e in entries if e.is_dir())
     classes: list[str] = []
     files: list[tuple[str, int]] = []
-    skipped = [Skipped(display_name(str(root / e.name)), "not inside a class folder")
-               for e in os.scandir(root) if e.is_file() and not e.name.startswith(".")]
+    skipped = [Skipped(display_name(e.path), "not inside a class folder") for e in entries if e.is_file()]
     for name in class_dirs:
         images, others = _class_files(root / name)
         skipped += others
@@ -101,15 +101,20 @@ def load_folder(root: str | Path, split: str = "train", size: int | tuple[int, i
                 val_fraction: float | None = None, seed: int = 0) -> ImageSet:
     """Load an image folder; with val_fraction, 'train' and 'val' are a stratified seeded split."""
     size = (size, size) if isinstance(size, int) else tuple(size)
-    if split not in ("train", "val", "test", "all"):
-        raise CnnlabError(f"unknown split {split!r} for an image folder: choose train, val, test or all")
+    _check_split(split, val_fraction)
     images, skipped = read_folder(root, size, mode)
     for item in skipped:
         log.warning("skipped %s: %s", item.path, item.reason)
-    if split == "all" or (val_fraction is None and split == "train"):
+    if split == "all" or val_fraction is None:
         return images
-    if val_fraction is None:
-        raise CnnlabError(f"an image folder has no {split!r} split of its own: pass val_fraction "
-                          "(e.g. 0.2), or point at a separate folder")
     train, val = images.split(val_fraction, seed=seed)
     return train if split == "train" else val
+
+
+def _check_split(split: str, val_fraction: float | None) -> None:
+    """A folder has 'all'/'train'; 'val'/'test' exist only when val_fraction carves them out."""
+    if split not in ("train", "val", "test", "all"):
+        raise CnnlabError(f"unknown split {split!r} for an image folder: choose train, val, test or all")
+    if val_fraction is None and split in ("val", "test"):
+        raise CnnlabError(f"an image folder has no {split!r} split of its own: pass val_fraction "
+                          "(e.g. 0.2), or point at a separate folder")
