@@ -193,3 +193,15 @@ def cifar10_extracted(tmp_path: Path) -> tuple[Path, dict]:
     """An extracted cifar-10-batches-py as prepare_cifar10.py writes it (protocol 4), no archive."""
     files, expected = cifar10_members(seed=3, protocol=4)
     return write_folder(tmp_path / "existing" / "cifar-10-batches-py", files), expected
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-epoch baseline-cifar run on 96 embedded digits images, shared by the predict/export tests."""
+    from cnnlab.cli import main
+
+    run = tmp_path_factory.mktemp("runs") / "baseline-cifar-digits"
+    args = ["train", "baseline-cifar", "--epochs", "1", "--limit-train", "96", "--limit-val", "64", "--run-dir", str(run),
+            "--no-progress"]
+    assert main(args) == 0
+    return run

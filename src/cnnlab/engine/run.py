@@ -139,13 +139,20 @@ def train(cfg: RunConfig, run_dir: Path | None = None, fresh: bool = False, prog
     model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+def parameter_counts(model: nn.Module) -> str:
+    """``N parameters``, with the trainable count when part of the model is frozen."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return f"{total:,} parameters" + (f" ({trainable:,} trainable)" if trainable != total else "")
+
+
     if D.is_distributed():
         model = nn.parallel.DistributedDataParallel(model)
     train_loader, val_loader = make_loaders(cfg, splits, device)
     if D.is_main():
         print(f"Training {cfg.model} on {cfg.dataset}: {len(splits.train):,} train / {len(splits.val):,} "
-              f"validation images, {meta['num_classes']} classes, {sum(p.numel() for p in model.parameters()):,} "
-              f"parameters, device {device}" + (f" × {D.world_size()} processes" if D.is_distributed() else "")
+              f"validation images, {meta['num_classes']} classes, {parameter_counts(model)}, device {device}"
+              + (f" × {D.world_size()} processes" if D.is_distributed() else "")
               + f" → {run_dir}", file=sys.stderr, flush=True)
     history = fit(model, train_loader, val_loader, cfg, run_dir, meta, resume=True, callbacks=callbacks,
                   progress=progress)

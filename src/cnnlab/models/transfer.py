@@ -138,6 +138,7 @@ def probe_backbone(backbone: nn.Module, in_channels: int, input_size: tuple[int,
     if not callable(getattr(backbone, "forward_features", None)):
         raise CnnlabError(f"{type(backbone).__name__} has no forward_features(): transfer learning needs a zoo "
                           "network (vgg16, resnet50, googlenet, …), not a .cbapd spec")
+    backbone.eval()  # batch-norm refuses a batch of one 1x1 map in training mode
     called: set[str] = set()
     handles = [child.register_forward_hook(lambda *_, n=name: called.add(n))
                for name, child in backbone.named_children()]
