@@ -11,8 +11,9 @@ from typing import Iterator, Literal
 
 import torch
 
-Augment = Literal["none", "flip", "crop-flip"]
-AUGMENTS: tuple[str, ...] = ("none", "flip", "crop-flip")
+Augment = Literal["none", "flip", "crop-flip", "shift-altflip"]
+AUGMENTS: tuple[str, ...] = ("none", "flip", "crop-flip", "shift-altflip")
+SHIFT_PAD = 2  # shift-altflip: largest shift in pixels (the border is reflected, not zero)
 
 
 @dataclass(frozen=True)
@@ -29,19 +30,25 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
-def plan_epoch(n: int, seed: int, epoch: int, shuffle: bool, pad: int) -> EpochPlan:
-    """Draw an epoch's order and augmentation parameters (on CPU, for device independence)."""
+def plan_epoch(n: int, seed: int, epoch: int, shuffle: bool, pad: int, alternate_flips: bool = False) -> EpochPlan:
+    """Draw an epoch's order and augmentation parameters (on CPU, for device independence).
+
+    With ``alternate_flips`` each image is mirrored in every other epoch (odd or even ones, drawn
+    once per seed): over two epochs the network sees both orientations of every image.
+    """
     g = epoch_generator(seed, epoch)
     order = torch.randperm(n, generator=g) if shuffle else torch.arange(n)
     flip = torch.rand(n, generator=g) < 0.5
+    if alternate_flips:
+        flip = (torch.rand(n, generator=epoch_generator(seed, -1)) < 0.5)[order] ^ bool(epoch % 2)
     shift = torch.randint(0, 2 * pad + 1, (n, 2), generator=g)
     return EpochPlan(order, flip, shift)
 
 
-def random_crop(x: torch.Tensor, shift: torch.Tensor, pad: int) -> torch.Tensor:
-    """Zero-pad a batch by ``pad`` and crop each image back to size at its own offset, at once."""
+def random_crop(x: torch.Tensor, shift: torch.Tensor, pad: int, mode: str = "constant") -> torch.Tensor:
+    """Pad a batch by ``pad`` (zeros, or ``mode="reflect"``) and crop each image back to size at its own offset."""
     n, c, h, w = x.shape
-    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode=mode)
     dev = x.device
     rows = (shift[:, 0:1].to(dev) + torch.arange(h, device=dev))[:, None, :, None]
     cols = (shift[:, 1:2].to(dev) + torch.arange(w, device=dev))[:, None, None, :]
@@ -122,8 +129,14 @@ class TensorLoader:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.set_epoch(int(state["epoch"]), int(state.get("start_step", 0)))
 
+    @property
+    def shift_pad(self) -> int:
+        """Largest shift of this loader's augmentation, in pixels."""
+        return SHIFT_PAD if self.augment == "shift-altflip" else self.pad
+
     def _plan(self) -> EpochPlan:
-        plan = plan_epoch(len(self.images), self.seed, self.epoch, self.shuffle, self.pad)
+        plan = plan_epoch(len(self.images), self.seed, self.epoch, self.shuffle, self.shift_pad,
+                          alternate_flips=self.augment == "shift-altflip")
         if self.world_size == 1:
             return plan
         keep = slice(self.rank, self.num_samples * self.world_size, self.world_size)
@@ -133,7 +146,9 @@ class TensorLoader:
         x = self.images[idx.to(self.device)].float().div_(255.0)
         if self.augment == "crop-flip":
             x = random_crop(x, shift, self.pad)
-        if self.augment in ("flip", "crop-flip"):
+        if self.augment == "shift-altflip":
+            x = random_crop(x, shift, SHIFT_PAD, mode="reflect")
+        if self.augment != "none":
             x = random_flip(x, flip)
         if self._mean is not None:
             x = (x - self._mean) / self._std

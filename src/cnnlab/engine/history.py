@@ -9,7 +9,8 @@ from pathlib import Path
 
 from .checkpoint import atomic_write_bytes
 
-COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "images_per_sec")
+COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "images_per_sec",
+           "tta_val_loss", "tta_val_accuracy")  # tta_*: the final epoch's test-time-augmented evaluation
 
 
 class History:

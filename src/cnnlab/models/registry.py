@@ -30,6 +30,7 @@ class ModelInfo:
     num_classes: int = 1000
     source: str = ""  # paper or course reference
     tags: tuple[str, ...] = field(default_factory=tuple)
+    recipe: str | None = None  # training recipe whose defaults `cnnlab train` applies (engine/recipes.py)
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -43,6 +44,7 @@ def register_model(
     num_classes: int = 1000,
     source: str = "",
     tags: tuple[str, ...] = (),
+    recipe: str | None = None,
 ) -> Callable[[Factory], Factory]:
     """Register ``fn(num_classes=, in_channels=, input_size=, **kw) -> nn.Module`` under a name."""
 
@@ -50,7 +52,7 @@ def register_model(
         key = name or fn.__name__.replace("_", "-")
         if key in _REGISTRY:
             raise ValueError(f"model name {key!r} registered twice")
-        _REGISTRY[key] = ModelInfo(key, fn, family, input_size, num_classes, source, tags)
+        _REGISTRY[key] = ModelInfo(key, fn, family, input_size, num_classes, source, tags, recipe)
         return fn
 
     return deco

@@ -1,0 +1,105 @@
+"""Fit a run into a wall-clock budget: time a training step and an evaluation batch, then choose the epochs.
+
+The whole schedule (learning-rate decay, a recipe's per-group horizons) is a function of the epoch
+count, so a shorter budget gives a shorter schedule rather than a truncated one. The chosen count
+goes into the run's config.json; resuming reuses it instead of timing again.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..data.loader import TensorLoader
+from . import distributed as D
+from .config import RunConfig
+from .fit import OptimizerFactory, Trainer, autocast, tta_views
+
+SAFETY = 0.97  # plan for this fraction of the remaining budget (timings on a shared machine wander)
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Measured seconds per training step and per evaluated image (one view)."""
+
+    train_step: float
+    eval_image: float
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    """Wall time of one call of ``fn``."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def measure_costs(model: nn.Module, train_loader: TensorLoader, val_loader: TensorLoader, cfg: RunConfig,
+                  optimizer_factory: OptimizerFactory | None = None) -> Costs:
+    """Time one training step (after a warm-up step) and one evaluation batch on a throwaway copy of ``model``.
+
+    The run itself is untouched: the copy is discarded and the torch RNG state is restored.
+    """
+    rng = torch.get_rng_state()
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            trainer = Trainer(copy.deepcopy(model), train_loader, None, cfg, Path(scratch), {}, progress=False,
+                              optimizer_factory=optimizer_factory)
+            train_loader.set_epoch(0)
+            x, y = next(iter(train_loader))
+            trainer._set_lr()
+            trainer._train_step(x, y)
+            step = _seconds(lambda: trainer._train_step(x, y))
+        vx, _ = next(iter(val_loader))
+        net = trainer.model.eval()
+
+        @torch.inference_mode()
+        def forward() -> None:
+            with autocast(vx.device, cfg.precision):
+                net(vx)
+
+        forward()
+        per_image = _seconds(forward) / len(vx)
+    finally:
+        torch.set_rng_state(rng)
+        train_loader.set_epoch(0)
+    return Costs(step, per_image)
+
+
+def plan_epochs(budget_s: float, spent_s: float, costs: Costs, steps_per_epoch: int, val_images: int,
+                val_every: int, final_views: int) -> int:
+    """Most epochs (at least 1) whose training, validations and final (augmented) evaluation fit the budget."""
+    available = SAFETY * budget_s - spent_s
+    val_s = val_images * costs.eval_image
+    per_epoch = steps_per_epoch * costs.train_step + val_s / val_every
+    return max(1, math.floor((available - final_views * val_s + val_s / val_every) / per_epoch))
+
+
+def fit_to_budget(cfg: RunConfig, model: nn.Module, train_loader: TensorLoader, val_loader: TensorLoader,
+                  spent_s: float, optimizer_factory: OptimizerFactory | None = None) -> RunConfig:
+    """``cfg`` with the epoch count that fits ``cfg.time_budget`` minutes, ``spent_s`` of which are gone."""
+    costs = measure_costs(model, train_loader, val_loader, cfg, optimizer_factory)
+    spent_s += costs.train_step * 2 + costs.eval_image * 2 * val_loader.batch_size  # the timing itself
+    epochs = plan_epochs(cfg.time_budget * 60, spent_s, costs, len(train_loader), len(val_loader.images),
+                         cfg.val_every, len(tta_views(torch.zeros(1, 1, 3, 3), cfg.tta)))
+    if D.is_distributed():  # every process must run the same schedule
+        epochs = int(D.all_reduce_sum(torch.tensor([epochs], device=train_loader.device)).item()) // D.world_size()
+    if D.is_main():
+        print(f"Time budget {cfg.time_budget:g} min: {costs.train_step:.2f} s/step × {len(train_loader)} steps/epoch, "
+              f"{costs.eval_image * 1e3:.2f} ms per evaluated image → {epochs} epochs", file=sys.stderr, flush=True)
+    return replace(cfg, epochs=epochs)
+
+
+def resumed_epochs(cfg: RunConfig, run_dir: Path) -> int | None:
+    """The epoch count that a resumable run in ``run_dir`` chose for the same budget, if there is one."""
+    if not (run_dir / "last.pt").exists() or not (run_dir / "config.json").exists():
+        return None
+    saved = RunConfig.load(run_dir / "config.json")
+    return saved.epochs if saved.time_budget == cfg.time_budget else None

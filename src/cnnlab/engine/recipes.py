@@ -1,0 +1,120 @@
+"""Named training recipes: RunConfig defaults plus optional hooks, applied when a model's registry entry names one.
+
+A recipe fills only the fields the user did not set (``RunConfig.apply_recipe``); its hooks are
+looked up by ``RunConfig.recipe`` when the run starts: ``init_from_data`` prepares a network from the
+training images (e.g. a whitening stem) and ``make_optimizer`` builds its optimizer (e.g. Muon with
+parameter groups). Test-time augmentation and the time budget are ordinary RunConfig fields.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from ..errors import CnnlabError
+from .config import RunConfig
+from .optim import Role, make_muon
+
+InitHook = Callable[[nn.Module, torch.Tensor], None]
+OptimizerHook = Callable[[nn.Module, RunConfig], torch.optim.Optimizer]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named set of RunConfig defaults and the hooks a run of it calls."""
+
+    name: str
+    description: str
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    init_from_data: InitHook | None = None  # (model, uint8 train images) → None, before training
+    make_optimizer: OptimizerHook | None = None
+
+
+RECIPES: dict[str, Recipe] = {}
+
+
+def register_recipe(recipe: Recipe) -> Recipe:
+    """Add a recipe to the registry (names are unique)."""
+    if recipe.name in RECIPES:
+        raise ValueError(f"recipe {recipe.name!r} registered twice")
+    unknown = set(recipe.defaults) - set(RunConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"recipe {recipe.name!r} sets unknown RunConfig fields {sorted(unknown)}")
+    RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def get_recipe(name: str) -> Recipe:
+    """The registered recipe ``name``, or a one-line error listing them."""
+    if name not in RECIPES:
+        raise CnnlabError(f"unknown recipe {name!r}: choose one of {', '.join(sorted(RECIPES))}")
+    return RECIPES[name]
+
+
+def recipe_of_model(model: str) -> Recipe | None:
+    """The recipe a registered model names, if any (spec files and unknown names have none)."""
+    from ..models.registry import _REGISTRY, _ensure_loaded, is_spec_path
+
+    if is_spec_path(model):
+        return None
+    _ensure_loaded()
+    info = _REGISTRY.get(model)
+    return get_recipe(info.recipe) if info and info.recipe else None
+
+
+def config_for(model: str, explicit: Mapping[str, Any] | None = None) -> RunConfig:
+    """RunConfig for ``model``: the fields in ``explicit`` as given, the rest from its recipe or the course defaults."""
+    given = dict(explicit or {})
+    cfg = RunConfig(model=model, **given)
+    recipe = recipe_of_model(model)
+    return cfg.apply_recipe(recipe, explicit=set(given)) if recipe else cfg
+
+
+def recipe_hooks(cfg: RunConfig) -> Recipe | None:
+    """The recipe whose hooks this run calls (the one its config was built from)."""
+    return get_recipe(cfg.recipe) if cfg.recipe else None
+
+
+# ---- fast: CIFAR-10 to 90% held-out accuracy in minutes on two CPU cores ---------------------
+FAST_BATCH = 2000  # images per step
+FAST_MUON_LR = 0.24  # Muon step for conv filters (scale-free: the update is orthogonalised)
+FAST_MUON_MOMENTUM = 0.6
+FAST_BIAS_LR = 0.053  # SGD lr of norm shifts and the stem bias, for the loss summed over a batch
+FAST_HEAD_LR = 0.67  # SGD lr of the head, for the loss summed over a batch
+FAST_DECAY_PER_STEP = 2e-6 * FAST_BATCH  # fraction of each SGD-trained weight decayed per step at full lr
+FAST_STEM_BIAS_EPOCHS = 3 / 8  # fraction of the run during which the stem bias trains
+FAST_EPOCHS = 10
+FAST_ROLES = (Role("stem.", FAST_BIAS_LR, FAST_STEM_BIAS_EPOCHS), Role("head.", FAST_HEAD_LR),
+              Role("", FAST_BIAS_LR))
+
+
+def init_network_from_data(model: nn.Module, images: torch.Tensor) -> None:
+    """Call the network's own ``init_from_data(images)`` (unwrapping DDP)."""
+    net = getattr(model, "module", model)
+    init = getattr(net, "init_from_data", None)
+    if init is None:
+        raise CnnlabError(f"{type(net).__name__} has no init_from_data: this recipe needs a network that has")
+    init(images)
+
+
+def fast_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    """Muon for conv filters; Nesterov SGD for the stem bias (first 3/8 of the run), norm shifts and the head."""
+    return make_muon(getattr(model, "module", model), cfg.base_lr, cfg.momentum, cfg.batch_size,
+                     cfg.weight_decay, FAST_ROLES)
+
+
+register_recipe(Recipe(
+    name="fast",
+    description="whitened stem + Muon, batch 2000, label smoothing 0.2, shifts and alternating flips, "
+                "bf16 channels-last, flip/shift test-time augmentation",
+    defaults=dict(epochs=FAST_EPOCHS, batch_size=FAST_BATCH, optimizer="muon", lr=FAST_MUON_LR,
+                  momentum=FAST_MUON_MOMENTUM, weight_decay=FAST_DECAY_PER_STEP / FAST_MUON_LR, schedule="linear", warmup_epochs=0.0,
+                  label_smoothing=0.2, augment="shift-altflip", eval_batch_size=FAST_BATCH, precision="bf16",
+                  channels_last=True, tta="flip-shift"),
+    init_from_data=init_network_from_data,
+    make_optimizer=fast_optimizer,
+))
+
+__all__ = ["RECIPES", "Recipe", "config_for", "get_recipe", "recipe_hooks", "recipe_of_model", "register_recipe"]
