@@ -77,6 +77,8 @@ def add_train_args(p: argparse.ArgumentParser, many: bool = False) -> None:
     p.add_argument("--eval-batch-size", type=positive_int, default=d.eval_batch_size)
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision)
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, metavar="STEPS",
                    help="also save last.pt every STEPS steps inside an epoch (0: at epoch ends)")
     p.add_argument("--limit-train", type=positive_int, help="use only the first N training images")
@@ -94,7 +96,7 @@ def config_from_args(a: argparse.Namespace, model: str | None = None):
                      schedule=a.schedule, warmup_epochs=a.warmup_epochs, label_smoothing=a.label_smoothing,
                      augment=a.augment, val=a.val, val_every=a.val_every, seed=a.seed,
                      eval_batch_size=a.eval_batch_size, precision=a.precision, channels_last=a.channels_last,
-                     checkpoint_every=a.checkpoint_every, limit_train=a.limit_train, limit_val=a.limit_val,
+                     sync_bn=a.sync_bn, checkpoint_every=a.checkpoint_every, limit_train=a.limit_train, limit_val=a.limit_val,
                      device=a.device, rgb=a.rgb, resize=a.resize, label_mode=a.label_mode, pretrained=a.pretrained,
                      freeze=a.freeze, head=a.head, pooling=a.pooling)
 

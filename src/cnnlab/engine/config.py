@@ -10,6 +10,7 @@ from ..errors import CnnlabError
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "onecycle")
 PRECISIONS = ("fp32", "bf16")
+FLOAT32_MAX = 3.4028234663852886e38  # a larger learning rate overflows inside the optimizer
 LABEL_MODES = ("fine", "coarse")
 FREEZE = ("none", "backbone")
 POOLINGS = ("none", "avg", "max")
@@ -42,6 +43,7 @@ class RunConfig:
     eval_batch_size: int = 500
     precision: str = "fp32"
     channels_last: bool = False
+    sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints; 0 = at epoch ends only
     limit_train: int | None = None  # use only the first N training images (quick checks, tests)
     limit_val: int | None = None
@@ -60,7 +62,7 @@ class RunConfig:
         checks = [
             (self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})"),
             (self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})"),
-            (self.lr is None or self.lr > 0, f"--lr must be positive (got {self.lr})"),
+            (self.lr is None or 0 < self.lr < FLOAT32_MAX, f"--lr must be positive and finite in float32 (got {self.lr})"),
             (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)} (got {self.optimizer!r})"),
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)} (got {self.schedule!r})"),
             (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})"),

@@ -176,31 +176,56 @@ class Trainer:
 
     # ---- checkpoint state -------------------------------------------------------------------
     def state(self) -> dict:
+        """Everything a resume needs; every rank calls it (it sums the epoch over ranks, gathers their RNGs)."""
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
+        rng_ranks = D.gather(rng)
         return {
             "model": D.unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch, "step": self.step, "partial": self.sums.as_dict(),
-            "rng": rng, "history": self.history.to_dict(), "best_val_accuracy": self.best,
+            "epoch": self.epoch, "step": self.step, "partial": self._global_sums().as_dict(),
+            "rng": rng, **({"rng_ranks": rng_ranks} if len(rng_ranks) > 1 else {}),
+            "history": self.history.to_dict(), "best_val_accuracy": self.best,
             "config": self.cfg.to_dict(), **self.meta,
         }
 
     def save(self, name: str) -> None:
+        """Rank 0 writes ``name``; a checkpoint never holds non-finite weights (the previous one is kept)."""
+        if not bool(torch.stack([p.isfinite().all() for p in self.model.parameters()]).all()):
+            raise self._diverged("weights became non-finite", self.epoch + (self.step > 0),
+                                 self.step or self.steps_per_epoch)
+        state = self.state()
         if D.is_main():
-            save_checkpoint(self.run_dir / name, self.state())
+            save_checkpoint(self.run_dir / name, state)
 
     def restore(self, ckpt: dict) -> None:
         load_model_state(D.unwrap(self.model), ckpt["model"], str(self.run_dir / "last.pt"))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
-        self.sums = EpochSums(**ckpt["partial"])
+        self.sums = EpochSums(**ckpt["partial"]) if D.is_main() else EpochSums()  # the sums are global
         self.history = History(ckpt["history"])
         self.best = float(ckpt["best_val_accuracy"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if "cuda" in ckpt["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        rngs = ckpt.get("rng_ranks", [ckpt["rng"]])
+        if D.rank() >= len(rngs):  # resumed on more processes than saved it
+            torch.manual_seed(D.rank_seed(self.cfg.seed))
+            return
+        torch.set_rng_state(rngs[D.rank()]["torch"])
+        if "cuda" in rngs[D.rank()] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rngs[D.rank()]["cuda"])
+
+    def _global_sums(self) -> EpochSums:
+        """This epoch's running sums over all ranks (with rank 0's time)."""
+        if not D.is_distributed():
+            return self.sums
+        local = torch.tensor([self.sums.loss, self.sums.correct, self.sums.seen], dtype=torch.float64, device=self.device)
+        loss, correct, seen = D.all_reduce_sum(local).tolist()
+        return EpochSums(loss, correct, seen, self.sums.seconds)
+
+    def _diverged(self, what: str, epoch: int, step: int) -> CnnlabError:
+        """The error for a loss or weights that stopped being finite: where, what was kept, the usual fix."""
+        return CnnlabError(f"{what} at epoch {epoch}, step {step}: training stopped, {self.run_dir / 'last.pt'} "
+                           f"keeps the last good state. Try a lower --lr (now {self.cfg.base_lr:g}).")
 
     # ---- the loop -----------------------------------------------------------------------------
     def _set_lr(self) -> float:
@@ -215,11 +240,9 @@ class Trainer:
             logits = self.model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
         loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise CnnlabError(
-                f"loss became {loss_value} at epoch {self.epoch + 1}, step {self.step + 1}: training stopped, "
-                f"{self.run_dir / 'last.pt'} keeps the last good state. Try a lower --lr (now {self.cfg.base_lr:g})."
-            )
+        if D.any_rank(not math.isfinite(loss_value), self.device):
+            what = "loss became non-finite on another process" if math.isfinite(loss_value) else f"loss became {loss_value}"
+            raise self._diverged(what, self.epoch + 1, self.step + 1)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -247,12 +270,13 @@ class Trainer:
                 rate = (self.sums.seen - seen0) * D.world_size() / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix(loss=f"{self.sums.loss / self.sums.seen:.4f}",
                                 acc=f"{self.sums.correct / self.sums.seen:.4f}", img_s=f"{rate:,.0f}")
-            if stop.signum is not None or (self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0
-                                           and self.step < self.steps_per_epoch):
+            stopping = D.any_rank(stop.signum is not None, self.device)  # all ranks stop at the same step
+            if stopping or (self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0
+                            and self.step < self.steps_per_epoch):
                 self.sums.seconds += time.perf_counter() - t0
                 t0, seen0 = time.perf_counter(), self.sums.seen
                 self.save("last.pt")
-                if stop.signum is not None:
+                if stopping:
                     bar.close()
                     raise TrainingInterrupted(
                         f"interrupted at epoch {self.epoch + 1}, step {self.step}: saved {self.run_dir / 'last.pt'}; "
@@ -261,15 +285,16 @@ class Trainer:
         self.sums.seconds += time.perf_counter() - t0
 
     def _finish_epoch(self) -> dict:
-        sums = D.all_reduce_sum(torch.tensor([self.sums.loss, self.sums.correct, self.sums.seen], dtype=torch.float64))
-        loss, correct, seen = sums.tolist()
+        total = self._global_sums()
+        loss, correct, seen = total.loss, total.correct, total.seen
         row = {"epoch": self.epoch + 1, "loss": loss / seen, "accuracy": correct / seen,
                "lr": self.optimizer.param_groups[0]["lr"], "seconds": self.sums.seconds,
                "images_per_sec": seen / max(self.sums.seconds, 1e-9)}
         validate = self.val_loader is not None and (
             (self.epoch + 1) % self.cfg.val_every == 0 or self.epoch + 1 == self.cfg.epochs)
         if validate:
-            row["val_loss"], row["val_accuracy"] = evaluate(self.model, self.val_loader, self.cfg.precision)
+            D.sync_buffers(self.model)
+            row["val_loss"], row["val_accuracy"] = evaluate(D.without_ddp(self.model), self.val_loader, self.cfg.precision)
         self.history.append(**row)
         self.epoch, self.step, self.sums = self.epoch + 1, 0, EpochSums()
         improved = validate and row["val_accuracy"] > self.best
@@ -289,7 +314,7 @@ class Trainer:
                 row = self._finish_epoch()
                 for cb in self.callbacks.on_epoch_end:
                     cb(self.epoch, row)
-                if stop.signum is not None:
+                if D.any_rank(stop.signum is not None, self.device):
                     raise TrainingInterrupted(
                         f"interrupted after epoch {self.epoch}: saved {self.run_dir / 'last.pt'}; "
                         "run the same command again to resume")

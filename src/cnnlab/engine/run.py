@@ -15,7 +15,7 @@ from ..errors import CnnlabError
 from ..models import create_model
 from ..models.transfer import backbone_kwargs, build_transfer, load_pretrained, transfer_meta
 from . import distributed as D
-from .checkpoint import load_checkpoint, load_model_state
+from .checkpoint import load_checkpoint, load_model_state, remove_stale_temps
 from .config import RunConfig
 from .fit import Callbacks, evaluate, fit, predict_logits
 from .history import History
@@ -24,10 +24,18 @@ RUN_FILES = ("last.pt", "best.pt", "history.json", "history.csv", "config.json")
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` is CUDA when present, else CPU; anything else is passed to torch.device."""
+    """``auto`` is CUDA when present, else CPU; under torchrun each process takes its own GPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = D.local_device(torch.device(name))
+    except RuntimeError:
+        raise CnnlabError(f"unknown --device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CnnlabError(f"--device {name} needs a CUDA GPU and driver, and none is usable here: use --device cpu")
+        torch.cuda.set_device(device)
+    return device
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -79,12 +87,30 @@ def load_splits(cfg: RunConfig) -> Splits:
 
 
 def make_loaders(cfg: RunConfig, splits: Splits, device: torch.device) -> tuple[TensorLoader, TensorLoader]:
-    """Training loader (shuffled, augmented, sharded per rank) and evaluation loader."""
-    common = dict(device=device, channels_last=cfg.channels_last, rank=D.rank(), world_size=D.world_size())
-    train = TensorLoader(splits.train.images, splits.train.labels, cfg.batch_size, shuffle=True,
-                         augment=cfg.augment, seed=cfg.seed, **common)
-    val = TensorLoader(splits.val.images, splits.val.labels, cfg.eval_batch_size, shuffle=False, **common)
+    """Training loader (shuffled, augmented; each rank takes its share of every global batch) and evaluation
+    loader (each rank evaluates every world-th image, none left out)."""
+    rank, world = D.rank(), D.world_size()
+    if cfg.batch_size % world:
+        raise CnnlabError(f"--batch-size {cfg.batch_size} is the global batch: it must split evenly over the "
+                          f"{world} processes (try {cfg.batch_size // world * world or world})")
+    common = dict(device=device, channels_last=cfg.channels_last)
+    train = TensorLoader(splits.train.images, splits.train.labels, cfg.batch_size // world, shuffle=True,
+                         augment=cfg.augment, seed=cfg.seed, rank=rank, world_size=world, **common)
+    val = TensorLoader(splits.val.images[rank::world], splits.val.labels[rank::world], cfg.eval_batch_size,
+                       shuffle=False, **common)
     return train, val
+
+
+def wrap_distributed(model: nn.Module, cfg: RunConfig, device: torch.device) -> nn.Module:
+    """DistributedDataParallel under torchrun (SyncBatchNorm first with --sync-bn); the model itself otherwise."""
+    if not D.is_distributed():
+        return model
+    if cfg.sync_bn:
+        if device.type == "cpu":
+            raise CnnlabError("--sync-bn needs GPUs: PyTorch's SyncBatchNorm has no CPU kernel (without it each "
+                              "process normalises its own share of the batch)")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def model_meta(cfg: RunConfig, data: ImageSet) -> dict:
@@ -127,8 +153,10 @@ def train(cfg: RunConfig, run_dir: Path | None = None, fresh: bool = False, prog
     D.init_from_env(device)
     if fresh and D.is_main():
         start_fresh(run_dir)
+    if D.is_main():
+        remove_stale_temps(run_dir, RUN_FILES)
     D.barrier()
-    splits = load_splits(cfg)
+    splits = D.main_first(lambda: load_splits(cfg))
     meta = model_meta(cfg, splits.train)
     torch.manual_seed(cfg.seed)
     model = build_model(meta)
@@ -146,8 +174,9 @@ def parameter_counts(model: nn.Module) -> str:
     return f"{total:,} parameters" + (f" ({trainable:,} trainable)" if trainable != total else "")
 
 
-    if D.is_distributed():
-        model = nn.parallel.DistributedDataParallel(model)
+    model = wrap_distributed(model, cfg, device)
+    if D.rank():
+        torch.manual_seed(D.rank_seed(cfg.seed))
     train_loader, val_loader = make_loaders(cfg, splits, device)
     if D.is_main():
         print(f"Training {cfg.model} on {cfg.dataset}: {len(splits.train):,} train / {len(splits.val):,} "
