@@ -1,0 +1,58 @@
+"""ONNX export: agrees with PyTorch to 1e-4, carries the class names, predicts through onnxruntime."""
+import sys
+
+import pytest
+import torch
+
+from cnnlab.cli import main
+from cnnlab.engine.export import export_onnx, onnx_bytes, onnx_max_difference
+from cnnlab.engine.predict import onnx_predictor, predict_files, torch_predictor
+from cnnlab.engine.run import build_model
+from cnnlab.errors import CnnlabError
+from cnnlab.models.transfer import transfer_meta
+
+
+def test_export_then_predict_with_onnxruntime_agrees_with_pytorch(digits_run, tmp_path, capsys):
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(digits_run), "--onnx", "--out", str(out)]) == 0
+    assert f"ONNX model → {out}" in capsys.readouterr().out
+    onnx_logits, spec = onnx_predictor(out)
+    torch_logits, torch_spec = torch_predictor(digits_run)
+    assert spec == torch_spec
+    x = torch.rand(5, 1, 32, 32)
+    assert (onnx_logits(x) - torch_logits(x)).abs().max() < 1e-4
+    from test_predict import write_digits
+
+    images = write_digits(tmp_path / "img", 2)
+    assert main(["predict", "--onnx", str(out), *map(str, images), "--top-k", "2"]) == 0
+    onnx_rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    torch_rows = [[p.path, *[v for name, prob in p.top for v in (name, prob)]]
+                  for p in predict_files(torch_logits, torch_spec, images, k=2)[0]]
+    for got, want in zip(onnx_rows, torch_rows, strict=True):
+        assert got[0] == want[0] and got[1::2] == want[1::2]
+        assert [float(v) for v in got[2::2]] == pytest.approx(want[2::2], abs=1e-3)
+
+
+def test_transfer_model_exports_within_tolerance(tmp_path):
+    meta = {"model_name": "resnet18", "num_classes": 4, "in_channels": 3, "input_size": [32, 32],
+            "classes": list("abcd"), "model_kwargs": {},
+            "transfer": transfer_meta("resnet18", "imagenet", [8], "max", "backbone")}
+    model = build_model(meta).eval()
+    path = export_onnx(model, meta, tmp_path / "t.onnx")
+    assert onnx_max_difference(path, model, (3, 32, 32)) < 1e-4
+
+
+def test_onnx_file_without_description_and_missing_extra(tmp_path, monkeypatch):
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    raw = tmp_path / "raw.onnx"
+    raw.write_bytes(onnx_bytes(model, (1, 2, 2)))
+    with pytest.raises(CnnlabError, match="cnnlab export RUN_DIR --onnx"):
+        onnx_predictor(raw)
+    with pytest.raises(CnnlabError, match="no ONNX model"):
+        onnx_predictor(tmp_path / "absent.onnx")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(CnnlabError, match=r"pip install 'cnnlab\[onnx\]'"):
+        onnx_predictor(raw)
+    with pytest.raises(CnnlabError, match=r"pip install 'cnnlab\[onnx\]'"):
+        export_onnx(model, {"in_channels": 1, "input_size": [2, 2]}, tmp_path / "x.onnx")
