@@ -21,6 +21,9 @@ def test_compare_trains_reuses_resumes_and_reports(tmp_path, capsys):
     assert main([*args, "--epochs", "1"]) == 0
     assert capsys.readouterr().err.count("finished run in") == 2
 
+    assert main([*args, "--epochs", "1", "--limit-train", "40"]) == 2  # another experiment: not silently reused
+    assert "different limit_train: pass --fresh" in capsys.readouterr().err
+
     assert main([*args, "--epochs", "2"]) == 0  # each run continues from its epoch 1
     assert capsys.readouterr().err.count("Resuming") == 2
     assert all(len(History.load(runs / d)) == 2 for d in ("baseline-cifar-digits", "lenet5-cifar-digits"))

@@ -227,8 +227,8 @@ def cmd_visualize(a: argparse.Namespace) -> int:
 def cmd_compare(a: argparse.Namespace) -> int:
     from .engine.compare import compare
 
-    base = config_from_args(a, model=a.models[0]).validate()
-    report = compare(a.models, base, a.out, a.run_dir or Path("runs"), fresh=a.fresh, progress=not a.no_progress)
+    configs = [config_from_args(a, model=m) for m in a.models]
+    report = compare(configs, a.out, a.run_dir or Path("runs"), fresh=a.fresh, progress=not a.no_progress)
     print(report.table)
     print(f"report → {report.markdown} · {report.html} · curves {report.curves}")
     return 0

@@ -12,7 +12,7 @@ import base64
 import html
 import math
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CnnlabError
@@ -20,6 +20,9 @@ from .config import RunConfig
 from .history import History
 from .run import default_run_dir, load_trained, train
 
+# Settings that may differ between a saved run and a re-run that reuses or resumes it.
+RUN_LENGTH_AND_HARDWARE = frozenset({"epochs", "time_budget", "device", "data_dir", "eval_batch_size",
+                                     "checkpoint_every", "precision", "channels_last", "sync_bn"})
 HEADER = ("model", "params", "MFLOPs", "epochs", "loss", "accuracy", "val_loss", "val_accuracy",
           "best val_acc", "s/epoch", "img/s")
 
@@ -47,26 +50,34 @@ def run_dir_for(cfg: RunConfig, runs_root: Path) -> Path:
     return Path(runs_root) / default_run_dir(cfg).name
 
 
+def settings_mismatch(cfg: RunConfig, run_dir: Path) -> list[str]:
+    """Settings (run length and hardware aside) on which the run saved in ``run_dir`` differs from ``cfg``."""
+    if not (run_dir / "config.json").is_file():
+        return []
+    saved, wanted = RunConfig.load(run_dir / "config.json").to_dict(), cfg.to_dict()
+    return [k for k, v in wanted.items() if k not in RUN_LENGTH_AND_HARDWARE and saved.get(k) != v]
+
+
 def is_finished(cfg: RunConfig, run_dir: Path) -> bool:
-    """True when ``run_dir`` holds this very run (same identity) trained for all of ``cfg.epochs``."""
-    if not (run_dir / "config.json").is_file() or not (run_dir / "history.json").is_file():
-        return False
-    return not RunConfig.load(run_dir / "config.json").identity_mismatch(cfg) and len(History.load(run_dir)) >= cfg.epochs
+    """True when ``run_dir`` has a history of at least ``cfg.epochs`` epochs."""
+    return (run_dir / "history.json").is_file() and len(History.load(run_dir)) >= cfg.epochs
 
 
-def train_all(models: list[str], base: RunConfig, runs_root: Path, fresh: bool = False,
-              progress: bool = True) -> list[Path]:
-    """Train (resume, or reuse when finished) one run per model with ``base``'s settings; their directories."""
-    if not models:
+def train_all(configs: list[RunConfig], runs_root: Path, fresh: bool = False, progress: bool = True) -> list[Path]:
+    """Train (resume, or reuse when finished) one run per config under ``runs_root``; their directories."""
+    if not configs:
         raise CnnlabError("compare needs at least one model")
     dirs = []
-    for i, model in enumerate(models, start=1):
-        cfg = replace(base, model=model).validate()
-        run_dir = run_dir_for(cfg, runs_root)
+    for i, cfg in enumerate(configs, start=1):
+        run_dir = run_dir_for(cfg.validate(), runs_root)
+        diff = [] if fresh else settings_mismatch(cfg, run_dir)
+        if diff:
+            raise CnnlabError(f"{run_dir} holds a {cfg.model} run with a different {', '.join(diff)}: pass --fresh to "
+                              "retrain it, or --run-dir to compare elsewhere")
         if not fresh and is_finished(cfg, run_dir):
-            print(f"[{i}/{len(models)}] {model}: finished run in {run_dir}, reused", file=sys.stderr, flush=True)
+            print(f"[{i}/{len(configs)}] {cfg.model}: finished run in {run_dir}, reused", file=sys.stderr, flush=True)
         else:
-            print(f"[{i}/{len(models)}] {model}", file=sys.stderr, flush=True)
+            print(f"[{i}/{len(configs)}] {cfg.model}", file=sys.stderr, flush=True)
             train(cfg, run_dir, fresh=fresh, progress=progress)
         dirs.append(run_dir)
     return dirs
@@ -174,7 +185,7 @@ def write_report(run_dirs: list[Path], base: RunConfig, out_dir: Path) -> Report
     return Report(md, page, curves, text_table(rows))
 
 
-def compare(models: list[str], base: RunConfig, out_dir: Path, runs_root: Path = Path("runs"), fresh: bool = False,
+def compare(configs: list[RunConfig], out_dir: Path, runs_root: Path = Path("runs"), fresh: bool = False,
             progress: bool = True) -> Report:
-    """Train every model like ``base`` (resuming each), then write the comparison report."""
-    return write_report(train_all(models, base, runs_root, fresh, progress), base, out_dir)
+    """Train every run (resuming each), then write the comparison report; the first config names the settings."""
+    return write_report(train_all(configs, runs_root, fresh, progress), configs[0], out_dir)
