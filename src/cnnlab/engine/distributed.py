@@ -92,6 +92,13 @@ def without_ddp(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
+def lost_peer(error: BaseException) -> bool:
+    """True for the error a collective raises when another rank has died (closed connection, timeout)."""
+    text = str(error)
+    return is_distributed() and (isinstance(error, dist.DistError) or "closed by peer" in text
+                                 or "reset by peer" in text)
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum a metrics tensor over ranks (in place when distributed)."""
     if is_distributed():

@@ -355,4 +355,11 @@ def fit(model: nn.Module, train_loader: TensorLoader, val_loader: TensorLoader |
         cfg.save(run_dir / "config.json")
         if len(trainer.history):  # a kill between last.pt and history.json left the history one epoch behind
             trainer.history.save(run_dir)
-    return trainer.fit()
+    try:
+        return trainer.fit()
+    except RuntimeError as e:
+        if not D.lost_peer(e):
+            raise
+        raise CnnlabError(f"another process of this torchrun job stopped ({str(e).splitlines()[0][:160]}); "
+                          f"{run_dir / 'last.pt'} is intact: see torchrun's failure summary for the cause, "
+                          "then run the same command again to resume") from None
