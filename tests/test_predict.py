@@ -60,6 +60,8 @@ def test_predict_with_nothing_readable_is_one_error_line(digits_run, tmp_path, c
     assert err[-1].startswith("cnnlab: error: none of the 1 input(s)") and "bad.png" in err[-1]
     assert main(["predict", str(digits_run)]) == 2
     assert "no images given" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "bad.png"), str(tmp_path / "bad.png")]) == 2
+    assert "is an image: give the run directory or checkpoint first" in capsys.readouterr().err
 
 
 def test_top_k_is_softmax_sorted_and_capped():

@@ -99,6 +99,9 @@ def torch_predictor(run: Path, which: str = "best") -> tuple[Logits, ModelInput]
     """Logits function and input description of a trained run directory or checkpoint."""
     from .run import load_trained
 
+    if Path(run).suffix.lower() in IMAGE_EXTENSIONS:
+        raise CnnlabError(f"{run} is an image: give the run directory or checkpoint first "
+                          "(cnnlab predict RUN_DIR IMAGE …), or an exported model with --onnx MODEL.onnx")
     model, ckpt = load_trained(run, which)
 
     @torch.inference_mode()
