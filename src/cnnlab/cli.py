@@ -2,13 +2,21 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 from .errors import CnnlabError
 
 Handler = Callable[[argparse.Namespace], int | None]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage mistakes are one ``cnnlab: error:`` line, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"cnnlab: error: {message} (see `{self.prog} --help`)\n")
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -289,7 +297,7 @@ def add_explain_parsers(p: argparse.ArgumentParser) -> None:
 
 # ---- parser ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cnnlab", description="Build, train and explain the classic CNNs.")
+    parser = Parser(prog="cnnlab", description="Build, train and explain the classic CNNs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
@@ -353,8 +361,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def printable_names() -> None:
+    """Print non-UTF-8 file names as escapes instead of failing, whatever the locale's strictness."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr (exit 2), Ctrl-C exits 130."""
+    printable_names()
     parser = build_parser()
     args = parser.parse_args(argv)
     from .engine.fit import TrainingInterrupted

@@ -10,7 +10,6 @@ import io
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +74,12 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its type when the message is empty."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a cnnlab checkpoint without running any pickled code; one clear error for bad files."""
     path = Path(path)
@@ -83,14 +88,13 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CnnlabError(
             f"refusing to load {path}: it contains objects other than tensors and plain data "
-            f"(possibly code) [{first[:160]}]. Only load checkpoints you trust, or re-train."
+            f"(possibly code) [{_first_line(e)[:160]}]. Only load checkpoints you trust, or re-train."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+    except Exception as e:  # damaged bytes surface as anything: KeyError, IndexError, struct.error, …
         raise CnnlabError(
-            f"{path} is not a readable checkpoint (corrupt or truncated: {str(e).splitlines()[0][:120]}). "
+            f"{path} is not a readable checkpoint (corrupt or truncated: {_first_line(e)[:120]}). "
             "Use best.pt or last.pt from a finished write, or re-run training."
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:

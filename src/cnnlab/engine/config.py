@@ -68,6 +68,8 @@ class RunConfig:
             (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})"),
             (self.val_every >= 1, f"--val-every must be at least 1 (got {self.val_every})"),
             (self.weight_decay >= 0, f"--weight-decay must be >= 0 (got {self.weight_decay})"),
+            (0 <= self.momentum < 1, f"--momentum must be in [0, 1) (got {self.momentum})"),
+            (0 <= self.warmup_epochs < FLOAT32_MAX, f"--warmup-epochs must be >= 0 (got {self.warmup_epochs})"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})"),
             (self.checkpoint_every >= 0, f"--checkpoint-every must be >= 0 (got {self.checkpoint_every})"),
             (self.eval_batch_size >= 1, f"--eval-batch-size must be at least 1 (got {self.eval_batch_size})"),

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data import ImageSet, canonical_name, load_dataset
+from ..data import ImageSet, canonical_name, dataset_info, load_dataset
 from ..data.loader import TensorLoader
 from ..errors import CnnlabError
 from ..models import create_model
@@ -71,6 +71,8 @@ def load_split(cfg: RunConfig, split: str) -> ImageSet:
 def load_splits(cfg: RunConfig) -> Splits:
     """Train and validation sets: the test split (course behaviour) or a fraction carved from train."""
     frac = cfg.val_fraction()
+    if is_folder(cfg.dataset):
+        dataset_info(cfg.dataset)  # neither a dataset name nor a folder: the error lists the datasets
     if frac is None and is_folder(cfg.dataset):
         raise CnnlabError(f"the image folder {cfg.dataset} has no test split: pass --val 0.2 to validate on a "
                           "stratified 20% of it")
