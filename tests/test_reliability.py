@@ -24,7 +24,9 @@ import pytest
 from cnnlab.data import load_dataset
 from cnnlab.data.loader import TensorLoader
 from cnnlab.engine import Callbacks, RunConfig, fit, load_checkpoint
+from cnnlab.engine.checkpoint import atomic_write_bytes
 from cnnlab.engine.faults import parse_fault
+from cnnlab.engine.fit import _StopFlag
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 from cnnlab_child import Outcome, run_cli
@@ -242,3 +244,27 @@ def test_fault_injection_is_off_by_default_and_strict():
     for bad in ("step", "step:0", "bogus:1", "val:x", "val:1@r"):
         with pytest.raises(ValueError, match="CNNLAB_FAULT_AT"):
             parse_fault(bad)
+
+
+def test_a_second_ctrl_c_during_a_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "last.pt"
+    atomic_write_bytes(target, b"old")
+
+    def interrupted(_fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_a_forwarded_echo_of_ctrl_c_is_one_press_but_a_later_second_press_aborts():
+    """torchrun re-sends the terminal's SIGINT to its workers: that must not turn a graceful stop into an abort."""
+    flag = _StopFlag()
+    flag._handle(signal.SIGINT, None)
+    flag._handle(signal.SIGINT, None)
+    assert flag.signum == signal.SIGINT
+    flag.since -= flag.ECHO_SECONDS
+    with pytest.raises(KeyboardInterrupt):
+        flag._handle(signal.SIGINT, None)

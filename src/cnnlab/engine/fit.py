@@ -125,14 +125,19 @@ class Callbacks:
 class _StopFlag:
     """Turns the first Ctrl-C / SIGTERM into a request to stop at the next step boundary."""
 
+    ECHO_SECONDS = 1.0  # torchrun forwards the terminal's Ctrl-C to workers that got it already: one press
+
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.since = 0.0
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002 (signal handler signature)
         if self.signum is not None:  # second Ctrl-C: stop at once (last.pt is still intact)
+            if time.monotonic() - self.since < self.ECHO_SECONDS:
+                return
             raise KeyboardInterrupt
-        self.signum = signum
+        self.signum, self.since = signum, time.monotonic()
         if D.is_main():
             print("\nStopping after this step and saving a resumable checkpoint (Ctrl-C again to abort)…",
                   file=sys.stderr, flush=True)
