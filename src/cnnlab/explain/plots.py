@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from ..errors import CnnlabError
@@ -77,6 +78,7 @@ def _curves(ax, history: History, metric: str, label: str = "", color: str | Non
                     label=f"{label} {name.lower()}".strip() if label else f"{name} {metric.title()}")
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.grid(alpha=0.3)
 
 
