@@ -168,9 +168,7 @@ def test_ctrl_c_saves_a_resumable_checkpoint_and_exits_130(tmp_path, spec, refer
     assert stopped, output
     ckpt = load_checkpoint(run_dir / "last.pt")
     assert (ckpt["epoch"], ckpt["step"]) == (1, int(stopped[2] or 0)), "the checkpoint is where it stopped"
-    rerun = subprocess.run([sys.executable, "-m", "cnnlab", *train_argv(spec, run_dir)], capture_output=True,
-                           text=True, env={**os.environ, **ONE_THREAD}, timeout=120)
-    assert rerun.returncode == 0 and "Resuming" in rerun.stderr, rerun.stderr
+    assert "Resuming" in finish(spec, run_dir).log
     assert_same_history(run_dir, reference)
 
 
