@@ -129,6 +129,8 @@ def test_head_pooling_and_frozen_backbone():
         parse_head("256,x")
     with pytest.raises(CnnlabError, match="--rgb"):
         build_model(meta_for("resnet18", channels=1))
+    with pytest.raises(CnnlabError, match="cannot take 20x20 images.*--resize 32"):
+        build_model(meta_for("vgg16", size=(20, 20)))
     with pytest.raises(CnnlabError, match="no forward_features"):
         build_model({**meta_for("baseline-cifar", pretrained=None), "model_kwargs": {}})
 

@@ -135,7 +135,20 @@ def build_model(meta: dict) -> nn.Module:
                             input_size=size, **(meta.get("model_kwargs") or {}))
 
     spec = meta.get("transfer")
-    return build_transfer(factory, spec, meta["num_classes"], meta["in_channels"], size) if spec else factory()
+    try:
+        return build_transfer(factory, spec, meta["num_classes"], meta["in_channels"], size) if spec else factory()
+    except RuntimeError as e:
+        if "too small" not in str(e):
+            raise
+        raise CnnlabError(f"{meta['model_name']} cannot take {size[0]}x{size[1]} images (a feature map shrinks to "
+                          "nothing): use larger inputs, e.g. --resize 32") from None
+
+
+def parameter_counts(model: nn.Module) -> str:
+    """``N parameters``, with the trainable count when part of the model is frozen."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return f"{total:,} parameters" + (f" ({trainable:,} trainable)" if trainable != total else "")
 
 
 def start_fresh(run_dir: Path) -> None:
