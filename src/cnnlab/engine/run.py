@@ -182,13 +182,6 @@ def train(cfg: RunConfig, run_dir: Path | None = None, fresh: bool = False, prog
     model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-def parameter_counts(model: nn.Module) -> str:
-    """``N parameters``, with the trainable count when part of the model is frozen."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return f"{total:,} parameters" + (f" ({trainable:,} trainable)" if trainable != total else "")
-
-
     model = wrap_distributed(model, cfg, device)
     if D.rank():
         torch.manual_seed(D.rank_seed(cfg.seed))
