@@ -45,11 +45,18 @@ def _child(argv: list[str], env: dict[str, str], log: str, max_file_bytes: int |
     os._exit(code)
 
 
+def start_cli(argv: list[str], log: Path, env: dict[str, str] | None = None,
+              max_file_bytes: int | None = None) -> multiprocessing.Process:
+    """Start ``cnnlab ARGV`` in a forked child and return at once."""
+    proc = _CONTEXT.Process(target=_child, args=(list(argv), dict(env or {}), str(log), max_file_bytes))
+    proc.start()
+    return proc
+
+
 def run_cli(argv: list[str], log: Path, env: dict[str, str] | None = None, kill_after: float | None = None,
             max_file_bytes: int | None = None, timeout: float = 120) -> Outcome:
     """Run ``cnnlab ARGV`` in a forked child; SIGKILL it after ``kill_after`` seconds if still running."""
-    proc = _CONTEXT.Process(target=_child, args=(list(argv), dict(env or {}), str(log), max_file_bytes))
-    proc.start()
+    proc = start_cli(argv, log, env, max_file_bytes)
     proc.join(kill_after if kill_after is not None else timeout)
     if proc.is_alive():
         proc.kill()
