@@ -378,7 +378,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args) or 0
     except TrainingInterrupted as e:
-        print(f"cnnlab: {e}", file=sys.stderr)
+        from .engine.distributed import is_main
+
+        if is_main():  # under torchrun every rank stopped at the same step; one says so
+            print(f"cnnlab: {e}", file=sys.stderr)
         return 130
     except CnnlabError as e:
         print(f"cnnlab: error: {e}", file=sys.stderr)
