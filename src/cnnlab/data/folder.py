@@ -16,7 +16,7 @@ from .imageset import ImageSet
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def read_folder(root: str | Path, size: tuple[int, int] = (32, 32),
         try:
             arrays.append(read_image(path, size, mode))
             labels.append(label)
-        except _DECODE_ERRORS as err:
+        except DECODE_ERRORS as err:
             skipped.append(Skipped(display_name(path), f"unreadable image ({type(err).__name__}: {err})"))
     if not arrays:
         raise CnnlabError(f"no readable images in {display_name(str(root))}: "

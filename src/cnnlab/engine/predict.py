@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.folder import _DECODE_ERRORS, IMAGE_EXTENSIONS, Skipped, read_image
+from ..data.folder import DECODE_ERRORS, IMAGE_EXTENSIONS, Skipped, read_image
 from ..errors import CnnlabError
 
 ONNX_META_KEY = "cnnlab"  # ONNX metadata_props key holding the model description as JSON
@@ -69,7 +69,7 @@ def read_images(files: Sequence[Path], spec: ModelInput) -> tuple[torch.Tensor, 
             ok.append(path)
         except FileNotFoundError:
             skipped.append(Skipped(str(path), "no such file"))
-        except _DECODE_ERRORS as err:
+        except DECODE_ERRORS as err:
             skipped.append(Skipped(str(path), f"not a readable image ({type(err).__name__}: {err})"))
     images = torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0, spec.channels, *spec.size, dtype=torch.uint8)
     return images, ok, skipped
