@@ -224,3 +224,12 @@ def test_inferred_shapes_match_forward_and_formula(case) -> None:
     steps = infer_shapes(spec)
     assert [s.out_shape for s in steps] == [(3, hc, wc), (3, hp, wp)]
     assert out_shape(build(spec), (2, h, w)) == (3, hp, wp)
+
+
+def test_batchnorm_momentum_is_keras_style_and_defaults_to_keras():
+    net = build(parse_spec("input: 3x8x8\nC(4,3) B A(relu) B(0.9) F B Dense(2)"))
+    norms = [m for m in net.modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]
+    assert [round(m.momentum, 6) for m in norms] == [0.01, 0.1, 0.01]
+    assert all(m.eps == 1e-3 for m in norms)
+    with pytest.raises(CnnlabError, match=r"2:10: B momentum must be a rate in \[0, 1\)"):
+        parse_spec("input: 3x8x8\nC(4,3) B(1.5) F Dense(2)")
