@@ -123,6 +123,7 @@ def plot_confusion_matrix(cm: np.ndarray, classes: Sequence[str], path: str | os
         for (i, j), v in np.ndenumerate(cm):
             ax.text(j, i, f"{v:.2f}" if normalize else f"{int(v)}", ha="center", va="center", fontsize=7,
                     color="white" if v > top / 2 else "black")
+    fig.tight_layout()  # long class names ("automobile") and the axis titles stay inside the picture
     return save_figure(fig, path)
 
 
