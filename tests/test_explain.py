@@ -324,3 +324,24 @@ def test_keras_import_course_baseline(tmp_path):
     with torch.no_grad():
         got = net.eval()(torch.from_numpy(x.transpose(0, 3, 1, 2)).float()).numpy()
     np.testing.assert_allclose(got, y, atol=1e-4, rtol=1e-5)
+
+
+def test_keras_weights_become_a_run_that_eval_and_predict_use(tmp_path):
+    from cnnlab.engine.run import evaluate_run, load_trained
+    from cnnlab.explain.keras_import import keras_to_run
+
+    rng = np.random.default_rng(5)
+    w = {"conv2d": [rand(rng, 5, 5, 1, 6) * 0.2, rand(rng, 6)],
+         "batch_normalization": [rand(rng, 6, positive=True), rand(rng, 6), rand(rng, 6), rand(rng, 6, positive=True)],
+         "dense": [rand(rng, 1536, 128) * 0.05, rand(rng, 128)],
+         "dense_1": [rand(rng, 128, 10) * 0.1, rand(rng, 10)]}
+    h5 = tmp_path / "baseline.weights.h5"
+    write_keras3(h5, list(w.items()))
+    ckpt, matched = keras_to_run("baseline-cifar", h5, tmp_path / "run", "digits")
+    assert len(matched) == 4 and ckpt.name == "best.pt"
+    model, meta = load_trained(tmp_path / "run")
+    assert meta["classes"] == [str(i) for i in range(10)] and meta["in_channels"] == 1
+    kernel = model.get_submodule("stage1.c1").weight.detach().numpy()
+    np.testing.assert_allclose(kernel, w["conv2d"][0].transpose(3, 2, 0, 1), rtol=1e-6)
+    result = evaluate_run(tmp_path / "run")
+    assert result.count == 360 and 0.0 <= result.accuracy <= 1.0
