@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import sys
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
@@ -44,7 +45,7 @@ def positive_int(text: str) -> int:
 # ---- train / eval ------------------------------------------------------------------------------
 def add_train_args(p: argparse.ArgumentParser, many: bool = False) -> None:
     from .data.loader import AUGMENTS
-    from .engine.config import FREEZE, LABEL_MODES, OPTIMIZERS, POOLINGS, PRECISIONS, SCHEDULES, RunConfig
+    from .engine.config import FREEZE, LABEL_MODES, OPTIMIZERS, POOLINGS, PRECISIONS, SCHEDULES, TTAS, RunConfig
 
     d = RunConfig()
     if many:
@@ -69,7 +70,9 @@ def add_train_args(p: argparse.ArgumentParser, many: bool = False) -> None:
                                                     "include_top=False + Dense layers); \"\" for the classifier only")
     p.add_argument("--pooling", choices=POOLINGS, default=d.pooling,
                    help="new head's input: none (flatten the feature map), avg or max (global pooling)")
-    p.add_argument("--epochs", type=positive_int, default=d.epochs)
+    p.add_argument("--epochs", type=positive_int, default=d.epochs,
+                   help=f"(default: {d.epochs}; a model with a recipe, such as fast-cifar, takes every unset option "
+                        "from its recipe)")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
     p.add_argument("--lr", type=float, help="learning rate (default: adam 1e-3, sgd 0.01)")
@@ -84,7 +87,12 @@ def add_train_args(p: argparse.ArgumentParser, many: bool = False) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--eval-batch-size", type=positive_int, default=d.eval_batch_size)
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision)
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                   help="NHWC memory layout (faster convolutions with bf16 on CPUs and GPUs)")
+    p.add_argument("--tta", choices=TTAS, default=d.tta,
+                   help="test-time augmentation of the final evaluation: flips, or flips and 1-pixel shifts")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="choose the epochs so that the run (data loading to final accuracy) fits MINUTES")
     p.add_argument("--sync-bn", action="store_true",
                    help="under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, metavar="STEPS",
@@ -94,19 +102,18 @@ def add_train_args(p: argparse.ArgumentParser, many: bool = False) -> None:
     p.add_argument("--device", default=d.device, help="auto (CUDA when present), cpu, cuda, cuda:1 …")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming from RUN_DIR/last.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch)")
+    # Unset options stay None: a model's recipe, else RunConfig's (course) default, fills them (config_from_args).
+    p.set_defaults(**{name: None for name in RunConfig.__dataclass_fields__ if name != "model"})
 
 
 def config_from_args(a: argparse.Namespace, model: str | None = None):
+    """RunConfig from the options given; the others from the model's recipe or the course defaults."""
     from .engine.config import RunConfig
+    from .engine.recipes import config_for
 
-    return RunConfig(model=model or a.model, dataset=a.dataset, data_dir=a.data_dir, epochs=a.epochs, batch_size=a.batch_size,
-                     optimizer=a.optimizer, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay,
-                     schedule=a.schedule, warmup_epochs=a.warmup_epochs, label_smoothing=a.label_smoothing,
-                     augment=a.augment, val=a.val, val_every=a.val_every, seed=a.seed,
-                     eval_batch_size=a.eval_batch_size, precision=a.precision, channels_last=a.channels_last,
-                     sync_bn=a.sync_bn, checkpoint_every=a.checkpoint_every, limit_train=a.limit_train, limit_val=a.limit_val,
-                     device=a.device, rgb=a.rgb, resize=a.resize, label_mode=a.label_mode, pretrained=a.pretrained,
-                     freeze=a.freeze, head=a.head, pooling=a.pooling)
+    given = {name: getattr(a, name) for name in RunConfig.__dataclass_fields__
+             if name != "model" and getattr(a, name, None) is not None}
+    return config_for(model or a.model, given)
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -118,8 +125,10 @@ def cmd_train(a: argparse.Namespace) -> int:
     history = train(cfg, run_dir, fresh=a.fresh, progress=not a.no_progress)
     if D.is_main():
         best = history.best("val_accuracy")
+        tta = history.last("tta_val_accuracy")
         print(f"Done: {len(history)} epochs; best val_accuracy {best:.4f}; final val_accuracy "
-              f"{history.last('val_accuracy'):.4f}. Run directory: {run_dir}\n"
+              f"{history.last('val_accuracy'):.4f}" + ("" if math.isnan(tta) else f" ({tta:.4f} with {cfg.tta} "
+                                                       "test-time augmentation)") + f". Run directory: {run_dir}\n"
               f"Next: cnnlab plot {run_dir} · cnnlab eval {run_dir} · cnnlab export-weights {run_dir}")
     return 0
 
@@ -128,7 +137,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from .engine.run import evaluate_run
 
     r = evaluate_run(a.run, split=a.split, data_dir=a.data_dir, which=a.which)
-    print(f"{r.checkpoint} on {r.split} ({r.count:,} images): loss {r.loss:.4f} - accuracy {r.accuracy:.4f}")
+    print(f"{r.checkpoint} on {r.split} ({r.count:,} images): loss {r.loss:.4f} - accuracy {r.accuracy:.4f}"
+          + ("" if r.tta == "none" else f" (test-time augmentation: {r.tta})"))
     width = max(len(c) for c in r.classes)
     for name, acc in zip(r.classes, r.per_class_accuracy()):
         print(f"  {name:<{width}}  {acc:.4f}")
@@ -151,7 +161,7 @@ def cmd_models(a: argparse.Namespace) -> int:
     for n in names:
         info = model_info(n)
         c, h, w = info.input_size
-        print(f"{n:<{width}}  {info.family:<10} {c}x{h}x{w:<4} {info.num_classes:>5} classes  {info.source}")
+        print(f"{n:<{width}}  {info.family:<10} {f'{c}x{h}x{w}':<10} {info.num_classes:>5} classes  {info.source}")
     return 0
 
 

@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
 
 from ..errors import CnnlabError
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine", "onecycle")
+if TYPE_CHECKING:
+    from .recipes import Recipe
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "muon")
+SCHEDULES = ("constant", "cosine", "onecycle", "linear")
 PRECISIONS = ("fp32", "bf16")
 FLOAT32_MAX = 3.4028234663852886e38  # a larger learning rate overflows inside the optimizer
+TTAS = ("none", "flip", "flip-shift")  # test-time augmentation of the final evaluation
 LABEL_MODES = ("fine", "coarse")
 FREEZE = ("none", "backbone")
 POOLINGS = ("none", "avg", "max")
@@ -43,6 +48,9 @@ class RunConfig:
     eval_batch_size: int = 500
     precision: str = "fp32"
     channels_last: bool = False
+    tta: str = "none"  # final evaluation averages logits over views: none, flip, flip-shift (flips × 1-pixel shifts)
+    time_budget: float | None = None  # minutes from start to final accuracy: the epochs are chosen to fit
+    recipe: str | None = None  # the named recipe (engine/recipes.py) whose defaults and hooks this run took
     sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints; 0 = at epoch ends only
     limit_train: int | None = None  # use only the first N training images (quick checks, tests)
@@ -73,6 +81,8 @@ class RunConfig:
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})"),
             (self.checkpoint_every >= 0, f"--checkpoint-every must be >= 0 (got {self.checkpoint_every})"),
             (self.eval_batch_size >= 1, f"--eval-batch-size must be at least 1 (got {self.eval_batch_size})"),
+            (self.tta in TTAS, f"--tta must be one of {', '.join(TTAS)} (got {self.tta!r})"),
+            (self.time_budget is None or self.time_budget > 0, f"--time-budget must be positive (got {self.time_budget})"),
             (self.resize is None or self.resize >= 1, f"--resize must be at least 1 (got {self.resize})"),
             (self.label_mode in LABEL_MODES, f"--label-mode must be one of {', '.join(LABEL_MODES)} (got {self.label_mode!r})"),
             (self.freeze in FREEZE, f"--freeze must be one of {', '.join(FREEZE)} (got {self.freeze!r})"),
@@ -110,7 +120,12 @@ class RunConfig:
 
     @property
     def base_lr(self) -> float:
-        return self.lr if self.lr is not None else {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.01}[self.optimizer]
+        return self.lr if self.lr is not None else {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.01, "muon": 0.05}[self.optimizer]
+
+    def apply_recipe(self, recipe: "Recipe", explicit: Iterable[str] = ()) -> "RunConfig":
+        """A copy that takes ``recipe``'s defaults for every field not named in ``explicit`` (what the user set)."""
+        given = set(explicit)
+        return replace(self, recipe=recipe.name, **{k: v for k, v in recipe.defaults.items() if k not in given})
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -29,6 +29,10 @@ from .config import RunConfig
 from .history import History
 
 
+OptimizerFactory = Callable[[nn.Module, RunConfig], torch.optim.Optimizer]
+SYNC_EVERY = 10  # steps between reads of the running loss from the device (progress bar, divergence check)
+
+
 class TrainingInterrupted(CnnlabError):
     """Ctrl-C / SIGTERM: a resumable checkpoint was saved before stopping."""
 
@@ -44,6 +48,10 @@ def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
     groups = [g for g in groups if g["params"]]
     if not groups:
         raise CnnlabError("the model has no trainable parameters (is everything frozen?)")
+    if cfg.optimizer == "muon":
+        from .optim import make_muon
+
+        return make_muon(D.unwrap(model), cfg.base_lr, cfg.momentum, cfg.batch_size, cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.base_lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
     if cfg.optimizer == "adamw":
@@ -60,6 +68,8 @@ def lr_factor(step: int, total: int, schedule: str, warmup: int = 0) -> float:
         return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
     if schedule == "onecycle":  # linear up for 25%, linear down to ~0 (the 1cycle policy's shape)
         return t / 0.25 if t < 0.25 else max(0.0, (1 - t) / 0.75)
+    if schedule == "linear":  # straight down from 1 to 0
+        return max(0.0, 1.0 - t)
     return 1.0
 
 
@@ -70,35 +80,74 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+def tta_views(x: torch.Tensor, tta: str = "none") -> list[tuple[float, torch.Tensor]]:
+    """(weight, view) pairs of a batch; the first view is the batch itself.
+
+    ``flip``: the image and its mirror. ``flip-shift``: those (weight 1/2), and the mirrored pairs of
+    the image shifted one pixel up-left and down-right with reflected borders (1/4 each).
+    """
+    def mirrored(v: torch.Tensor, weight: float) -> list[tuple[float, torch.Tensor]]:
+        return [(weight / 2, v), (weight / 2, v.flip(-1))]
+
+    if tta == "none":
+        return [(1.0, x)]
+    if tta == "flip":
+        return mirrored(x, 1.0)
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    return mirrored(x, 0.5) + mirrored(padded[..., :h, :w], 0.25) + mirrored(padded[..., 2:, 2:], 0.25)
+
+
+def view_logits(model: nn.Module, x: torch.Tensor, precision: str, tta: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float logits of the batch itself and the test-time-augmented ones (the same tensor for ``none``)."""
+    views = tta_views(x, tta)
+    with autocast(x.device, precision):
+        outs = [model(v).float() for _, v in views]
+    return outs[0], outs[0] if len(outs) == 1 else sum(w * o for (w, _), o in zip(views, outs))
+
+
 @torch.inference_mode()
-def predict_logits(model: nn.Module, loader: TensorLoader, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
-    """All logits and labels of a loader, in eval mode (float32 on CPU)."""
+def predict_logits(model: nn.Module, loader: TensorLoader, precision: str = "fp32",
+                   tta: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
+    """All logits (test-time augmented when ``tta`` says) and labels of a loader, in eval mode (float32 on CPU)."""
     was_training = model.training
     model.eval()
     outs, ys = [], []
     for x, y in loader:
-        with autocast(loader.device, precision):
-            outs.append(model(x).float().cpu())
+        outs.append(view_logits(model, x, precision, tta)[1].cpu())
         ys.append(y.cpu())
     model.train(was_training)
     return torch.cat(outs), torch.cat(ys)
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader: TensorLoader, precision: str = "fp32") -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over a loader (summed across ranks when distributed)."""
+def evaluate_metrics(model: nn.Module, loader: TensorLoader, precision: str = "fp32",
+                     tta: str = "none") -> dict[str, float]:
+    """``val_loss``/``val_accuracy``, and ``tta_val_loss``/``tta_val_accuracy`` unless ``tta`` is none, in one pass.
+
+    Summed across ranks when distributed.
+    """
     was_training = model.training
     model.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=loader.device)
+    sums = torch.zeros(5, dtype=torch.float64, device=loader.device)
     for x, y in loader:
-        with autocast(loader.device, precision):
-            logits = model(x).float()
-        sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
-                             (logits.argmax(1) == y).sum().double(), torch.tensor(float(len(y)), device=y.device, dtype=torch.float64)])
+        plain, augmented = view_logits(model, x, precision, tta)
+        sums += torch.stack([F.cross_entropy(plain, y, reduction="sum"), (plain.argmax(1) == y).sum(),
+                             F.cross_entropy(augmented, y, reduction="sum"), (augmented.argmax(1) == y).sum(),
+                             torch.tensor(len(y), device=y.device)]).double()
         fault_point("val")
     model.train(was_training)
-    loss_sum, correct, n = D.all_reduce_sum(sums).tolist()
-    return loss_sum / max(n, 1), correct / max(n, 1)
+    totals = D.all_reduce_sum(sums).tolist()
+    loss, correct, tta_loss, tta_correct = (v / max(totals[4], 1) for v in totals[:4])
+    metrics = {"val_loss": loss, "val_accuracy": correct}
+    return metrics if tta == "none" else {**metrics, "tta_val_loss": tta_loss, "tta_val_accuracy": tta_correct}
+
+
+def evaluate(model: nn.Module, loader: TensorLoader, precision: str = "fp32", tta: str = "none") -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over a loader, test-time augmented when ``tta`` says."""
+    m = evaluate_metrics(model, loader, precision, tta)
+    prefix = "" if tta == "none" else "tta_"
+    return m[prefix + "val_loss"], m[prefix + "val_accuracy"]
 
 
 @dataclass
@@ -163,14 +212,14 @@ class Trainer:
 
     def __init__(self, model: nn.Module, train_loader: TensorLoader, val_loader: TensorLoader | None,
                  cfg: RunConfig, run_dir: Path, meta: dict, callbacks: Callbacks | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, optimizer_factory: OptimizerFactory | None = None) -> None:
         self.model = model
         self.train_loader, self.val_loader = train_loader, val_loader
         self.cfg, self.run_dir, self.meta = cfg, Path(run_dir), meta
         self.callbacks = callbacks or Callbacks()
         self.progress = progress and D.is_main()
         self.device = train_loader.device
-        self.optimizer = make_optimizer(model, cfg)
+        self.optimizer = (optimizer_factory or make_optimizer)(model, cfg)
         self.history = History()
         self.best = -math.inf
         self.epoch, self.step = 0, 0  # completed epochs; completed steps inside the current epoch
@@ -234,25 +283,43 @@ class Trainer:
 
     # ---- the loop -----------------------------------------------------------------------------
     def _set_lr(self) -> float:
+        """Set every group's lr for the current step; a group may scale it (``lr_scale``) or stop early (``horizon``)."""
         g = self.epoch * self.steps_per_epoch + self.step
-        lr = self.cfg.base_lr * lr_factor(g, self.total_steps, self.cfg.schedule, self.warmup_steps)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        return lr
+            total = round(group.get("horizon", 1.0) * self.total_steps)
+            factor = lr_factor(g, total, self.cfg.schedule, self.warmup_steps) if g < total else 0.0
+            group["lr"] = self.cfg.base_lr * group.get("lr_scale", 1.0) * factor
+        return self.optimizer.param_groups[0]["lr"]
 
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimisation step; the loss and the count of correct predictions stay on the device (no sync)."""
         with autocast(self.device, self.cfg.precision):
             logits = self.model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
-        loss_value = loss.item()
-        if D.any_rank(not math.isfinite(loss_value), self.device):
-            what = "loss became non-finite on another process" if math.isfinite(loss_value) else f"loss became {loss_value}"
-            raise self._diverged(what, self.epoch + 1, self.step + 1)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         fault_point("step")
-        return loss_value, int((logits.argmax(1) == y).sum())
+        return loss.detach(), (logits.argmax(1) == y).sum()
+
+    def _flush(self, pending: list[tuple[torch.Tensor, torch.Tensor, int]]) -> float:
+        """Read the pending steps' losses from the device at once, stop at a non-finite one, add them to the sums.
+
+        Returns the last step's loss. The weights a non-finite step produced are never saved (``save``).
+        """
+        if not pending:
+            return math.nan
+        values = torch.stack([torch.stack([loss.float(), correct.float()]) for loss, correct, _ in pending]).tolist()
+        bad = next((i for i, (loss, _) in enumerate(values) if not math.isfinite(loss)), None)
+        if D.any_rank(bad is not None, self.device):
+            what = "loss became non-finite on another process" if bad is None else f"loss became {values[bad][0]}"
+            raise self._diverged(what, self.epoch + 1, self.step - len(pending) + 1 + (bad or 0))
+        for (loss, correct), (_, _, n) in zip(values, pending):
+            self.sums.loss += loss * n
+            self.sums.correct += correct
+            self.sums.seen += n
+        pending.clear()
+        return values[-1][0]
 
     def _train_epoch(self, stop: _StopFlag) -> None:
         loader = self.train_loader
@@ -261,23 +328,25 @@ class Trainer:
                    desc=f"Epoch {self.epoch + 1}/{self.cfg.epochs}", unit="batch", dynamic_ncols=True, file=sys.stderr)
         self.model.train()
         t0, seen0 = time.perf_counter(), self.sums.seen
+        pending: list[tuple[torch.Tensor, torch.Tensor, int]] = []
         for x, y in loader:
             self._set_lr()
             loss, correct = self._train_step(x, y)
             self.step += 1
-            self.sums.loss += loss * len(y)
-            self.sums.correct += correct
-            self.sums.seen += len(y)
-            for cb in self.callbacks.on_step_end:
-                cb(self.epoch * self.steps_per_epoch + self.step, loss)
+            pending.append((loss, correct, len(y)))
             bar.update(1)
-            if self.progress and (self.step % 10 == 0 or self.step == self.steps_per_epoch):
-                rate = (self.sums.seen - seen0) * D.world_size() / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{self.sums.loss / self.sums.seen:.4f}",
-                                acc=f"{self.sums.correct / self.sums.seen:.4f}", img_s=f"{rate:,.0f}")
+            if self.callbacks.on_step_end or self.step % SYNC_EVERY == 0 or self.step == self.steps_per_epoch:
+                last = self._flush(pending)
+                for cb in self.callbacks.on_step_end:
+                    cb(self.epoch * self.steps_per_epoch + self.step, last)
+                if self.progress:
+                    rate = (self.sums.seen - seen0) * D.world_size() / max(time.perf_counter() - t0, 1e-9)
+                    bar.set_postfix(loss=f"{self.sums.loss / self.sums.seen:.4f}",
+                                    acc=f"{self.sums.correct / self.sums.seen:.4f}", img_s=f"{rate:,.0f}")
             stopping = D.any_rank(stop.signum is not None, self.device)  # all ranks stop at the same step
             if stopping or (self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0
                             and self.step < self.steps_per_epoch):
+                self._flush(pending)
                 self.sums.seconds += time.perf_counter() - t0
                 t0, seen0 = time.perf_counter(), self.sums.seen
                 self.save("last.pt")
@@ -286,6 +355,7 @@ class Trainer:
                     raise TrainingInterrupted(
                         f"interrupted at epoch {self.epoch + 1}, step {self.step}: saved {self.run_dir / 'last.pt'}; "
                         "run the same command again to resume")
+        self._flush(pending)
         bar.close()
         self.sums.seconds += time.perf_counter() - t0
 
@@ -299,7 +369,8 @@ class Trainer:
             (self.epoch + 1) % self.cfg.val_every == 0 or self.epoch + 1 == self.cfg.epochs)
         if validate:
             D.sync_buffers(self.model)
-            row["val_loss"], row["val_accuracy"] = evaluate(D.without_ddp(self.model), self.val_loader, self.cfg.precision)
+            tta = self.cfg.tta if self.epoch + 1 == self.cfg.epochs else "none"  # augmented views at the end only
+            row.update(evaluate_metrics(D.without_ddp(self.model), self.val_loader, self.cfg.precision, tta))
         self.history.append(**row)
         self.epoch, self.step, self.sums = self.epoch + 1, 0, EpochSums()
         improved = validate and row["val_accuracy"] > self.best
@@ -331,19 +402,23 @@ def format_row(row: dict, epochs: int, improved: bool) -> str:
     text = (f"epoch {int(row['epoch'])}/{epochs}: loss {row['loss']:.4f} - accuracy {row['accuracy']:.4f}")
     if "val_loss" in row:
         text += f" - val_loss {row['val_loss']:.4f} - val_accuracy {row['val_accuracy']:.4f}"
+    if "tta_val_accuracy" in row:
+        text += f" - tta_val_accuracy {row['tta_val_accuracy']:.4f}"
     text += f" - {row['seconds']:.1f}s ({row['images_per_sec']:,.0f} img/s)"
     return text + (" - saved best.pt" if improved else "")
 
 
 def fit(model: nn.Module, train_loader: TensorLoader, val_loader: TensorLoader | None, cfg: RunConfig,
         run_dir: Path, meta: dict | None = None, resume: bool = True, callbacks: Callbacks | None = None,
-        progress: bool = True) -> History:
+        progress: bool = True, optimizer_factory: OptimizerFactory | None = None) -> History:
     """Train ``model`` as ``cfg`` says, writing checkpoints and history into ``run_dir``.
 
-    With ``resume`` and an existing ``run_dir/last.pt`` the run continues from it.
+    With ``resume`` and an existing ``run_dir/last.pt`` the run continues from it. ``optimizer_factory``
+    (model, cfg) → optimizer replaces ``make_optimizer`` (a recipe's parameter groups, say).
     """
     run_dir = Path(run_dir)
-    trainer = Trainer(model, train_loader, val_loader, cfg, run_dir, meta or {}, callbacks, progress)
+    trainer = Trainer(model, train_loader, val_loader, cfg, run_dir, meta or {}, callbacks, progress,
+                      optimizer_factory)
     last = run_dir / "last.pt"
     if resume and last.exists():
         ckpt = load_checkpoint(last, map_location=train_loader.device)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,9 +17,11 @@ from ..models import create_model
 from ..models.transfer import backbone_kwargs, build_transfer, load_pretrained, transfer_meta
 from . import distributed as D
 from .checkpoint import load_checkpoint, load_model_state, remove_stale_temps
+from .budget import fit_to_budget, resumed_epochs
 from .config import RunConfig
 from .fit import Callbacks, evaluate, fit, predict_logits
 from .history import History
+from .recipes import recipe_hooks
 
 RUN_FILES = ("last.pt", "best.pt", "history.json", "history.csv", "config.json")
 
@@ -162,6 +165,7 @@ def start_fresh(run_dir: Path) -> None:
 def train(cfg: RunConfig, run_dir: Path | None = None, fresh: bool = False, progress: bool = True,
           callbacks: Callbacks | None = None) -> History:
     """Train (or resume) a run described by ``cfg``; returns its History."""
+    started = time.perf_counter()
     cfg.validate()
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
     device = pick_device(cfg.device)
@@ -175,6 +179,9 @@ def train(cfg: RunConfig, run_dir: Path | None = None, fresh: bool = False, prog
     meta = model_meta(cfg, splits.train)
     torch.manual_seed(cfg.seed)
     model = build_model(meta)
+    recipe = recipe_hooks(cfg)
+    if recipe and recipe.init_from_data:
+        recipe.init_from_data(model, splits.train.images)
     if cfg.pretrained and not (run_dir / "last.pt").exists():
         source = load_pretrained(model, cfg.model, cfg.pretrained)
         if D.is_main():
@@ -186,13 +193,18 @@ def train(cfg: RunConfig, run_dir: Path | None = None, fresh: bool = False, prog
     if D.rank():
         torch.manual_seed(D.rank_seed(cfg.seed))
     train_loader, val_loader = make_loaders(cfg, splits, device)
+    optimizer_factory = recipe.make_optimizer if recipe else None
+    if cfg.time_budget:
+        epochs = resumed_epochs(cfg, run_dir)
+        cfg = replace(cfg, epochs=epochs) if epochs else fit_to_budget(
+            cfg, D.unwrap(model), train_loader, val_loader, time.perf_counter() - started, optimizer_factory)
     if D.is_main():
         print(f"Training {cfg.model} on {cfg.dataset}: {len(splits.train):,} train / {len(splits.val):,} "
               f"validation images, {meta['num_classes']} classes, {parameter_counts(model)}, device {device}"
               + (f" × {D.world_size()} processes" if D.is_distributed() else "")
               + f" → {run_dir}", file=sys.stderr, flush=True)
     history = fit(model, train_loader, val_loader, cfg, run_dir, meta, resume=True, callbacks=callbacks,
-                  progress=progress)
+                  progress=progress, optimizer_factory=optimizer_factory)
     return history
 
 
@@ -232,6 +244,7 @@ class EvalResult:
     checkpoint: str
     split: str
     count: int
+    tta: str = "none"  # test-time augmentation the run's config asks for (RunConfig.tta)
 
     def per_class_accuracy(self) -> list[float]:
         totals = self.confusion.sum(1).clamp(min=1)
@@ -252,13 +265,13 @@ def evaluate_run(path: Path, split: str = "test", data_dir: str | None = None, w
         raise CnnlabError(f"{split} images are {tuple(data.images.shape[1:])}, the model expects "
                           f"{(ckpt['in_channels'], *ckpt['input_size'])}")
     loader = TensorLoader(data.images, data.labels, batch_size, shuffle=False)
-    logits, labels = predict_logits(model, loader)
+    logits, labels = predict_logits(model, loader, tta=saved.tta)
     loss = torch.nn.functional.cross_entropy(logits, labels).item()
     pred = logits.argmax(1)
     k = ckpt["num_classes"]
     confusion = torch.bincount(labels * k + pred, minlength=k * k).view(k, k)
     return EvalResult(loss, (pred == labels).float().mean().item(), list(ckpt["classes"]), confusion,
-                      str(resolve_checkpoint(path, which)), split, len(labels))
+                      str(resolve_checkpoint(path, which)), split, len(labels), saved.tta)
 
 
 __all__ = ["EvalResult", "Splits", "build_model", "default_run_dir", "evaluate", "evaluate_run",

@@ -1,0 +1,215 @@
+"""Training images/s per model and batch size: cnnlab's engine against an everyday PyTorch loop (and Keras).
+
+Every variant of every model is measured in turn, round after round (interleaved), so load from
+other processes hits all of them alike; the table reports the median and best round, the train
+GFLOP/s that implies, its share of an fp32 matmul's GFLOP/s measured in the same run, and the
+ratio to the everyday loop. Variants:
+
+- ``everyday``: torch DataLoader over a Dataset of uint8 tensors with per-image torchvision
+  transforms (random crop with 4-pixel zero padding, flip), eager NCHW fp32, Adam.
+- ``cnnlab fp32``: cnnlab's Trainer and TensorLoader (whole-tensor batching and augmentation), fp32 NCHW
+  (the course recipe's numerics).
+- ``cnnlab fp32-cl``: the same with channels_last.
+- ``cnnlab bf16-cl``: bf16 autocast and channels_last (cnnlab's default where the hardware has bf16).
+The course's Keras code is not run here: tensorflow is not installed on these machines (the issue's
+Keras figures are quoted in docs/performance.md instead).
+
+    .venv/bin/python benchmarks/throughput.py --models baseline-cifar lenet5-cifar --batch-sizes 32 --rounds 5
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
+
+from cnnlab.data.loader import TensorLoader
+from cnnlab.engine.config import RunConfig
+from cnnlab.engine.fit import Trainer
+from cnnlab.models import create_model
+
+MATMUL_N = 2048  # side of the square fp32 matmul that measures the ceiling
+COURSE_MODELS = ("baseline-cifar", "lenet5-cifar", "alexnet8-cifar", "vgg16-cifar", "inception10-cifar",
+                 "resnet18-cifar")
+ENGINE_VARIANTS = {"cnnlab fp32": ("fp32", False), "cnnlab fp32-cl": ("fp32", True), "cnnlab bf16-cl": ("bf16", True)}
+
+Runner = Callable[[], float]  # runs one round, returns images/s
+
+
+@dataclass
+class Result:
+    """Images/s of every round of one (model, batch size, variant)."""
+
+    model: str
+    batch: int
+    variant: str
+    rates: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates)
+
+    @property
+    def best(self) -> float:
+        return max(self.rates)
+
+
+def fake_cifar(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """n random uint8 32x32 RGB images and labels (throughput does not depend on the pixels)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8), torch.randint(0, 10, (n,), generator=g)
+
+
+def train_gflop_per_image(model_name: str) -> float:
+    """Forward + backward GFLOP per image (matmul/conv FLOPs, as FlopCounterMode counts them)."""
+    model = create_model(model_name)
+    x = torch.rand(2, 3, 32, 32)
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), torch.zeros(2, dtype=torch.long)).backward()
+    return counter.get_total_flops() / 2 / 1e9
+
+
+def matmul_gflops(n: int = MATMUL_N) -> float:
+    """GFLOP/s of one n×n fp32 matmul (after a warm-up)."""
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    a @ b
+    t0 = time.perf_counter()
+    a @ b
+    return 2 * n ** 3 / (time.perf_counter() - t0) / 1e9
+
+
+class PerImageDataset(Dataset):
+    """The everyday way: one uint8 image at a time through torchvision transforms."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        from torchvision.transforms import v2
+
+        self.images, self.labels = images, labels
+        self.transform = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(),
+                                     v2.ToDtype(torch.float32, scale=True)])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(self.images[i]), self.labels[i]
+
+
+def everyday_runner(model_name: str, batch: int, steps: int) -> Runner:
+    """A plain loop: DataLoader with per-image transforms, eager NCHW fp32, Adam, loss.item() per step."""
+    torch.manual_seed(0)
+    model = create_model(model_name).train()
+    opt = torch.optim.Adam(model.parameters(), 1e-3, eps=1e-7)
+    images, labels = fake_cifar(batch * steps)
+    loader = DataLoader(PerImageDataset(images, labels), batch_size=batch, shuffle=True, num_workers=0)
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            loss.item()
+        return batch * steps / (time.perf_counter() - t0)
+
+    return run
+
+
+def engine_runner(model_name: str, batch: int, steps: int, precision: str, channels_last: bool) -> Runner:
+    """cnnlab's own epoch loop (Trainer._train_epoch) over ``steps`` batches with crop-flip augmentation."""
+    torch.manual_seed(0)
+    cfg = RunConfig(model=model_name, batch_size=batch, precision=precision, channels_last=channels_last,
+                    augment="crop-flip")
+    model = create_model(model_name)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    images, labels = fake_cifar(batch * steps)
+    loader = TensorLoader(images, labels, batch, augment="crop-flip", channels_last=channels_last)
+    trainer = Trainer(model, loader, None, cfg, Path(tempfile.mkdtemp()), {}, progress=False)
+    trainer.total_steps = 10 ** 9  # keep the learning rate schedule flat
+
+    class NoStop:
+        signum = None
+
+    def run() -> float:
+        trainer.step = 0
+        t0 = time.perf_counter()
+        trainer._train_epoch(NoStop())
+        return batch * steps / (time.perf_counter() - t0)
+
+    return run
+
+
+def runners(model_name: str, batch: int, steps: int) -> Iterator[tuple[str, Runner]]:
+    """Every available variant for one model and batch size."""
+    yield "everyday", everyday_runner(model_name, batch, steps)
+    for name, (precision, cl) in ENGINE_VARIANTS.items():
+        yield name, engine_runner(model_name, batch, steps, precision, cl)
+
+
+def steps_for(gflop: float, batch: int, seconds: float = 2.0, assumed_gflops: float = 150.0) -> int:
+    """Steps that take about ``seconds`` at ``assumed_gflops`` (at least 3, at most 200)."""
+    return max(3, min(200, round(seconds * assumed_gflops / max(gflop * batch, 1e-9))))
+
+
+def measure(models: list[str], batches: list[int], rounds: int) -> tuple[list[Result], list[float]]:
+    """All results and the matmul GFLOP/s of every round, interleaved."""
+    cases, results = [], []
+    for m in models:
+        gflop = train_gflop_per_image(m)
+        for b in batches:
+            for name, run in runners(m, b, steps_for(gflop, b)):
+                run()  # warm-up: allocations, oneDNN primitives
+                res = Result(m, b, name)
+                cases.append((res, run))
+                results.append(res)
+    ceiling = []
+    for r in range(rounds):
+        ceiling.append(matmul_gflops())
+        for res, run in cases:
+            res.rates.append(run())
+        print(f"after round {r + 1}/{rounds}:\n{table(results, max(ceiling))}", file=sys.stderr, flush=True)
+    return results, ceiling
+
+
+def table(results: list[Result], ceiling: float) -> str:
+    """Markdown table: images/s (median, best), GFLOP/s, % of the matmul ceiling, ratio to everyday."""
+    gflop = {m: train_gflop_per_image(m) for m in {r.model for r in results}}
+    everyday = {(r.model, r.batch): r.median for r in results if r.variant == "everyday"}
+    lines = [f"fp32 matmul ceiling (best of rounds): {ceiling:.0f} GFLOP/s", "",
+             "| model | batch | variant | img/s median | img/s best | GFLOP/s (median) | % of ceiling | × everyday |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        gfs = r.median * gflop[r.model]
+        lines.append(f"| {r.model} | {r.batch} | {r.variant} | {r.median:,.0f} | {r.best:,.0f} | {gfs:.1f} | "
+                     f"{100 * gfs / ceiling:.0f}% | {r.median / everyday[(r.model, r.batch)]:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=list(COURSE_MODELS))
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[32])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    results, ceiling = measure(a.models, a.batch_sizes, a.rounds)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; matmul GFLOP/s per round: "
+          + ", ".join(f"{c:.0f}" for c in ceiling))
+    print(table(results, max(ceiling)))
+
+
+if __name__ == "__main__":
+    main()

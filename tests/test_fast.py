@@ -1,0 +1,125 @@
+"""fast-cifar and the fast recipe: the network, the recipe's defaults and hooks, and a tiny real run through the CLI."""
+import json
+import pickle
+
+import pytest
+import torch
+
+from cnnlab.cli import main
+from cnnlab.data.loader import plan_epoch
+from cnnlab.engine import RunConfig
+from cnnlab.engine.budget import Costs, plan_epochs
+from cnnlab.engine.fit import lr_factor, tta_views
+from cnnlab.engine.optim import Muon, orthogonalize
+from cnnlab.engine.recipes import FAST_BATCH, config_for, fast_optimizer
+from cnnlab.models import create_model
+from cnnlab.models.fast import patch_whitening
+
+
+def _images(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+
+
+def test_fast_cifar_builds_and_its_stem_whitens_the_training_patches():
+    model = create_model("fast-cifar")
+    images = _images()
+    model.init_from_data(images)
+    x = images.float() / 255
+    assert model(x).shape == (64, 10)
+    z = model.stem((x - model.mean) / model.std)[:, :12] - model.stem.bias[:12, None, None]  # the 12 positive filters
+    flat = z.permute(0, 2, 3, 1).reshape(-1, 12).double()
+    cov = flat.T @ flat / len(flat)
+    assert torch.allclose(cov, torch.eye(12, dtype=torch.float64), atol=0.05)
+    assert not model.stem.weight.requires_grad and all(not m.weight.requires_grad for m in model.modules()
+                                                       if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_patch_whitening_gives_filters_and_their_negatives():
+    f = patch_whitening(torch.randn(20, 3, 8, 8), 2)
+    assert f.shape == (24, 3, 2, 2) and torch.equal(f[12:], -f[:12])
+
+
+def test_recipe_fills_only_the_fields_the_user_did_not_set():
+    cfg = config_for("fast-cifar", {"epochs": 3, "precision": "fp32"})
+    assert cfg.recipe == "fast" and cfg.epochs == 3 and cfg.precision == "fp32"
+    assert (cfg.batch_size, cfg.optimizer, cfg.label_smoothing, cfg.tta, cfg.channels_last) == (
+        FAST_BATCH, "muon", 0.2, "flip-shift", True)
+    plain = config_for("baseline-cifar", {"epochs": 3})
+    assert plain.recipe is None and plain == RunConfig(model="baseline-cifar", epochs=3)
+
+
+def test_muon_keeps_filter_norms_and_sgd_groups_follow_their_roles():
+    model = create_model("fast-cifar")
+    cfg = config_for("fast-cifar")
+    opt = fast_optimizer(model, cfg)
+    assert isinstance(opt, Muon)
+    muon, *sgd = opt.param_groups
+    assert muon["orthogonalize"] and all(p.dim() == 4 for p in muon["params"])
+    stem = next(g for g in sgd if any(p is model.stem.bias for p in g["params"]))
+    assert stem["horizon"] == pytest.approx(3 / 8)
+    for g in opt.param_groups:
+        g["lr"] = cfg.base_lr * g["lr_scale"]
+    x, y = _images(8).float() / 255, torch.arange(8) % 10
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+    w = muon["params"][1]
+    assert w.norm().item() == pytest.approx(len(w) ** 0.5, rel=0.05)
+
+
+def test_orthogonalize_flattens_the_singular_values():
+    s = torch.linalg.svdvals(orthogonalize(torch.randn(64, 300)).float())
+    assert 0.5 < s.min() and s.max() < 1.5
+
+
+def test_alternating_flips_mirror_each_image_in_every_other_epoch():
+    plans = [plan_epoch(100, 7, e, True, 2, alternate_flips=True) for e in range(3)]
+    per_image = [torch.empty(100, dtype=torch.bool).index_put_((p.order,), p.flip) for p in plans]
+    assert torch.equal(per_image[0], ~per_image[1]) and torch.equal(per_image[0], per_image[2])
+
+
+def test_tta_views_weigh_to_one_and_start_with_the_batch():
+    x = torch.rand(2, 3, 8, 8)
+    views = tta_views(x, "flip-shift")
+    assert len(views) == 6 and views[0][1] is x and sum(w for w, _ in views) == pytest.approx(1.0)
+
+
+def test_linear_schedule_and_horizon_end_at_zero():
+    assert lr_factor(0, 10, "linear") == 1.0 and lr_factor(10, 10, "linear") == 0.0
+
+
+def test_budget_plan_is_shorter_for_a_shorter_budget():
+    costs = Costs(train_step=2.0, eval_image=1e-4)
+    long, short = (plan_epochs(b, 10.0, costs, 20, 10_000, 1, 6) for b in (780, 300))
+    assert long > short >= 1
+    assert plan_epochs(10, 10.0, costs, 20, 10_000, 1, 6) == 1  # never less than one epoch
+
+
+def _write_cifar10(folder, train_per_batch=52, test=64):
+    """A tiny CIFAR-10 folder in the official python layout."""
+    folder.mkdir(parents=True)
+    g = torch.Generator().manual_seed(1)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        n = test if name == "test_batch" else train_per_batch
+        data = torch.randint(0, 256, (n, 3072), generator=g, dtype=torch.uint8).numpy()
+        batch = {b"data": data, b"labels": [i % 10 for i in range(n)], b"batch_label": name.encode()}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    meta = {b"label_names": [f"c{i}".encode() for i in range(10)], b"num_cases_per_batch": train_per_batch}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    return folder
+
+
+def test_tiny_fast_run_through_the_cli_writes_history_checkpoints_and_resumes(tmp_path):
+    data = _write_cifar10(tmp_path / "cifar-10-batches-py")
+    run = tmp_path / "run"
+    args = ["train", "fast-cifar", "--dataset", "cifar10", "--data-dir", str(data), "--run-dir", str(run),
+            "--no-progress", "--batch-size", "128", "--eval-batch-size", "64", "--time-budget", "0.05"]
+    assert main(args) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["recipe"] == "fast" and cfg["optimizer"] == "muon" and cfg["time_budget"] == 0.05 and cfg["epochs"] >= 1
+    history = json.loads((run / "history.json").read_text())
+    assert len(history["epoch"]) == cfg["epochs"] and 0 <= history["tta_val_accuracy"][-1] <= 1
+    assert history["val_accuracy"][-1] is not None and (run / "last.pt").exists() and (run / "best.pt").exists()
+    assert main(args) == 0  # resuming the finished run keeps its epoch count and trains nothing more
+    assert json.loads((run / "history.json").read_text())["epoch"] == history["epoch"]
