@@ -345,3 +345,9 @@ def test_keras_weights_become_a_run_that_eval_and_predict_use(tmp_path):
     np.testing.assert_allclose(kernel, w["conv2d"][0].transpose(3, 2, 0, 1), rtol=1e-6)
     result = evaluate_run(tmp_path / "run")
     assert result.count == 360 and 0.0 <= result.accuracy <= 1.0
+
+    from cnnlab.cli import main
+
+    assert main(["import-keras", "baseline-cifar", str(h5), "--dataset", "digits", "--out", str(tmp_path / "cli")]) == 0
+    assert main(["import-keras", "lenet5-cifar", str(h5), "--dataset", "digits", "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad" / "best.pt").exists()

@@ -187,6 +187,15 @@ def cmd_plot(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_keras(a: argparse.Namespace) -> int:
+    from .explain.keras_import import keras_to_run
+
+    path, matched = keras_to_run(a.model, a.weights, a.out, a.dataset, a.data_dir)
+    print(f"{len(matched)} Keras layers loaded into {a.model} → {path}\n"
+          f"Next: cnnlab eval {a.out} · cnnlab predict {a.out} IMAGE")
+    return 0
+
+
 def cmd_export_weights(a: argparse.Namespace) -> int:
     from .engine.export import export_weights
     from .engine.run import load_trained
@@ -338,6 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("plot", cmd_plot, "the course figure: train/val accuracy and loss per epoch (PNG)")
     p.add_argument("run", help="run directory")
     p.add_argument("--out", type=Path)
+
+    p = command("import-keras", cmd_import_keras,
+                "load weights saved by Keras (.weights.h5 / .h5) into the matching network, as a run directory")
+    p.add_argument("model", help="the cnnlab network that matches the Keras model, e.g. baseline-cifar")
+    p.add_argument("weights", type=Path, help="file written by Keras' model.save_weights")
+    p.add_argument("--dataset", default="cifar10", help="names the classes and the input shape (default: cifar10)")
+    p.add_argument("--data-dir")
+    p.add_argument("--out", type=Path, required=True, help="run directory to write best.pt into")
 
     p = command("export-weights", cmd_export_weights, "write the trained weights as weights.txt or safetensors")
     p.add_argument("run", help="run directory or checkpoint file")
