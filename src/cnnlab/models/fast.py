@@ -84,7 +84,8 @@ class FastCifarNet(nn.Module):
         self.stem.weight.copy_(patch_whitening((x - self.mean) / self.std, self.stem.kernel_size[0]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem((x - self.mean) / self.std)
+        # The bias is added outside the convolution: its frozen weight then needs no weight-gradient pass.
+        x = F.conv2d((x - self.mean) / self.std, self.stem.weight) + self.stem.bias[:, None, None]
         return self.head(self.body(x)) / self.head.in_features
 
 
