@@ -55,13 +55,15 @@ def get_recipe(name: str) -> Recipe:
 
 def recipe_of_model(model: str) -> Recipe | None:
     """The recipe a registered model names, if any (spec files and unknown names have none)."""
-    from ..models.registry import _REGISTRY, _ensure_loaded, is_spec_path
+    from ..models.registry import is_spec_path, model_info
 
     if is_spec_path(model):
         return None
-    _ensure_loaded()
-    info = _REGISTRY.get(model)
-    return get_recipe(info.recipe) if info and info.recipe else None
+    try:
+        info = model_info(model)
+    except CnnlabError:  # unknown: creating the model reports it, with suggestions
+        return None
+    return get_recipe(info.recipe) if info.recipe else None
 
 
 def config_for(model: str, explicit: Mapping[str, Any] | None = None) -> RunConfig:
