@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import cnnlab  # noqa: F401  (first: its OpenMP defaults must be set before torch loads libgomp)
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
