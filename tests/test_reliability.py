@@ -1,6 +1,6 @@
 """Faults injected for real: SIGKILL at random moments, Ctrl-C, a full disk, a read-only run directory, NaN.
 
-Every run trains a 2.6k-parameter spec on 320 embedded digits (3 epochs of 20 steps) in a genuine child
+Every run trains a 2.6k-parameter spec on 320 embedded digits (3 epochs of 80 steps) in a genuine child
 process: most are forked from a preloaded forkserver (milliseconds to start, see cnnlab_child.py), a
 few are plain ``python -m cnnlab`` subprocesses. Each interrupted run is re-run until it finishes and
 its history.json must equal an uninterrupted run's. CNNLAB_FAULT_SEED=N replays one random schedule.
@@ -49,9 +49,10 @@ def spec(tmp_path_factory) -> Path:
 
 
 def train_argv(spec: Path, run_dir: Path, *extra: str) -> list[str]:
-    """`cnnlab train` of the tiny spec: 20 steps per epoch, 3 validation batches, last.pt every 4 steps."""
+    """`cnnlab train` of the tiny spec: 80 steps per epoch (long enough, even on quiet cores, for the
+    timed signals to land inside the run), 3 validation batches, last.pt every 4 steps."""
     return ["train", str(spec), "--dataset", "digits", "--limit-train", "320", "--limit-val", "48",
-            "--batch-size", "16", "--eval-batch-size", "16", "--epochs", "3", "--checkpoint-every", "4",
+            "--batch-size", "4", "--eval-batch-size", "16", "--epochs", "3", "--checkpoint-every", "4",
             "--seed", "1", "--no-progress", "--run-dir", str(run_dir), *extra]
 
 
@@ -92,11 +93,11 @@ def temp_files(run_dir: Path) -> list[str]:
 KINDS = ("step", "write", "val", "step", "write", "external")
 
 
-def random_fault(rng: random.Random, kind: str) -> tuple[dict[str, str], float | None]:
+def random_fault(rng: random.Random, kind: str, run_seconds: float) -> tuple[dict[str, str], float | None]:
     """A kill from inside at a random occurrence of an exact point (inside a step, during validation,
     between write and rename of a checkpoint or history file), or from outside after a random delay."""
     if kind == "external":
-        return {}, rng.uniform(0.05, 1.0)
+        return {}, rng.uniform(0.05, 0.5) * run_seconds  # inside the run on quiet and on busy cores alike
     limit = {"step": 16, "val": 6, "write": 10}[kind]
     return {"CNNLAB_FAULT_AT": f"{kind}:{rng.randint(1, limit)}"}, None
 
@@ -105,12 +106,15 @@ def test_sigkill_at_22_random_moments_loses_nothing(tmp_path, spec, reference):
     seed = int(os.environ.get("CNNLAB_FAULT_SEED", random.SystemRandom().randrange(10**6)))
     rng = random.Random(seed)
     runs, killed_at, stale_temps = 1, [], 0
+    started = time.perf_counter()
+    finish(spec, tmp_path / "timed")
+    run_seconds = time.perf_counter() - started
     run_dir = tmp_path / "run1"
     for attempt in range(200):
         if len(killed_at) == 22:
             break
         kind = KINDS[attempt % len(KINDS)]
-        env, kill_after = random_fault(rng, kind)
+        env, kill_after = random_fault(rng, kind, run_seconds)
         what = f"seed {seed}, kill {len(killed_at) + 1}: {env or f'external after {kill_after:.2f}s'}"
         outcome = run_cli(train_argv(spec, run_dir), tmp_path / "log", env=env, kill_after=kill_after)
         if outcome.code == 0:  # the fault came after the end: this run is complete, start another
