@@ -158,8 +158,7 @@ def start_fresh(run_dir: Path) -> None:
     """Remove a previous run's files (only cnnlab's own) so training starts from scratch."""
     for name in RUN_FILES:
         (run_dir / name).unlink(missing_ok=True)
-    for extra in ("plots",):
-        shutil.rmtree(run_dir / extra, ignore_errors=True)
+    shutil.rmtree(run_dir / "plots", ignore_errors=True)  # `cnnlab visualize` output of the old weights
 
 
 def train(cfg: RunConfig, run_dir: Path | None = None, fresh: bool = False, progress: bool = True,
