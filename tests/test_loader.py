@@ -1,7 +1,9 @@
 """TensorLoader: batching, determinism per (seed, epoch), mid-epoch restart, batched augmentation, sharding."""
+import pytest
 import torch
+import torch.nn.functional as F
 
-from cnnlab.data.loader import TensorLoader, random_crop, random_flip
+from cnnlab.data.loader import TensorLoader, crop_flip
 
 
 def _data(n=50, c=3, h=8, w=8):
@@ -45,19 +47,31 @@ def test_start_step_resumes_mid_epoch_with_identical_batches():
     assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(batches[4:], rest))
 
 
-def test_random_crop_shifts_content_and_zero_pads():
-    x = torch.arange(16.0).view(1, 1, 4, 4)
-    shifted = random_crop(x, torch.tensor([[0, 0]]), pad=1)  # offset 0 = moved down-right by 1
+def test_crop_shifts_content_and_zero_pads():
+    x = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4)
+    no_flip = torch.tensor([False])
+    shifted = crop_flip(x, torch.tensor([[0, 0]]), no_flip, pad=1)  # offset 0 = moved down-right by 1
     assert shifted[0, 0, 0].tolist() == [0, 0, 0, 0]
-    assert shifted[0, 0, 1, 1:].tolist() == [0.0, 1.0, 2.0]
-    same = random_crop(x, torch.tensor([[1, 1]]), pad=1)
-    assert torch.equal(same, x)
+    assert shifted[0, 0, 1].tolist() == [0, 0, 1, 2]
+    assert torch.equal(crop_flip(x, torch.tensor([[1, 1]]), no_flip, pad=1), x)
 
 
-def test_random_flip_mirrors_only_selected_images():
-    x = torch.arange(8.0).view(2, 1, 1, 4)
-    out = random_flip(x, torch.tensor([True, False]))
+def test_flip_mirrors_only_selected_images():
+    x = torch.arange(8, dtype=torch.uint8).view(2, 1, 1, 4)
+    out = crop_flip(x, torch.zeros(2, 2, dtype=torch.long), torch.tensor([True, False]), pad=0)
     assert out[0, 0, 0].tolist() == [3, 2, 1, 0] and out[1, 0, 0].tolist() == [4, 5, 6, 7]
+
+
+@pytest.mark.parametrize("mode, pad", [("constant", 4), ("reflect", 2)])
+def test_one_gather_equals_pad_then_crop_then_flip(mode, pad):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8, generator=g)
+    shift = torch.randint(0, 2 * pad + 1, (64, 2), generator=g)
+    flip = torch.rand(64, generator=g) < 0.5
+    padded = F.pad(x.float(), (pad,) * 4, mode=mode)
+    crops = torch.stack([p[:, r:r + 8, c:c + 8] for p, (r, c) in zip(padded, shift.tolist())])
+    expected = torch.where(flip[:, None, None, None], crops.flip(-1), crops)
+    assert torch.equal(crop_flip(x, shift, flip, pad, mode).float(), expected)
 
 
 def test_ranks_see_disjoint_shards_of_the_same_global_order():

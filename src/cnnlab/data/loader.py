@@ -45,21 +45,58 @@ def plan_epoch(n: int, seed: int, epoch: int, shuffle: bool, pad: int, alternate
     return EpochPlan(order, flip, shift)
 
 
-def random_crop(x: torch.Tensor, shift: torch.Tensor, pad: int, mode: str = "constant") -> torch.Tensor:
-    """Pad a batch by ``pad`` (zeros, or ``mode="reflect"``) and crop each image back to size at its own offset."""
+def reflect(i: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices beyond ``[0, n)`` mirrored back inside, as ``F.pad(mode="reflect")`` does (for overhangs < n)."""
+    i = i.abs()
+    return torch.where(i >= n, 2 * (n - 1) - i, i)
+
+
+@dataclass(frozen=True)
+class SourceGrid:
+    """Where each output pixel of each image comes from: its source row and column, and whether it is padding."""
+
+    rows: torch.Tensor  # int64 (n, h)
+    cols: torch.Tensor  # int64 (n, w)
+    row_ok: torch.Tensor | None  # bool (n, h), False on zero padding; None when nothing is padding
+    col_ok: torch.Tensor | None
+
+    def __getitem__(self, sl: slice) -> "SourceGrid":
+        ok = (None, None) if self.row_ok is None else (self.row_ok[sl], self.col_ok[sl])
+        return SourceGrid(self.rows[sl], self.cols[sl], *ok)
+
+
+def source_grid(shift: torch.Tensor, flip: torch.Tensor, h: int, w: int, pad: int, mode: str = "constant") -> SourceGrid:
+    """The grid of padding by ``pad`` (zeros, or ``mode="reflect"``), cropping at offsets ``shift``, mirroring where ``flip``."""
+    rows = shift[:, :1] - pad + torch.arange(h, device=shift.device)
+    cols = shift[:, 1:] - pad + torch.arange(w, device=shift.device)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    if mode == "reflect":
+        return SourceGrid(reflect(rows, h), reflect(cols, w), None, None)
+    return SourceGrid(rows.clamp(0, h - 1), cols.clamp(0, w - 1), (rows >= 0) & (rows < h), (cols >= 0) & (cols < w))
+
+
+def gather(images: torch.Tensor, idx: torch.Tensor, grid: SourceGrid, channels_last: bool = False) -> torch.Tensor:
+    """``images[idx]`` resampled on ``grid``: uint8 gathers of rows, then columns (channels_last strides when asked).
+
+    Two ``torch.gather`` calls ran 2x faster than one advanced index over all four dimensions.
+    """
+    x = images[idx]
     n, c, h, w = x.shape
-    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode=mode)
-    dev = x.device
-    rows = (shift[:, 0:1].to(dev) + torch.arange(h, device=dev))[:, None, :, None]
-    cols = (shift[:, 1:2].to(dev) + torch.arange(w, device=dev))[:, None, None, :]
-    batch = torch.arange(n, device=dev)[:, None, None, None]
-    chan = torch.arange(c, device=dev)[None, :, None, None]
-    return xp[batch, chan, rows, cols]
+    x = x.gather(2, grid.rows[:, None, :, None].expand(n, c, h, w))
+    x = x.gather(3, grid.cols[:, None, None, :].expand(n, c, h, w))
+    if grid.row_ok is not None:
+        x = x * (grid.row_ok[:, None, :, None] & grid.col_ok[:, None, None, :])
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def random_flip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    """Mirror left-right the images whose ``flip`` is true."""
-    return torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
+def crop_flip(images: torch.Tensor, shift: torch.Tensor, flip: torch.Tensor, pad: int,
+              mode: str = "constant") -> torch.Tensor:
+    """``images`` padded by ``pad``, cropped back at per-image offsets ``shift`` and mirrored where ``flip``.
+
+    The same pixels as ``F.pad``, a crop and ``flip(-1)`` in turn, from one gather and no float copies.
+    """
+    _, _, h, w = images.shape
+    return gather(images, torch.arange(len(images), device=images.device), source_grid(shift, flip, h, w, pad, mode))
 
 
 class TensorLoader:
@@ -142,24 +179,29 @@ class TensorLoader:
         keep = slice(self.rank, self.num_samples * self.world_size, self.world_size)
         return EpochPlan(plan.order[keep], plan.flip[keep], plan.shift[keep])
 
-    def _prepare(self, idx: torch.Tensor, flip: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-        x = self.images[idx.to(self.device)].float().div_(255.0)
-        if self.augment == "crop-flip":
-            x = random_crop(x, shift, self.pad)
-        if self.augment == "shift-altflip":
-            x = random_crop(x, shift, SHIFT_PAD, mode="reflect")
-        if self.augment != "none":
-            x = random_flip(x, flip)
-        if self._mean is not None:
-            x = (x - self._mean) / self._std
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+    def _grid(self, plan: EpochPlan) -> SourceGrid | None:
+        """The epoch's source grid of every position (None without augmentation): drawn once, sliced per batch."""
+        if self.augment == "none":
+            return None
+        pad, mode = (SHIFT_PAD, "reflect") if self.augment == "shift-altflip" else (self.pad, "constant")
+        shift = plan.shift if self.augment != "flip" else torch.full_like(plan.shift, pad)  # flip only: no shift
+        h, w = self.images.shape[-2:]
+        return source_grid(shift.to(self.device), plan.flip.to(self.device), h, w, pad, mode)
+
+    def _prepare(self, idx: torch.Tensor, grid: SourceGrid | None) -> torch.Tensor:
+        if grid is None:
+            x = self.images[idx]
+            x = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        else:
+            x = gather(self.images, idx, grid, self.channels_last)
+        x = x.float().div_(255.0)
+        return x if self._mean is None else x.sub_(self._mean).div_(self._std)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         plan = self._plan()
+        order, grid = plan.order.to(self.device), self._grid(plan)
         for step in range(self.start_step, len(self)):
             sl = slice(step * self.batch_size, (step + 1) * self.batch_size)
-            idx = plan.order[sl]
-            yield self._prepare(idx, plan.flip[sl], plan.shift[sl]), self.labels[idx.to(self.device)]
+            idx = order[sl]
+            yield self._prepare(idx, None if grid is None else grid[sl]), self.labels[idx]
         self.start_step = 0
