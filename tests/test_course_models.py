@@ -132,6 +132,21 @@ def test_same_max_pool_pads_with_minus_infinity() -> None:
     assert out.shape[-2:] == (2, 2) and out.max() < 0
 
 
+@pytest.mark.parametrize("kernel, stride, padding", [(3, 1, "same"), (3, 2, "valid"), (3, 2, "same"), (2, 2, "same")])
+def test_max_pool_values_and_gradients_equal_the_plain_op(kernel, stride, padding) -> None:
+    # Overlapping CPU pools run through channels_last: the values, gradients and layout must not change.
+    x = torch.randn(4, 16, 9, 9, requires_grad=True)
+    y = MaxPool2d(kernel, stride, padding)(x)
+    before, after = tf_same_pad(9, kernel, stride) if padding == "same" else (0, 0)
+    pads = [before, after, before, after]  # square input: left/right as top/bottom
+    ref_x = x.detach().clone().requires_grad_()
+    ref = F.max_pool2d(F.pad(ref_x, pads, value=float("-inf")), kernel, stride)
+    g = torch.randn_like(ref)
+    y.backward(g)
+    ref.backward(g)
+    assert torch.equal(y, ref) and torch.equal(x.grad, ref_x.grad) and y.is_contiguous()
+
+
 def test_unknown_course_name_suggests() -> None:
     with pytest.raises(CnnlabError, match="vgg16-cifar"):
         create_model("vgg16cifar")
