@@ -2,7 +2,9 @@
 
 Each run is an ordinary ``cnnlab train fast-cifar`` through the Python API; the clock starts before
 the data are read from disk and stops when the final (test-time-augmented) accuracy is known.
-Python's and torch's import time is measured separately (a fresh interpreter) and reported.
+Python's and torch's import time is measured separately (a fresh interpreter) and reported, and so
+is an fp32 matmul's GFLOP/s just before and after each run: these shared hosts change speed by up to
+1.5x from one hour to the next, and the matmul says which kind of hour a run had.
 
     .venv/bin/python benchmarks/time_to_accuracy.py --data-dir /work/data/cifar10 --runs epochs=10 budget=5
 """
@@ -22,6 +24,7 @@ import cnnlab  # noqa: F401  (first: its OpenMP defaults must be set before torc
 from cnnlab.engine.fit import Callbacks
 from cnnlab.engine.recipes import config_for
 from cnnlab.engine.run import train
+from throughput import matmul_gflops  # benchmarks/throughput.py: the same ceiling probe
 
 # airbench94 (Muon variant) in eager fp32 PyTorch on these machines, from the issue: 8 epochs in
 # 23.2 minutes, then test-time augmentation; epoch ends are spread evenly over the training time.
@@ -40,6 +43,7 @@ class Timeline:
     final_tta: float = float("nan")
     total_seconds: float = 0.0
     epochs: int = 0
+    matmul_gflops: tuple[float, float] = (float("nan"), float("nan"))  # host speed just before and after
 
 
 def import_seconds() -> float:
@@ -55,6 +59,7 @@ def run_one(spec: str, data_dir: str, seed: int) -> Timeline:
     given = {"epochs": int(value)} if key == "epochs" else {"time_budget": float(value)}
     cfg = config_for("fast-cifar", {"dataset": "cifar10", "data_dir": data_dir, "seed": seed, **given})
     line = Timeline(spec)
+    before = max(matmul_gflops() for _ in range(3))
     t0 = time.perf_counter()
 
     def on_epoch_end(_epoch: int, row: dict) -> None:
@@ -65,6 +70,7 @@ def run_one(spec: str, data_dir: str, seed: int) -> Timeline:
     with tempfile.TemporaryDirectory() as run_dir:
         history = train(cfg, Path(run_dir), fresh=True, progress=False, callbacks=Callbacks(on_epoch_end=[on_epoch_end]))
     line.total_seconds, line.epochs = time.perf_counter() - t0, len(history)
+    line.matmul_gflops = (before, max(matmul_gflops() for _ in range(3)))
     return line
 
 
@@ -73,7 +79,9 @@ def table(lines: list[Timeline], imports: float, load: tuple[float, float, float
     out = [f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; interpreter + imports: {imports:.1f} s", ""]
     for ln in lines:
         out += [f"### {ln.label}: {ln.epochs} epochs, final {ln.final_tta:.4f} with TTA in {ln.total_seconds / 60:.2f} min",
-                "", "| epoch | minutes | held-out accuracy (no TTA) |", "|---|---|---|"]
+                "", f"fp32 2048² matmul just before / after the run: {ln.matmul_gflops[0]:.0f} / "
+                f"{ln.matmul_gflops[1]:.0f} GFLOP/s (the issue's quiet-machine ceiling: 295)", "",
+                "| epoch | minutes | held-out accuracy (no TTA) |", "|---|---|---|"]
         out += [f"| {i + 1} | {s / 60:.2f} | {a:.4f} |" for i, (s, a) in enumerate(zip(ln.seconds, ln.accuracy))]
         out.append("")
     return "\n".join(out)
