@@ -59,8 +59,13 @@ def main() -> None:
     for c, side, k, s, p, where in POOLS:
         x = torch.randn(args.batch, c, side, side, requires_grad=True)
         grad = torch.randn_like(plain(x, k, s, p))
-        a, b = plain(x, k, s, p), via_channels_last(x, k, s, p)
-        assert torch.equal(a, b), "values differ"
+        grads = []
+        for fn in (plain, via_channels_last):
+            fn(x, k, s, p).backward(grad)
+            grads.append(x.grad)
+            x.grad = None
+        assert torch.equal(plain(x, k, s, p), via_channels_last(x, k, s, p)), "values differ"
+        assert torch.equal(*grads), "gradients differ"
         rounds: dict[str, list[float]] = {"plain": [], "cl": []}
         for _ in range(args.rounds):
             rounds["plain"].append(time_fwd_bwd(plain, x, grad, k, s, p, args.repeats))

@@ -72,6 +72,8 @@ def source_grid(shift: torch.Tensor, flip: torch.Tensor, h: int, w: int, pad: in
     cols = torch.where(flip[:, None], cols.flip(1), cols)
     if mode == "reflect":
         return SourceGrid(reflect(rows, h), reflect(cols, w), None, None)
+    if pad == 0:  # every source pixel is inside the image: nothing to mask
+        return SourceGrid(rows, cols, None, None)
     return SourceGrid(rows.clamp(0, h - 1), cols.clamp(0, w - 1), (rows >= 0) & (rows < h), (cols >= 0) & (cols < w))
 
 
@@ -184,7 +186,9 @@ class TensorLoader:
         if self.augment == "none":
             return None
         pad, mode = (SHIFT_PAD, "reflect") if self.augment == "shift-altflip" else (self.pad, "constant")
-        shift = plan.shift if self.augment != "flip" else torch.full_like(plan.shift, pad)  # flip only: no shift
+        shift = plan.shift
+        if self.augment == "flip":  # no shift: a zero-padding grid at offset 0
+            pad, shift = 0, torch.zeros_like(shift)
         h, w = self.images.shape[-2:]
         return source_grid(shift.to(self.device), plan.flip.to(self.device), h, w, pad, mode)
 
