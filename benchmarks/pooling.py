@@ -17,6 +17,8 @@ import cnnlab  # noqa: F401  (first: its OpenMP defaults must be set before torc
 import torch
 import torch.nn.functional as F
 
+from cnnlab.cli import positive_int
+
 # (channels, side, kernel, stride, padding, where it occurs)
 POOLS = [
     (64, 16, 3, 1, 1, "inception10-cifar, 3x3 stride-1 branch"),
@@ -49,9 +51,9 @@ def time_fwd_bwd(fn, x: torch.Tensor, grad: torch.Tensor, k: int, s: int, p: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=20, help="passes per variant per round")
+    parser.add_argument("--batch", type=positive_int, default=32)
+    parser.add_argument("--rounds", type=positive_int, default=5)
+    parser.add_argument("--repeats", type=positive_int, default=20, help="passes per variant per round")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}\n")
     print("| input | kernel/stride | NCHW ms | via channels_last ms | speed-up | where |")
