@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from cnnlab.cli import main
-from cnnlab.data.loader import plan_epoch
-from cnnlab.engine import RunConfig
+from cnnlab.data.loader import TensorLoader, plan_epoch
+from cnnlab.engine import RunConfig, fit
 from cnnlab.engine.budget import Costs, plan_epochs
-from cnnlab.engine.fit import lr_factor, tta_views
+from cnnlab.engine.fit import Callbacks, lr_factor, tta_views
 from cnnlab.engine.optim import Muon, orthogonalize
 from cnnlab.engine.recipes import FAST_BATCH, config_for, fast_optimizer
 from cnnlab.models import create_model
@@ -82,6 +82,22 @@ def test_tta_views_weigh_to_one_and_start_with_the_batch():
     x = torch.rand(2, 3, 8, 8)
     views = tta_views(x, "flip-shift")
     assert len(views) == 6 and views[0][1] is x and sum(w for w, _ in views) == pytest.approx(1.0)
+
+
+def test_stem_bias_stops_taking_gradients_after_its_horizon_and_gets_them_back_after_fit(tmp_path):
+    model = create_model("fast-cifar")
+    images, labels = _images(32), torch.arange(32) % 10
+    model.init_from_data(images)
+    cfg = config_for("fast-cifar", {"epochs": 8, "batch_size": 8, "precision": "fp32", "channels_last": False,
+                                    "tta": "none"})
+    seen = []
+    record = lambda step, loss: seen.append((step, model.stem.bias.requires_grad, model.stem.bias.detach().clone()))
+    fit(model, TensorLoader(images, labels, 8), None, cfg, tmp_path / "run", progress=False,
+        optimizer_factory=fast_optimizer, callbacks=Callbacks(on_step_end=[record]))
+    horizon = round(3 / 8 * 32)  # steps: 8 epochs × 4; the callback counts completed steps
+    assert [grad for _, grad, _ in seen] == [s <= horizon for s, _, _ in seen]
+    assert all(torch.equal(bias, seen[-1][2]) for s, _, bias in seen if s >= horizon)  # no update after it
+    assert not torch.equal(seen[0][2], seen[-1][2]) and model.stem.bias.requires_grad
 
 
 def test_linear_schedule_and_horizon_end_at_zero():

@@ -84,8 +84,10 @@ class FastCifarNet(nn.Module):
         self.stem.weight.copy_(patch_whitening((x - self.mean) / self.std, self.stem.kernel_size[0]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The bias is added outside the convolution: its frozen weight then needs no weight-gradient pass.
-        x = F.conv2d((x - self.mean) / self.std, self.stem.weight) + self.stem.bias[:, None, None]
+        # The bias is added outside the convolution (its frozen weight then needs no weight-gradient
+        # pass) and in the convolution's dtype: under bf16 autocast the wide stem output stays bf16.
+        x = F.conv2d((x - self.mean) / self.std, self.stem.weight)
+        x = x + self.stem.bias.to(x.dtype)[:, None, None]
         return self.head(self.body(x)) / self.head.in_features
 
 
