@@ -6,7 +6,7 @@ Python's and torch's import time is measured separately (a fresh interpreter) an
 is an fp32 matmul's GFLOP/s just before and after each run: these shared hosts change speed by up to
 1.5x from one hour to the next, and the matmul says which kind of hour a run had.
 
-    .venv/bin/python benchmarks/time_to_accuracy.py --data-dir /work/data/cifar10 --runs epochs=10 budget=5
+    .venv/bin/python benchmarks/time_to_accuracy.py --data-dir /work/data/cifar10 --runs epochs=8 budget=5
 """
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def plot(lines: list[Timeline], path: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", required=True)
-    p.add_argument("--runs", nargs="+", default=["epochs=10", "budget=5"], help="epochs=N or budget=MINUTES")
+    p.add_argument("--runs", nargs="+", default=["epochs=8", "budget=5"], help="epochs=N or budget=MINUTES")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("docs/images/time_to_accuracy.png"))
     a = p.parse_args(argv)

@@ -109,6 +109,9 @@ def test_budget_plan_is_shorter_for_a_shorter_budget():
     long, short = (plan_epochs(b, 10.0, costs, 20, 10_000, 1, 6) for b in (780, 300))
     assert long > short >= 1
     assert plan_epochs(10, 10.0, costs, 20, 10_000, 1, 6) == 1  # never less than one epoch
+    cheaper_late = Costs(train_step=2.0, eval_image=1e-4, late_step=1.0, late_from=0.25)
+    assert cheaper_late.mean_step == pytest.approx(1.25)
+    assert plan_epochs(780, 10.0, cheaper_late, 20, 10_000, 1, 6) > long
 
 
 def _write_cifar10(folder, train_per_batch=52, test=64):

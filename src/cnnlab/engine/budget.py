@@ -29,10 +29,22 @@ TIMED_STEPS = 2  # training steps timed after the warm-up one; the fastest count
 
 @dataclass(frozen=True)
 class Costs:
-    """Measured seconds per training step and per evaluated image (one view)."""
+    """Measured seconds per training step and per evaluated image (one view).
+
+    A recipe whose parameter groups stop training part-way (``horizon`` < 1) has cheaper steps after
+    that: ``late_step`` is the cost of one from ``late_from`` (fraction of the run) on.
+    """
 
     train_step: float
     eval_image: float
+    late_step: float | None = None
+    late_from: float = 1.0
+
+    @property
+    def mean_step(self) -> float:
+        """Seconds per step averaged over the whole run."""
+        late = self.train_step if self.late_step is None else self.late_step
+        return self.late_from * self.train_step + (1 - self.late_from) * late
 
 
 def _seconds(fn: Callable[[], object]) -> float:
@@ -60,6 +72,12 @@ def measure_costs(model: nn.Module, train_loader: TensorLoader, val_loader: Tens
             trainer._set_lr()
             trainer._train_step(x, y)
             step = min(_seconds(lambda: trainer._train_step(x, y)) for _ in range(TIMED_STEPS))
+            late_from = max((h for g in trainer.optimizer.param_groups if (h := g.get("horizon", 1.0)) < 1), default=1.0)
+            late = None
+            if late_from < 1:  # time a step of the last epoch, where those groups take no gradients
+                trainer.epoch = cfg.epochs - 1
+                trainer._set_lr()
+                late = min(_seconds(lambda: trainer._train_step(x, y)) for _ in range(TIMED_STEPS))
         vx, _ = next(iter(val_loader))
         net = trainer.model.eval()
 
@@ -73,7 +91,7 @@ def measure_costs(model: nn.Module, train_loader: TensorLoader, val_loader: Tens
     finally:
         torch.set_rng_state(rng)
         train_loader.set_epoch(0)
-    return Costs(step, per_image)
+    return Costs(step, per_image, late, late_from)
 
 
 def plan_epochs(budget_s: float, spent_s: float, costs: Costs, steps_per_epoch: int, val_images: int,
@@ -81,7 +99,7 @@ def plan_epochs(budget_s: float, spent_s: float, costs: Costs, steps_per_epoch: 
     """Most epochs (at least 1) whose training, validations and final (augmented) evaluation fit the budget."""
     available = SAFETY * budget_s - spent_s
     val_s = val_images * costs.eval_image
-    per_epoch = steps_per_epoch * costs.train_step + val_s / val_every
+    per_epoch = steps_per_epoch * costs.mean_step + val_s / val_every
     return max(1, math.floor((available - final_views * val_s + val_s / val_every) / per_epoch))
 
 
@@ -96,7 +114,8 @@ def fit_to_budget(cfg: RunConfig, model: nn.Module, train_loader: TensorLoader, 
     if D.is_distributed():  # every process must run the same schedule
         epochs = int(D.all_reduce_sum(torch.tensor([epochs], device=train_loader.device)).item()) // D.world_size()
     if D.is_main():
-        print(f"Time budget {cfg.time_budget:g} min: {costs.train_step:.2f} s/step × {len(train_loader)} steps/epoch, "
+        late = "" if costs.late_step is None else f" ({costs.late_step:.2f} after {costs.late_from:.0%} of the run)"
+        print(f"Time budget {cfg.time_budget:g} min: {costs.train_step:.2f} s/step{late} × {len(train_loader)} steps/epoch, "
               f"{costs.eval_image * 1e3:.2f} ms per evaluated image → {epochs} epochs", file=sys.stderr, flush=True)
     return replace(cfg, epochs=epochs)
 
