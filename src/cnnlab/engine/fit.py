@@ -25,6 +25,7 @@ from ..errors import CnnlabError
 from . import distributed as D
 from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from .faults import fault_point
+from .memory import keep_freed_memory
 from .config import RunConfig
 from .history import History
 
@@ -213,6 +214,7 @@ class Trainer:
     def __init__(self, model: nn.Module, train_loader: TensorLoader, val_loader: TensorLoader | None,
                  cfg: RunConfig, run_dir: Path, meta: dict, callbacks: Callbacks | None = None,
                  progress: bool = True, optimizer_factory: OptimizerFactory | None = None) -> None:
+        keep_freed_memory()  # large activations are reused between steps, not page-faulted in again
         self.model = model
         self.train_loader, self.val_loader = train_loader, val_loader
         self.cfg, self.run_dir, self.meta = cfg, Path(run_dir), meta
