@@ -11,8 +11,10 @@ ratio to the everyday loop. Variants:
   (the course recipe's numerics).
 - ``cnnlab fp32-cl``: the same with channels_last.
 - ``cnnlab bf16-cl``: bf16 autocast and channels_last (cnnlab's default where the hardware has bf16).
-The course's Keras code is not run here: tensorflow is not installed on these machines (the issue's
-Keras figures are quoted in docs/performance.md instead).
+- ``keras``: the course's own TensorFlow/Keras code (``keras_course.py``: the same layers, ``model.fit``
+  with Adam on images divided by 255 up front, no augmentation, as the course trains), when
+  tensorflow-cpu is installed (``pip install -e '.[keras-bench]'``); timed from the end of its first
+  batch, so Keras's per-``fit`` setup is not counted against it.
 
     .venv/bin/python benchmarks/throughput.py --models baseline-cifar lenet5-cifar --batch-sizes 32 --rounds 5
 """
@@ -151,8 +153,39 @@ def engine_runner(model_name: str, batch: int, steps: int, precision: str, chann
     return run
 
 
+def keras_runner(model_name: str, batch: int, steps: int) -> Runner | None:
+    """The course's Keras code training on the same number of images; None without tensorflow."""
+    try:
+        import tensorflow as tf
+        from keras_course import BUILDERS, course_model
+    except ImportError:
+        return None
+    if model_name not in BUILDERS:
+        return None
+    tf.keras.utils.set_random_seed(0)
+    model = course_model(model_name)
+    images, labels = fake_cifar(batch * steps)
+    x, y = images.permute(0, 2, 3, 1).numpy().astype("float32") / 255, labels.numpy()
+
+    class Clock(tf.keras.callbacks.Callback):
+        def on_train_batch_end(self, batch_index: int, logs: dict | None = None) -> None:
+            self.stop = time.perf_counter()
+            if batch_index == 0:
+                self.start = self.stop
+
+    def run() -> float:
+        clock = Clock()
+        model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=True, callbacks=[clock])
+        return batch * (steps - 1) / (clock.stop - clock.start)
+
+    return run
+
+
 def runners(model_name: str, batch: int, steps: int) -> Iterator[tuple[str, Runner]]:
     """Every available variant for one model and batch size."""
+    keras = keras_runner(model_name, batch, steps)
+    if keras is not None:
+        yield "keras", keras
     yield "everyday", everyday_runner(model_name, batch, steps)
     for name, (precision, cl) in ENGINE_VARIANTS.items():
         yield name, engine_runner(model_name, batch, steps, precision, cl)
@@ -187,13 +220,15 @@ def table(results: list[Result], ceiling: float) -> str:
     """Markdown table: images/s (median, best), GFLOP/s, % of the matmul ceiling, ratio to everyday."""
     gflop = {m: train_gflop_per_image(m) for m in {r.model for r in results}}
     everyday = {(r.model, r.batch): r.median for r in results if r.variant == "everyday"}
+    keras = {(r.model, r.batch): r.median for r in results if r.variant == "keras"}
     lines = [f"fp32 matmul ceiling (best of rounds): {ceiling:.0f} GFLOP/s", "",
-             "| model | batch | variant | img/s median | img/s best | GFLOP/s (median) | % of ceiling | × everyday |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| model | batch | variant | img/s median | img/s best | GFLOP/s (median) | % of ceiling | × everyday | × keras |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         gfs = r.median * gflop[r.model]
+        vs_keras = f"{r.median / keras[(r.model, r.batch)]:.2f}" if (r.model, r.batch) in keras else "–"
         lines.append(f"| {r.model} | {r.batch} | {r.variant} | {r.median:,.0f} | {r.best:,.0f} | {gfs:.1f} | "
-                     f"{100 * gfs / ceiling:.0f}% | {r.median / everyday[(r.model, r.batch)]:.2f} |")
+                     f"{100 * gfs / ceiling:.0f}% | {r.median / everyday[(r.model, r.batch)]:.2f} | {vs_keras} |")
     return "\n".join(lines)
 
 
@@ -209,6 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     results, ceiling = measure(a.models, a.batch_sizes, a.rounds)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; matmul GFLOP/s per round: "
           + ", ".join(f"{c:.0f}" for c in ceiling))
+    if "tensorflow" in sys.modules:
+        print(f"tensorflow {sys.modules['tensorflow'].__version__} (the keras rows)")
     print(table(results, max(ceiling)))
 
 
