@@ -87,7 +87,7 @@ FAST_BIAS_LR = 0.053  # SGD lr of norm shifts and the stem bias, for the loss su
 FAST_HEAD_LR = 0.67  # SGD lr of the head, for the loss summed over a batch
 FAST_DECAY_PER_STEP = 2e-6 * FAST_BATCH  # fraction of each SGD-trained weight decayed per step at full lr
 FAST_STEM_BIAS_EPOCHS = 3 / 8  # fraction of the run during which the stem bias trains
-FAST_EPOCHS = 8  # 90.39 % held-out with TTA in 12.90 min (docs/performance.md, run 9)
+FAST_EPOCHS = 8  # 90.39 % held-out with TTA in 7.06 min on 2 cores (docs/performance.md §3, run 10)
 FAST_ROLES = (Role("stem.", FAST_BIAS_LR, FAST_STEM_BIAS_EPOCHS), Role("head.", FAST_HEAD_LR),
               Role("", FAST_BIAS_LR))
 
