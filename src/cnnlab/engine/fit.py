@@ -299,9 +299,10 @@ class Trainer:
             factor = lr_factor(g, total, self.cfg.schedule, self.warmup_steps) if g < total else 0.0
             group["lr"] = self.cfg.base_lr * group.get("lr_scale", 1.0) * factor
             if g >= total and not D.is_distributed():
-                self._finished.update(p for p in group["params"] if p.requires_grad)
                 for p in group["params"]:
-                    p.requires_grad_(False)
+                    if p.requires_grad:
+                        p.requires_grad_(False)
+                        self._finished.add(p)
         return self.optimizer.param_groups[0]["lr"]
 
     def _release_finished(self) -> None:
