@@ -35,9 +35,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
+from cnnlab.cli import positive_int
 from cnnlab.data.loader import TensorLoader
 from cnnlab.engine.config import RunConfig
 from cnnlab.engine.fit import Trainer
+from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 
 MATMUL_N = 2048  # side of the square fp32 matmul that measures the ceiling
@@ -235,13 +237,16 @@ def table(results: list[Result], ceiling: float) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(COURSE_MODELS))
-    p.add_argument("--batch-sizes", nargs="+", type=int, default=[32])
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--batch-sizes", nargs="+", type=positive_int, default=[32])
+    p.add_argument("--rounds", type=positive_int, default=5)
+    p.add_argument("--threads", type=positive_int, help="torch intra-op threads (default: torch's choice)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    results, ceiling = measure(a.models, a.batch_sizes, a.rounds)
+    try:
+        results, ceiling = measure(a.models, a.batch_sizes, a.rounds)
+    except CnnlabError as e:
+        p.exit(2, f"error: {e}\n")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; matmul GFLOP/s per round: "
           + ", ".join(f"{c:.0f}" for c in ceiling))
     if "tensorflow" in sys.modules:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import cnnlab  # noqa: F401  (first: its OpenMP defaults must be set before torch loads libgomp)
 from cnnlab.engine.fit import Callbacks
+from cnnlab.errors import CnnlabError
 from cnnlab.engine.recipes import config_for
 from cnnlab.engine.run import train
 from throughput import matmul_gflops  # benchmarks/throughput.py: the same ceiling probe
@@ -51,6 +52,18 @@ def import_seconds() -> float:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import cnnlab.cli, cnnlab.engine.run"], check=True)
     return time.perf_counter() - t0
+
+
+def run_spec(text: str) -> str:
+    """``epochs=N`` (N ≥ 1) or ``budget=MINUTES`` (> 0), checked before anything trains."""
+    key, _, value = text.partition("=")
+    try:
+        ok = int(value) >= 1 if key == "epochs" else key == "budget" and float(value) > 0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"expected epochs=N (N ≥ 1) or budget=MINUTES (> 0), not {text!r}")
+    return text
 
 
 def run_one(spec: str, data_dir: str, seed: int) -> Timeline:
@@ -116,7 +129,7 @@ def plot(lines: list[Timeline], path: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", required=True)
-    p.add_argument("--runs", nargs="+", default=["epochs=8", "budget=5"], help="epochs=N or budget=MINUTES")
+    p.add_argument("--runs", nargs="+", type=run_spec, default=["epochs=8", "budget=5"], help="epochs=N or budget=MINUTES")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("docs/images/time_to_accuracy.png"))
     a = p.parse_args(argv)
@@ -124,7 +137,10 @@ def main(argv: list[str] | None = None) -> None:
     imports = import_seconds()
     lines = []
     for spec in a.runs:
-        lines.append(run_one(spec, a.data_dir, a.seed))
+        try:
+            lines.append(run_one(spec, a.data_dir, a.seed))
+        except CnnlabError as e:
+            p.exit(2, f"error: {e}\n")
         print(table(lines[-1:], imports, load), flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     print(table(lines, imports, load))
