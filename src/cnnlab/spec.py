@@ -380,7 +380,7 @@ class Dropout(Node):
     rate: float = 0.5
 
     def module(self, shape: Shape, classes: int | None) -> nn.Module:
-        return nn.Dropout(self.rate)
+        return layers.Dropout(self.rate)
 
 
 @dataclass(frozen=True)

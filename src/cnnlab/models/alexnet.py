@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..layers import Conv2d, MaxPool2d
+from ..layers import Conv2d, Dropout, MaxPool2d
 from .base import ZooModel, feature_shape
 from .registry import register_model
 
@@ -62,8 +62,8 @@ class AlexNet(ZooModel):
         c, h, w = feature_shape(self.features, in_channels, input_size)
         self.avgpool = nn.AdaptiveAvgPool2d((h, w))
         self.classifier = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(c * h * w, 4096), nn.ReLU(inplace=True),
-            nn.Dropout(dropout), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
+            Dropout(dropout), nn.Linear(c * h * w, 4096), nn.ReLU(inplace=True),
+            Dropout(dropout), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
             nn.Linear(4096, num_classes),
         )
 

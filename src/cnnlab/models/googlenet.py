@@ -15,7 +15,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import nn
 
-from ..layers import Conv2d, GlobalPool2d, MaxPool2d
+from ..layers import Conv2d, Dropout, GlobalPool2d, MaxPool2d
 from .base import ZooModel
 from .registry import register_model
 
@@ -101,7 +101,7 @@ class AuxHead(nn.Module):
         self.conv = ConvUnit(in_channels, 128, 1, batch_norm=batch_norm)
         self.fc1 = nn.Linear(128 * 4 * 4, 1024)
         self.relu = nn.ReLU(inplace=True)
-        self.dropout = nn.Dropout(0.7)
+        self.dropout = Dropout(0.7)
         self.fc2 = nn.Linear(1024, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -146,7 +146,7 @@ class GoogLeNet(ZooModel):
                 self.add_module(AUX_AFTER[name], AuxHead(channels, num_classes, bn))
         self.aux_logits = aux_logits
         self.avgpool = GlobalPool2d("avg")
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.num_classes, self.num_features = num_classes, channels
         self.fc = nn.Linear(channels, num_classes)
 

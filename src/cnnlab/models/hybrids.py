@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import BatchNorm2d, Conv2d, GlobalPool2d, MaxPool2d, keras_init_
+from ..layers import BatchNorm2d, Conv2d, Dropout, GlobalPool2d, MaxPool2d, keras_init_
 from .base import ZooModel, feature_shape
 from .resnet import Bottleneck, make_stage
 from .registry import register_model
@@ -79,7 +79,7 @@ class TFLearnCifar(ZooModel):
         c, h, w = feature_shape(self.features, in_channels, input_size)
         self.num_classes, self.num_features = num_classes, 512
         self.classifier = nn.Sequential(
-            nn.Linear(c * h * w, 512), nn.ReLU(inplace=True), nn.Dropout(0.5), nn.Linear(512, num_classes),
+            nn.Linear(c * h * w, 512), nn.ReLU(inplace=True), Dropout(0.5), nn.Linear(512, num_classes),
         )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import Conv2d, MaxPool2d
+from ..layers import Conv2d, Dropout, MaxPool2d
 from .alexnet import krizhevsky_lrn
 from .base import ZooModel, feature_shape
 from .registry import register_model
@@ -62,8 +62,8 @@ class VGG(ZooModel):
         c, h, w = feature_shape(self.features, in_channels, input_size)
         self.avgpool = nn.AdaptiveAvgPool2d((h, w))
         self.classifier = nn.Sequential(
-            nn.Linear(c * h * w, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(c * h * w, 4096), nn.ReLU(inplace=True), Dropout(dropout),
+            nn.Linear(4096, 4096), nn.ReLU(inplace=True), Dropout(dropout),
             nn.Linear(4096, num_classes),
         )
 
