@@ -12,7 +12,8 @@ the everyday loop and to Keras. Variants:
 - ``cnnlab fp32``: cnnlab's Trainer and TensorLoader (whole-tensor batching and augmentation), fp32 NCHW
   (the course recipe's numerics).
 - ``cnnlab fp32-cl``: the same with channels_last.
-- ``cnnlab bf16-cl``: bf16 autocast and channels_last (cnnlab's default where the hardware has bf16).
+- ``cnnlab bf16-cl``: bf16 autocast and channels_last (``--precision bf16 --channels-last``; the fast-cifar
+  recipe's default, opt-in for the course networks, whose recipe is fp32).
 - ``keras``: the course's own TensorFlow/Keras code (``keras_course.py``: the same layers, ``model.fit``
   with Adam on images divided by 255 up front, no augmentation, as the course trains), when
   tensorflow-cpu is installed (``pip install -e '.[keras-bench]'``); timed from the end of its first

@@ -26,6 +26,8 @@ def test_dropout_is_seeded_identity_in_eval_and_keeps_dtype_and_inplace():
     torch.manual_seed(3)
     assert torch.equal(a, drop(x)) and a.dtype == torch.bfloat16
     assert torch.equal(drop.eval()(x), x)
+    cl = torch.randn(4, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    assert drop.train()(cl).is_contiguous(memory_format=torch.channels_last)
     inplace = L.Dropout(0.5, inplace=True).train()
     z = x.clone()
     torch.manual_seed(3)

@@ -193,7 +193,7 @@ class Dropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0 or x.device.type != "cpu" or self.p == 1:
             return super().forward(x)
-        keep = torch.rand(x.shape, device=x.device).ge_(self.p).mul_(1 / (1 - self.p)).to(x.dtype)
+        keep = torch.rand_like(x, dtype=torch.float32).ge_(self.p).mul_(1 / (1 - self.p)).to(x.dtype)  # x's layout
         return x.mul_(keep) if self.inplace else x * keep
 
 
