@@ -79,6 +79,15 @@ def recipe_hooks(cfg: RunConfig) -> Recipe | None:
     return get_recipe(cfg.recipe) if cfg.recipe else None
 
 
+# ---- course-channels-last: the course recipe, with activations in NHWC ----------------------
+register_recipe(Recipe(
+    name="course-channels-last",
+    description="the course recipe (fp32, Adam, batch 32) with channels_last activations: the same "
+                "arithmetic up to rounding, 1.4-1.5x faster for inception10-cifar on the CPU",
+    defaults=dict(channels_last=True),
+))
+
+
 # ---- fast: CIFAR-10 to 90% held-out accuracy in minutes on two CPU cores ---------------------
 FAST_BATCH = 2000  # images per step
 FAST_MUON_LR = 0.24  # Muon step for conv filters (scale-free: the update is orthogonalised)

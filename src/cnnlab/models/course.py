@@ -36,5 +36,11 @@ def _factory(name: str) -> Factory:
     return create
 
 
+# Course networks whose training defaults to channels_last (engine/recipes.py): inception10-cifar's
+# 3x3 stride-1 pools and 1x1 convolutions ran 1.37-1.53x faster in fp32 channels_last in four
+# side-by-side runs (docs/performance.md §1b-§1d); for the other five NHWC lost or was within noise.
+CHANNELS_LAST = {"inception10-cifar"}
+
 for _name, _source in COURSE_NETWORKS.items():
-    register_model(_name, family="course", input_size=(3, 32, 32), num_classes=10, source=_source)(_factory(_name))
+    register_model(_name, family="course", input_size=(3, 32, 32), num_classes=10, source=_source,
+                   recipe="course-channels-last" if _name in CHANNELS_LAST else None)(_factory(_name))
