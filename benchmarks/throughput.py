@@ -24,6 +24,7 @@ the everyday loop and to Keras. Variants:
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import sys
@@ -83,6 +84,7 @@ def fake_cifar(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8), torch.randint(0, 10, (n,), generator=g)
 
 
+@functools.cache
 def train_gflop_per_image(model_name: str) -> float:
     """Forward + backward GFLOP per image (matmul/conv FLOPs, as FlopCounterMode counts them)."""
     model = create_model(model_name)
@@ -92,10 +94,17 @@ def train_gflop_per_image(model_name: str) -> float:
     return counter.get_total_flops() / 2 / 1e9
 
 
-def matmul_gflops(n: int = MATMUL_N, repeats: int = 2) -> float:
-    """GFLOP/s of an n×n fp32 matmul: the best of ``repeats`` (after a warm-up)."""
+@functools.cache
+def _matmul_operands(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two random n×n fp32 matrices, multiplied once as a warm-up; made once per run."""
     a, b = torch.rand(n, n), torch.rand(n, n)
     a @ b
+    return a, b
+
+
+def matmul_gflops(n: int = MATMUL_N, repeats: int = 2) -> float:
+    """GFLOP/s of an n×n fp32 matmul: the best of ``repeats``."""
+    a, b = _matmul_operands(n)
     best = math.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -225,7 +234,7 @@ def measure(models: list[str], batches: list[int], rounds: int) -> tuple[list[Re
     for r in range(rounds):
         beside = []
         for res, run in cases:
-            beside.append(matmul_gflops())  # the host's speed right now: machines here drift by 2x within an hour
+            beside.append(matmul_gflops())  # the host's speed right now: it drifts by 2x within an hour
             res.beside.append(beside[-1])
             res.rates.append(run())
         ceiling.append(max(beside))
@@ -234,7 +243,7 @@ def measure(models: list[str], batches: list[int], rounds: int) -> tuple[list[Re
 
 
 def table(results: list[Result], ceiling: float) -> str:
-    """Markdown table: images/s (median, best), GFLOP/s, % of the matmul ceiling and of the matmul beside, ratios."""
+    """Markdown table: images/s (median, best), GFLOP/s, % of the ceiling and of the matmul beside, ratios."""
     gflop = {m: train_gflop_per_image(m) for m in {r.model for r in results}}
     everyday = {(r.model, r.batch): r.median for r in results if r.variant == "everyday"}
     keras = {(r.model, r.batch): r.median for r in results if r.variant == "keras"}

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import cnnlab  # noqa: F401  (first: its OpenMP defaults must be set before torch loads libgomp)
 from cnnlab.engine.fit import Callbacks
-from cnnlab.errors import CnnlabError
 from cnnlab.engine.recipes import config_for
 from cnnlab.engine.run import train
+from cnnlab.errors import CnnlabError
 from throughput import matmul_gflops  # benchmarks/throughput.py: the same ceiling probe
 
 # airbench94 (Muon variant) in eager fp32 PyTorch on these machines, from the issue: 8 epochs in

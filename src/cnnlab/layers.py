@@ -144,9 +144,11 @@ class MaxPool2d(_Pool2d):
             # Symmetric for every input size (stride 1, odd kernel): the op pads with -inf itself, no
             # padded copy (3x3 stride-1 pool of 32x64x16x16 in channels_last: 1.2 against 1.6 ms
             # forward+backward, benchmarks/layers.py). Otherwise pad as TF does.
-            padding = _static_symmetric_same(self.kernel_size, self.stride, (1, 1)) or (0, 0)
-            if not any(padding):
+            symmetric = _static_symmetric_same(self.kernel_size, self.stride, (1, 1))
+            if symmetric is None:
                 x = F.pad(x, _same_pads(x, self.kernel_size, self.stride, (1, 1)), value=float("-inf"))
+            else:
+                padding = symmetric
         if via_channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = F.max_pool2d(x, self.kernel_size, self.stride, padding, ceil_mode=self.ceil_mode)
@@ -191,9 +193,10 @@ class Dropout(nn.Dropout):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0 or x.device.type != "cpu" or self.p == 1:
+        if not self.training or self.p in (0, 1) or x.device.type != "cpu":
             return super().forward(x)
-        keep = torch.rand_like(x, dtype=torch.float32).ge_(self.p).mul_(1 / (1 - self.p)).to(x.dtype)  # x's layout
+        # rand_like keeps x's memory layout, so a channels_last map is multiplied contiguously
+        keep = torch.rand_like(x, dtype=torch.float32).ge_(self.p).mul_(1 / (1 - self.p)).to(x.dtype)
         return x.mul_(keep) if self.inplace else x * keep
 
 
