@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _CONTEXT = multiprocessing.get_context("forkserver")
-_CONTEXT.set_forkserver_preload(["torch", "sklearn.datasets", "cnnlab.cli", "cnnlab.engine.run", "cnnlab_child"])
+_CONTEXT.set_forkserver_preload(["torch", "sklearn.datasets", "cnnlab.cli", "cnnlab.runs.run", "cnnlab_child"])
 
 
 @dataclass

@@ -136,10 +136,11 @@ def test_damaged_checkpoints_are_one_line(digits_run, tmp_path, damage, words, c
     assert words in fails(["eval", str(bad)], capsys)
 
 
-@pytest.mark.parametrize("change", [{"model_name": "lenet5-cifar"}, {"num_classes": 5}])
+@pytest.mark.parametrize("change", [{"model_name": "lenet5-cifar"}, {"num_classes": 5, "classes": list("abcde")}])
 def test_a_checkpoint_whose_tensors_do_not_fit_is_one_line(digits_run, tmp_path, change, capsys):
     ckpt = load_checkpoint(digits_run / "best.pt")
-    save_checkpoint(tmp_path / "other.pt", {**{k: v for k, v in ckpt.items() if k != "format"}, **change})
+    card = {**ckpt["card"], **change}
+    save_checkpoint(tmp_path / "other.pt", {**{k: v for k, v in ckpt.items() if k != "format"}, "card": card})
     line = fails(["eval", str(tmp_path / "other.pt")], capsys)
     assert "does not fit this model" in line and "another architecture or class count" in line
 

@@ -4,7 +4,7 @@ import math
 import re
 
 from cnnlab.cli import main
-from cnnlab.engine.compare import RunStats, markdown_table, table_rows, text_table
+from cnnlab.runs.compare import RunStats, markdown_table, table_rows, text_table
 from cnnlab.engine.history import History
 
 TRAIN = ["--limit-train", "48", "--limit-val", "32", "--batch-size", "16", "--no-progress"]

@@ -153,13 +153,13 @@ def test_unknown_course_name_suggests() -> None:
 
 
 def test_only_inception10_trains_in_channels_last_by_default_and_the_user_flag_wins():
-    from cnnlab.engine.recipes import config_for
+    from cnnlab.runs.config import RunConfig
 
-    defaults = {name: config_for(name) for name in NAMES}
+    defaults = {name: RunConfig(model=name) for name in NAMES}
     assert {n for n, cfg in defaults.items() if cfg.channels_last} == {"inception10-cifar"}
     incep = defaults["inception10-cifar"]
     assert incep.recipe == "course-channels-last"
     # everything else is the course recipe: fp32, Adam, batch 32, 5 epochs, no augmentation
     assert (incep.precision, incep.optimizer, incep.batch_size, incep.epochs, incep.augment) == \
         ("fp32", "adam", 32, 5, "none")
-    assert config_for("inception10-cifar", {"channels_last": False}).channels_last is False
+    assert RunConfig(model="inception10-cifar", channels_last=False).channels_last is False

@@ -20,9 +20,10 @@ import pytest
 import torch
 
 from cnnlab.data import load_dataset
-from cnnlab.engine import RunConfig, load_checkpoint
 from cnnlab.engine import distributed as D
-from cnnlab.engine import run
+from cnnlab.engine import load_checkpoint
+from cnnlab.runs import run
+from cnnlab.runs.config import RunConfig
 from cnnlab.errors import CnnlabError
 from cnnlab_child import run_cli
 

@@ -9,10 +9,13 @@ import torch
 from torch import nn
 
 from cnnlab.data.loader import TensorLoader
-from cnnlab.engine import History, RunConfig, fit, load_checkpoint
-from cnnlab.engine.checkpoint import atomic_write_bytes, save_checkpoint
-from cnnlab.engine.fit import lr_factor
+from cnnlab.engine import FitConfig, History, fit, load_checkpoint
+from cnnlab.engine.checkpoint import save_checkpoint
+from cnnlab.engine.optim import lr_factor
 from cnnlab.errors import CnnlabError
+from cnnlab.io import atomic_write_bytes
+from cnnlab.runs.config import RunConfig
+from cnnlab.runs.run import identity_check
 
 
 def _toy_data(n=256, seed=0):
@@ -31,13 +34,12 @@ def _toy_model(seed=0):
                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 16, 4))
 
 
-def _run(tmp_path, name, epochs=3, checkpoint_every=0, **cfg_kw):
+def _run(tmp_path, name, epochs=3, checkpoint_every=0, check_resume=None, **cfg_kw):
     images, labels = _toy_data()
-    cfg = RunConfig(model="toy", epochs=epochs, batch_size=32, checkpoint_every=checkpoint_every,
-                    augment="flip", **cfg_kw)
+    cfg = FitConfig(epochs=epochs, batch_size=32, checkpoint_every=checkpoint_every, **cfg_kw)
     train = TensorLoader(images[:192], labels[:192], 32, augment="flip", seed=cfg.seed)
     val = TensorLoader(images[192:], labels[192:], 64, shuffle=False)
-    return fit(_toy_model(), train, val, cfg, tmp_path / name, progress=False), cfg
+    return fit(_toy_model(), train, val, cfg, tmp_path / name, progress=False, check_resume=check_resume), cfg
 
 
 def test_fit_learns_and_writes_run_files(tmp_path):
@@ -45,8 +47,8 @@ def test_fit_learns_and_writes_run_files(tmp_path):
     assert isinstance(history, History) and len(history) == 4
     assert history.last("val_accuracy") > 0.9 and history.history["loss"][-1] < history.history["loss"][0]
     run = tmp_path / "a"
-    assert {"best.pt", "last.pt", "history.json", "history.csv", "config.json"} <= set(os.listdir(run))
-    assert json.loads((run / "config.json").read_text())["epochs"] == 4
+    assert {"best.pt", "last.pt", "history.json", "history.csv"} <= set(os.listdir(run))
+    assert json.loads((run / "history.json").read_text())["epoch"] == [1, 2, 3, 4]
     assert (run / "history.csv").read_text().splitlines()[0].startswith("epoch,loss,accuracy,val_loss,val_accuracy")
     assert load_checkpoint(run / "last.pt")["epoch"] == 4
 
@@ -74,7 +76,7 @@ def test_resume_from_a_mid_epoch_checkpoint_matches_uninterrupted(tmp_path):
             raise Kill
 
     images, labels = _toy_data()
-    cfg = RunConfig(model="toy", epochs=2, batch_size=32, checkpoint_every=2, augment="flip")
+    cfg = FitConfig(epochs=2, batch_size=32, checkpoint_every=2)
     from cnnlab.engine.fit import Callbacks
 
     train = TensorLoader(images[:192], labels[:192], 32, augment="flip", seed=0)
@@ -156,10 +158,17 @@ def test_lr_schedules_are_pure_functions_of_the_step(schedule):
                                              ("lr", -0.1, "--lr"), ("val", "1.5", "--val"), ("optimizer", "rms", "--optimizer")])
 def test_invalid_config_values_are_named(field, value, msg):
     with pytest.raises(CnnlabError, match=msg):
-        RunConfig(**{field: value}).validate()
+        RunConfig(**{field: value})
 
 
 def test_resuming_with_a_different_recipe_is_refused(tmp_path):
-    _run(tmp_path, "r", epochs=1)
+    def run_config(optimizer):
+        return {"config": RunConfig(model="toy", optimizer=optimizer).to_dict()}
+
+    images, labels = _toy_data()
+    train = TensorLoader(images[:192], labels[:192], 32)
+    fit(_toy_model(), train, None, FitConfig(epochs=1), tmp_path / "r", run_config("adam"), progress=False)
+    check = identity_check(RunConfig(model="toy", optimizer="sgd"), tmp_path / "r")
     with pytest.raises(CnnlabError, match="different optimizer.*--fresh"):
-        _run(tmp_path, "r", epochs=2, optimizer="sgd")
+        fit(_toy_model(), train, None, FitConfig(epochs=2, optimizer="sgd"), tmp_path / "r", progress=False,
+            check_resume=check)

@@ -327,8 +327,8 @@ def test_keras_import_course_baseline(tmp_path):
 
 
 def test_keras_weights_become_a_run_that_eval_and_predict_use(tmp_path):
-    from cnnlab.engine.run import evaluate_run, load_trained
-    from cnnlab.explain.keras_import import keras_to_run
+    from cnnlab.runs.keras import import_keras
+    from cnnlab.runs.run import evaluate_run, load_trained
 
     rng = np.random.default_rng(5)
     w = {"conv2d": [rand(rng, 5, 5, 1, 6) * 0.2, rand(rng, 6)],
@@ -337,17 +337,18 @@ def test_keras_weights_become_a_run_that_eval_and_predict_use(tmp_path):
          "dense_1": [rand(rng, 128, 10) * 0.1, rand(rng, 10)]}
     h5 = tmp_path / "baseline.weights.h5"
     write_keras3(h5, list(w.items()))
-    ckpt, matched = keras_to_run("baseline-cifar", h5, tmp_path / "run", "digits")
-    assert len(matched) == 4 and ckpt.name == "best.pt"
-    model, meta = load_trained(tmp_path / "run")
-    assert meta["classes"] == [str(i) for i in range(10)] and meta["in_channels"] == 1
-    kernel = model.get_submodule("stage1.c1").weight.detach().numpy()
+    imported = import_keras("baseline-cifar", h5, tmp_path / "run", dataset="digits", input=(1, 32, 32))
+    assert len(imported.matched) == 4 and imported.checkpoint.name == "best.pt"
+    trained = load_trained(tmp_path / "run")
+    assert trained.card.classes == tuple(str(i) for i in range(10)) and trained.card.in_channels == 1
+    kernel = trained.model.get_submodule("stage1.c1").weight.detach().numpy()
     np.testing.assert_allclose(kernel, w["conv2d"][0].transpose(3, 2, 0, 1), rtol=1e-6)
     result = evaluate_run(tmp_path / "run")
     assert result.count == 360 and 0.0 <= result.accuracy <= 1.0
 
     from cnnlab.cli import main
 
-    assert main(["import-keras", "baseline-cifar", str(h5), "--dataset", "digits", "--out", str(tmp_path / "cli")]) == 0
-    assert main(["import-keras", "lenet5-cifar", str(h5), "--dataset", "digits", "--out", str(tmp_path / "bad")]) == 2
+    args = ["--dataset", "digits", "--input", "1x32x32"]
+    assert main(["import-keras", "baseline-cifar", str(h5), *args, "--out", str(tmp_path / "cli")]) == 0
+    assert main(["import-keras", "lenet5-cifar", str(h5), *args, "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad" / "best.pt").exists()

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from cnnlab.cli import main
-from cnnlab.engine.export import export_onnx, onnx_bytes, onnx_max_difference
-from cnnlab.engine.predict import onnx_predictor, predict_files, torch_predictor
-from cnnlab.engine.run import build_model
+from cnnlab.runs.card import RunCard
+from cnnlab.runs.export import export_onnx, onnx_bytes, onnx_max_difference
+from cnnlab.runs.predict import onnx_predictor, predict_files, torch_predictor
+from cnnlab.runs.run import build_model
 from cnnlab.errors import CnnlabError
 from cnnlab.models.transfer import transfer_meta
 
@@ -34,11 +35,10 @@ def test_export_then_predict_with_onnxruntime_agrees_with_pytorch(digits_run, tm
 
 
 def test_transfer_model_exports_within_tolerance(tmp_path):
-    meta = {"model_name": "resnet18", "num_classes": 4, "in_channels": 3, "input_size": [32, 32],
-            "classes": list("abcd"), "model_kwargs": {},
-            "transfer": transfer_meta("resnet18", "imagenet", [8], "max", "backbone")}
-    model = build_model(meta).eval()
-    path = export_onnx(model, meta, tmp_path / "t.onnx")
+    card = RunCard("resnet18", 4, 3, (32, 32), tuple("abcd"),
+                   transfer=transfer_meta("resnet18", "imagenet", [8], "max", "backbone"))
+    model = build_model(card).eval()
+    path = export_onnx(model, card, tmp_path / "t.onnx")
     assert onnx_max_difference(path, model, (3, 32, 32)) < 1e-4
 
 
@@ -55,4 +55,4 @@ def test_onnx_file_without_description_and_missing_extra(tmp_path, monkeypatch):
     with pytest.raises(CnnlabError, match=r"pip install 'cnnlab\[onnx\]'"):
         onnx_predictor(raw)
     with pytest.raises(CnnlabError, match=r"pip install 'cnnlab\[onnx\]'"):
-        export_onnx(model, {"in_channels": 1, "input_size": [2, 2]}, tmp_path / "x.onnx")
+        export_onnx(model, RunCard("raw", 2, 1, (2, 2), ("a", "b")), tmp_path / "x.onnx")

@@ -7,11 +7,13 @@ import torch
 
 from cnnlab.cli import main
 from cnnlab.data.loader import TensorLoader, plan_epoch
-from cnnlab.engine import RunConfig, fit
-from cnnlab.engine.budget import Costs, plan_epochs
-from cnnlab.engine.fit import Callbacks, lr_factor, tta_views
-from cnnlab.engine.optim import Muon, orthogonalize
-from cnnlab.engine.recipes import FAST_BATCH, config_for, fast_optimizer
+from cnnlab.engine import fit
+from cnnlab.engine.evaluate import tta_views
+from cnnlab.engine.fit import Callbacks
+from cnnlab.engine.optim import Muon, lr_factor, orthogonalize
+from cnnlab.runs.budget import Costs, plan_epochs
+from cnnlab.runs.config import RunConfig
+from cnnlab.runs.recipes import FAST_BATCH, fast_optimizer
 from cnnlab.models import create_model
 from cnnlab.models.fast import patch_whitening
 
@@ -41,18 +43,18 @@ def test_patch_whitening_gives_filters_and_their_negatives():
 
 
 def test_recipe_fills_only_the_fields_the_user_did_not_set():
-    cfg = config_for("fast-cifar", {"epochs": 3, "precision": "fp32"})
+    cfg = RunConfig(model="fast-cifar", epochs=3, precision="fp32")
     assert cfg.recipe == "fast" and cfg.epochs == 3 and cfg.precision == "fp32"
     assert (cfg.batch_size, cfg.optimizer, cfg.label_smoothing, cfg.tta, cfg.channels_last) == (
         FAST_BATCH, "muon", 0.2, "flip-shift", True)
-    plain = config_for("baseline-cifar", {"epochs": 3})
-    assert plain.recipe is None and plain == RunConfig(model="baseline-cifar", epochs=3)
+    plain = RunConfig(model="baseline-cifar", epochs=3)
+    assert plain.recipe is None and (plain.batch_size, plain.optimizer, plain.precision) == (32, "adam", "fp32")
 
 
 def test_muon_keeps_filter_norms_and_sgd_groups_follow_their_roles():
     model = create_model("fast-cifar")
-    cfg = config_for("fast-cifar")
-    opt = fast_optimizer(model, cfg)
+    cfg = RunConfig(model="fast-cifar")
+    opt = fast_optimizer(model, cfg.fit_config())
     assert isinstance(opt, Muon)
     muon, *sgd = opt.param_groups
     assert muon["orthogonalize"] and all(p.dim() == 4 for p in muon["params"])
@@ -88,8 +90,8 @@ def test_stem_bias_stops_taking_gradients_after_its_horizon_and_gets_them_back_a
     model = create_model("fast-cifar")
     images, labels = _images(32), torch.arange(32) % 10
     model.init_from_data(images)
-    cfg = config_for("fast-cifar", {"epochs": 8, "batch_size": 8, "precision": "fp32", "channels_last": False,
-                                    "tta": "none"})
+    cfg = RunConfig(model="fast-cifar", epochs=8, batch_size=8, precision="fp32", channels_last=False,
+                    tta="none").fit_config()
     seen = []
     record = lambda step, loss: seen.append((step, model.stem.bias.requires_grad, model.stem.bias.detach().clone()))
     fit(model, TensorLoader(images, labels, 8), None, cfg, tmp_path / "run", progress=False,

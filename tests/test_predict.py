@@ -6,10 +6,11 @@ from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.data import load_dataset
-from cnnlab.engine import RunConfig
-from cnnlab.engine import run as run_module
+from cnnlab.runs import run as run_module
+from cnnlab.runs.config import RunConfig
 from cnnlab.engine.checkpoint import load_checkpoint
-from cnnlab.engine.predict import ModelInput, image_files, predict_files, top_k, torch_predictor
+from cnnlab.runs.card import RunCard
+from cnnlab.runs.predict import image_files, predict_files, top_k, torch_predictor
 from cnnlab.errors import CnnlabError
 
 
@@ -42,14 +43,14 @@ def test_predict_folder_top_k_matches_model_and_skips_bad_files(digits_run, tmp_
     assert "broken.png" in err and "missing.png" in err and "notes.txt" not in err
     probs = [[float(p) for p in r[2::2]] for r in rows]
     assert all(p == sorted(p, reverse=True) and 0 < sum(p) <= 1.0001 for p in probs)
-    model, ckpt = run_module.load_trained(digits_run)
+    trained = run_module.load_trained(digits_run)
     data = load_dataset("digits", "test")
     with torch.no_grad():
-        expected = torch.softmax(model(data.images[:3].float() / 255), 1)
+        expected = torch.softmax(trained.model(data.images[:3].float() / 255), 1)
     by_name = {r[0]: r for r in rows}
     for i, path in enumerate(paths):
         row = by_name[str(path)]
-        assert row[1] == ckpt["classes"][int(expected[i].argmax())]
+        assert row[1] == trained.card.classes[int(expected[i].argmax())]
         assert float(row[2]) == pytest.approx(float(expected[i].max()), abs=1e-3)
 
 
@@ -82,15 +83,16 @@ def test_rgb_resize_are_stored_and_reapplied_by_eval_and_predict(tmp_path, capsy
     run = tmp_path / "run"
     assert main(["train", "baseline-cifar", "--rgb", "--resize", "24", "--epochs", "1", "--limit-train", "64",
                  "--limit-val", "32", "--run-dir", str(run), "--no-progress"]) == 0
-    ckpt = load_checkpoint(run / "last.pt")
-    assert (ckpt["in_channels"], ckpt["input_size"]) == (3, [24, 24])
-    assert ckpt["preprocess"] == {"rgb": True, "resize": 24, "label_mode": "fine"}
+    card = load_checkpoint(run / "last.pt")["card"]
+    assert (card["in_channels"], card["input_size"]) == (3, [24, 24])
+    assert card["preprocess"] == {"rgb": True, "resize": 24, "label_mode": "fine"}
     capsys.readouterr()
     assert main(["eval", str(run)]) == 0
     assert "on test (360 images)" in capsys.readouterr().out
-    predictor, spec = torch_predictor(run)
-    predictions, skipped = predict_files(predictor, spec, write_digits(tmp_path / "img", 2), k=1)
-    assert spec == ModelInput(3, (24, 24), [str(d) for d in range(10)]) and len(predictions) == 2 and not skipped
+    predictor, card = torch_predictor(run)
+    predictions, skipped = predict_files(predictor, card, write_digits(tmp_path / "img", 2), k=1)
+    assert (card.input_shape, card.classes) == ((3, 24, 24), tuple(str(d) for d in range(10)))
+    assert len(predictions) == 2 and not skipped and isinstance(card, RunCard)
 
 
 def write_class_folder(root, classes=("cat", "dog"), per_class=6):
@@ -110,8 +112,8 @@ def test_image_folder_trains_with_val_fraction(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "baseline-cifar", "--dataset", str(folder), "--val", "0.25", "--resize", "16",
                  "--epochs", "1", "--run-dir", str(run), "--no-progress"]) == 0
-    ckpt = load_checkpoint(run / "best.pt")
-    assert ckpt["classes"] == ["cat", "dog"] and ckpt["input_size"] == [16, 16] and ckpt["in_channels"] == 3
+    card = load_checkpoint(run / "best.pt")["card"]
+    assert card["classes"] == ["cat", "dog"] and card["input_size"] == [16, 16] and card["in_channels"] == 3
     capsys.readouterr()
     assert main(["eval", str(run), "--split", "val"]) == 0
     assert "on val (3 images)" in capsys.readouterr().out
@@ -132,7 +134,7 @@ def test_label_mode_reaches_the_cifar100_loader(monkeypatch):
     run_module.load_split(RunConfig(dataset="cifar100", label_mode="coarse"), "train")
     assert seen == {"name": "cifar100", "split": "train", "label_mode": "coarse"}
     with pytest.raises(CnnlabError, match="--label-mode must be one of fine, coarse"):
-        RunConfig(label_mode="medium").validate()
+        RunConfig(label_mode="medium")
 
 
 def test_eval_confusion_matrix_and_per_class_accuracy(digits_run, tmp_path, capsys):

@@ -23,10 +23,10 @@ import pytest
 
 from cnnlab.data import load_dataset
 from cnnlab.data.loader import TensorLoader
-from cnnlab.engine import Callbacks, RunConfig, fit, load_checkpoint
-from cnnlab.engine.checkpoint import atomic_write_bytes
-from cnnlab.engine.faults import parse_fault
+from cnnlab.engine import Callbacks, FitConfig, fit, load_checkpoint
 from cnnlab.engine.fit import _StopFlag
+from cnnlab.faults import parse_fault
+from cnnlab.io import atomic_write_bytes
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 from cnnlab_child import Outcome, run_cli, start_cli
@@ -253,7 +253,7 @@ def test_a_checkpoint_never_holds_non_finite_weights(tmp_path, spec):
         if step == 3:
             next(model.parameters()).data.fill_(math.inf)
 
-    cfg = RunConfig(model=str(spec), batch_size=16, epochs=1, checkpoint_every=1)
+    cfg = FitConfig(batch_size=16, epochs=1, checkpoint_every=1)
     with pytest.raises(CnnlabError, match=r"weights became non-finite at epoch 1, step 3: .*lower --lr"):
         fit(model, TensorLoader(digits.images, digits.labels, 16), None, cfg, tmp_path, progress=False,
             callbacks=Callbacks(on_step_end=[poison]))

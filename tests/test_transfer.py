@@ -8,7 +8,8 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 from cnnlab.cli import main
 from cnnlab.engine.checkpoint import load_checkpoint
-from cnnlab.engine.run import build_model, load_trained
+from cnnlab.runs.card import RunCard
+from cnnlab.runs.run import build_model, load_trained
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 from cnnlab.models.transfer import (IMAGENET_MEAN, IMAGENET_STD, TORCHVISION_SOURCES, TransferModel, backbone_kwargs,
@@ -20,10 +21,10 @@ FEATURES_NODE = {"vgg11": "features", "alexnet": "features", "resnet18": "layer4
 
 def meta_for(name, num_classes=10, channels=3, size=(32, 32), pretrained="imagenet", hidden=(), pooling="none",
              freeze="none"):
-    """Checkpoint metadata describing a transfer model, as run.model_meta writes it."""
-    return {"model_name": name, "num_classes": num_classes, "in_channels": channels, "input_size": list(size),
-            "model_kwargs": backbone_kwargs(name, pretrained, None),
-            "transfer": transfer_meta(name, pretrained, list(hidden), pooling, freeze)}
+    """The run card of a transfer model, as run.make_card writes it."""
+    return RunCard(name, num_classes, channels, tuple(size), tuple(str(i) for i in range(num_classes)),
+                   model_kwargs=backbone_kwargs(name, pretrained, None),
+                   transfer=transfer_meta(name, pretrained, list(hidden), pooling, freeze))
 
 
 def torchvision_model(name):
@@ -132,7 +133,8 @@ def test_head_pooling_and_frozen_backbone():
     with pytest.raises(CnnlabError, match="cannot take 20x20 images.*--resize 32"):
         build_model(meta_for("vgg16", size=(20, 20)))
     with pytest.raises(CnnlabError, match="no forward_features"):
-        build_model({**meta_for("baseline-cifar", pretrained=None), "model_kwargs": {}})
+        build_model(meta_for("vgg16", pretrained=None).__class__("baseline-cifar", 10, 3, (32, 32),
+                                                                  tuple("0123456789"), transfer=meta_for("vgg16").transfer))
 
 
 def test_googlenet_and_alexnet_switch_to_torchvision_layout():
@@ -157,8 +159,8 @@ def test_train_frozen_pretrained_resnet18_end_to_end(hub, tmp_path, capsys):
     weights = load_checkpoint(run / "last.pt")["model"]
     for key in ("conv1.weight", "layer3.0.bn1.running_mean", "layer4.1.conv2.weight"):  # frozen: weights and BN stats
         assert torch.equal(weights[f"backbone.{key}"], pretrained[key]), key
-    model, ckpt = load_trained(run)  # rebuilt from the checkpoint alone: no weights download needed
-    assert isinstance(model, TransferModel) and ckpt["transfer"]["hidden"] == [16]
+    trained = load_trained(run)  # rebuilt from the checkpoint alone: no weights download needed
+    assert isinstance(trained.model, TransferModel) and trained.card.transfer["hidden"] == [16]
     assert main(["visualize", str(run), str(save_png(tmp_path)), "--out", str(tmp_path / "vis"), "--max-maps", "1"]) == 0
     names = {p.name for p in (tmp_path / "vis").iterdir()}
     assert {"filters.png", "01_conv1.png"} <= names and any("layer4" in n for n in names)

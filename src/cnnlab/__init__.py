@@ -1,18 +1,37 @@
-"""cnnlab: the classic convolutional networks, built, trained and explained on PyTorch."""
-import os
+"""cnnlab: the classic convolutional networks, built, trained and explained on PyTorch.
 
-# OpenMP settings, made before torch loads libgomp (a value the user set wins; docs/performance.md):
-# - waiting threads sleep instead of spinning: on busy shared cores a spinning thread holds the core
-#   that the thread it waits for needs (training steps measured 6-9x slower);
-# - one thread per core, pinned: oneDNN's AMX bf16 weight-gradient convolutions stall for about a
-#   second per call when their threads migrate between cores (seen on a 2-core KVM guest). Not under
-#   torchrun or with OMP_NUM_THREADS set, where processes would be pinned to the same cores.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-if not {"LOCAL_RANK", "OMP_NUM_THREADS"} & set(os.environ):
-    os.environ.setdefault("OMP_PROC_BIND", "true")
+Importing cnnlab loads nothing heavy and changes no process state (environment, threads, allocator):
+the names below are imported on first use. ``cnnlab.tune_cpu()`` applies the CPU settings the CLI
+uses; call it before importing torch to get all of them (docs/performance.md).
+"""
+from __future__ import annotations
 
-from .errors import CnnlabError  # noqa: E402
-from .models import create_model, list_models, model_info  # noqa: E402
+import importlib
+from typing import Any
 
-__all__ = ["CnnlabError", "create_model", "list_models", "model_info"]
+from .errors import CnnlabError
+
+_LAZY: dict[str, str] = {
+    **{name: "cnnlab.api" for name in ("train", "evaluate", "predict", "summary", "export", "plot", "compare",
+                                       "visualize", "import_keras")},
+    **{name: "cnnlab.models" for name in ("create_model", "list_models", "model_info")},
+    "tune_cpu": "cnnlab.cpu",
+    "RunConfig": "cnnlab.runs.config",
+    "History": "cnnlab.engine.history",
+}
+
+__all__ = ["CnnlabError", *_LAZY]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module the first time it is used (PEP 562)."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,4 +1,4 @@
-"""The ``cnnlab`` command: a thin shell over the Python API (every command is a function you can call)."""
+"""The ``cnnlab`` command: it parses, calls one public function of ``cnnlab.api`` and prints — nothing else."""
 from __future__ import annotations
 
 import argparse
@@ -42,111 +42,86 @@ def positive_int(text: str) -> int:
     return value
 
 
-# ---- train / eval ------------------------------------------------------------------------------
-def add_train_args(p: argparse.ArgumentParser, many: bool = False) -> None:
-    from .data.loader import AUGMENTS
-    from .engine.config import FREEZE, LABEL_MODES, OPTIMIZERS, POOLINGS, PRECISIONS, SCHEDULES, TTAS, RunConfig
+def whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
 
-    d = RunConfig()
-    if many:
-        p.add_argument("models", nargs="+", metavar="model", help="registered names or .cbapd spec files")
-    else:
-        p.add_argument("model", help="registered name (see `cnnlab models`) or a .cbapd spec file")
-    p.add_argument("--dataset", default=d.dataset,
-                   help="digits (embedded, no download), cifar10, cifar100, mnist, fashion-mnist, or an image folder "
-                        f"(default: {d.dataset})")
-    p.add_argument("--data-dir", help="where datasets are cached/extracted (default: $CNNLAB_DATA or ~/.cache/cnnlab/data)")
-    p.add_argument("--run-dir", type=Path, help="parent of the run directories (default: runs)" if many else
-                   "where checkpoints and history go (default: runs/MODEL-DATASET)")
-    p.add_argument("--rgb", action="store_true", help="repeat a grayscale channel three times (MNIST → RGB)")
-    p.add_argument("--resize", type=positive_int, metavar="N", help="resize images to NxN (e.g. 32 for VGG16 on MNIST)")
-    p.add_argument("--label-mode", choices=LABEL_MODES, default=d.label_mode,
-                   help="CIFAR-100: fine (100 classes) or coarse (20 superclasses)")
-    p.add_argument("--pretrained", metavar="imagenet|NAME|PATH",
-                   help="start the backbone from torchvision's ImageNet weights (or a weights name such as "
-                        "IMAGENET1K_V2, or a local .pth state dict); implies a new head")
-    p.add_argument("--freeze", choices=FREEZE, default=d.freeze, help="backbone: train only the new head")
-    p.add_argument("--head", metavar="W1,W2", help='hidden Dense widths of a new head, e.g. "256,64" (Keras '
-                                                    "include_top=False + Dense layers); \"\" for the classifier only")
-    p.add_argument("--pooling", choices=POOLINGS, default=d.pooling,
-                   help="new head's input: none (flatten the feature map), avg or max (global pooling)")
-    p.add_argument("--epochs", type=positive_int, default=d.epochs,
-                   help=f"(default: {d.epochs}; a model with a recipe, such as fast-cifar, takes every unset option "
-                        "from its recipe)")
-    p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
-    p.add_argument("--lr", type=float, help="learning rate (default: adam 1e-3, sgd 0.01)")
-    p.add_argument("--momentum", type=float, default=d.momentum)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    p.add_argument("--augment", choices=AUGMENTS, default=d.augment)
-    p.add_argument("--val", default=d.val, help="'test' (the course's validation_data) or a fraction of train, e.g. 0.1")
-    p.add_argument("--val-every", type=positive_int, default=d.val_every)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--eval-batch-size", type=positive_int, default=d.eval_batch_size)
-    p.add_argument("--precision", choices=PRECISIONS, default=d.precision)
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
-                   help="NHWC memory layout (faster convolutions with bf16 on CPUs and GPUs)")
-    p.add_argument("--tta", choices=TTAS, default=d.tta,
-                   help="test-time augmentation of the final evaluation: flips, or flips and 1-pixel shifts")
-    p.add_argument("--time-budget", type=float, metavar="MINUTES",
-                   help="choose the epochs so that the run (data loading to final accuracy) fits MINUTES")
-    p.add_argument("--sync-bn", action="store_true",
-                   help="under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)")
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, metavar="STEPS",
-                   help="also save last.pt every STEPS steps inside an epoch (0: at epoch ends)")
-    p.add_argument("--limit-train", type=positive_int, help="use only the first N training images")
-    p.add_argument("--limit-val", type=positive_int, help="use only the first N validation images")
-    p.add_argument("--device", default=d.device, help="auto (CUDA when present), cpu, cuda, cuda:1 …")
+
+def number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+
+
+def comma_list(text: str) -> list[str]:
+    """``a,b,c`` → ["a", "b", "c"] (spaces around names dropped)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, not {text!r}")
+    return names
+
+
+# ---- train / compare: options generated from RunConfig's fields -------------------------------
+RUN_DIR_HELP = "where checkpoints and history go (default: runs/MODEL-DATASET)"
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """One ``--long-option`` per RunConfig option field, from its metadata; unset options stay None."""
+    from .runs.config import cli_options, flag
+
+    for name, opt in cli_options():
+        kw: dict = {"dest": name, "default": None, "help": _help(opt.help, opt.default)}
+        if opt.type is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["type"] = {int: positive_int if opt.low == 1 else whole_number, float: number}.get(opt.type, str)
+            kw.update({k: v for k, v in (("choices", opt.choices), ("metavar", opt.metavar)) if v is not None})
+        p.add_argument(flag(name), **kw)
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming from RUN_DIR/last.pt")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch)")
-    # Unset options stay None: a model's recipe, else RunConfig's (course) default, fills them (config_from_args).
-    p.set_defaults(**{name: None for name in RunConfig.__dataclass_fields__ if name != "model"})
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (one line per epoch)")
 
 
-def config_from_args(a: argparse.Namespace, model: str | None = None):
-    """RunConfig from the options given; the others from the model's recipe or the course defaults."""
-    from .engine.config import RunConfig
-    from .engine.recipes import config_for
+def _help(text: str, default: object) -> str:
+    shown = "unset" if default is None else default
+    return f"{text} (default: {shown}, or the model's recipe)" if text else f"(default: {shown}, or the model's recipe)"
 
-    given = {name: getattr(a, name) for name in RunConfig.__dataclass_fields__
-             if name != "model" and getattr(a, name, None) is not None}
-    return config_for(model or a.model, given)
+
+def run_options(a: argparse.Namespace) -> dict:
+    """The RunConfig options given on the command line (unset ones stay out: recipe or course defaults fill them)."""
+    from .runs.config import cli_options
+
+    return {name: getattr(a, name) for name, _ in cli_options() if getattr(a, name) is not None}
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    from . import api
     from .engine import distributed as D
-    from .engine.run import default_run_dir, train
 
-    cfg = config_from_args(a).validate()
-    run_dir = a.run_dir or default_run_dir(cfg)
-    history = train(cfg, run_dir, fresh=a.fresh, progress=not a.no_progress)
+    history = api.train(a.model, run_dir=a.run_dir, fresh=a.fresh, progress=a.progress, **run_options(a))
     if D.is_main():
-        best = history.best("val_accuracy")
-        tta = history.last("tta_val_accuracy")
+        run_dir = history.run_dir
+        best, tta = history.best("val_accuracy"), history.last("tta_val_accuracy")
         print(f"Done: {len(history)} epochs; best val_accuracy {best:.4f}; final val_accuracy "
-              f"{history.last('val_accuracy'):.4f}" + ("" if math.isnan(tta) else f" ({tta:.4f} with {cfg.tta} "
-                                                       "test-time augmentation)") + f". Run directory: {run_dir}\n"
+              f"{history.last('val_accuracy'):.4f}" + ("" if math.isnan(tta) else " (with test-time augmentation: "
+                                                       f"{tta:.4f})") + f". Run directory: {run_dir}\n"
               f"Next: cnnlab plot {run_dir} · cnnlab eval {run_dir} · cnnlab export-weights {run_dir}")
     return 0
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    from .engine.run import evaluate_run
+    from . import api
 
-    r = evaluate_run(a.run, split=a.split, data_dir=a.data_dir, which=a.which)
+    r = api.evaluate(a.run, split=a.split, which=a.which, data_dir=a.data_dir, confusion=a.confusion)
     print(f"{r.checkpoint} on {r.split} ({r.count:,} images): loss {r.loss:.4f} - accuracy {r.accuracy:.4f}"
           + ("" if r.tta == "none" else f" (test-time augmentation: {r.tta})"))
     width = max(len(c) for c in r.classes)
     for name, acc in zip(r.classes, r.per_class_accuracy()):
         print(f"  {name:<{width}}  {acc:.4f}")
-    if a.confusion:
-        from .explain.plots import plot_confusion_matrix
-
-        out = plot_confusion_matrix(r.confusion.numpy(), r.classes, a.confusion)
-        print(f"confusion matrix → {out}")
+    if r.confusion_png:
+        print(f"confusion matrix → {r.confusion_png}")
     return 0
 
 
@@ -166,85 +141,62 @@ def cmd_models(a: argparse.Namespace) -> int:
 
 
 def cmd_summary(a: argparse.Namespace) -> int:
-    from .explain.summary import summarize
-    from .models import create_model, default_input_size
+    from . import api
 
-    c, h, w = a.input or default_input_size(a.model)
-    model = create_model(a.model, num_classes=a.num_classes, in_channels=c, input_size=(h, w))
-    print(summarize(model, (c, h, w)))
+    print(api.summary(a.model, input=a.input, num_classes=a.num_classes))
     return 0
 
 
 def cmd_plot(a: argparse.Namespace) -> int:
-    from .engine.history import History
-    from .explain.plots import plot_history
+    from . import api
 
-    run = Path(a.run)
-    if not (run / "history.json").exists():
-        raise CnnlabError(f"{run} has no history.json: pass a run directory written by `cnnlab train`")
-    out = plot_history(History.load(run).to_dict(), a.out or run / "curves.png")
-    print(f"accuracy and loss curves → {out}")
+    print(f"accuracy and loss curves → {api.plot(a.run, out=a.out)}")
     return 0
 
 
 def cmd_import_keras(a: argparse.Namespace) -> int:
-    from .explain.keras_import import keras_to_run
+    from . import api
 
-    path, matched = keras_to_run(a.model, a.weights, a.out, a.dataset, a.data_dir)
-    print(f"{len(matched)} Keras layers loaded into {a.model} → {path}\n"
+    imported = api.import_keras(a.model, a.weights, out=a.out, classes=a.classes, dataset=a.dataset, input=a.input)
+    print(f"{len(imported.matched)} Keras layers loaded into {a.model} → {imported.checkpoint}\n"
           f"Next: cnnlab eval {a.out} · cnnlab predict {a.out} IMAGE")
     return 0
 
 
 def cmd_export_weights(a: argparse.Namespace) -> int:
-    from .engine.export import export_weights
-    from .engine.run import load_trained
+    from . import api
 
-    model, ckpt = load_trained(Path(a.run), a.which)
-    out = export_weights(model, a.format, a.out or _default_export_path(Path(a.run), a.format), ckpt)
-    print(f"{a.format} weights → {out}")
+    print(f"{a.format} weights → {api.export(a.run, format=a.format, out=a.out, which=a.which).path}")
     return 0
-
-
-def _default_export_path(run: Path, fmt: str) -> Path:
-    base = run if run.is_dir() else run.parent
-    return base / ("weights.txt" if fmt == "txt" else "weights.safetensors")
 
 
 # ---- prediction, ONNX, pictures, comparison ----------------------------------------------------
 def cmd_predict(a: argparse.Namespace) -> int:
-    from .engine.predict import format_prediction, onnx_predictor, predict_files, torch_predictor
+    from . import api
+    from .runs.predict import format_prediction
 
-    if a.onnx:
-        (logits_of, spec), images = onnx_predictor(a.onnx), a.inputs
-    else:
-        (logits_of, spec), images = torch_predictor(Path(a.inputs[0]), a.which), a.inputs[1:]
-    if not images:
-        raise CnnlabError("no images given: cnnlab predict RUN_DIR|CHECKPOINT IMAGE [IMAGE|FOLDER …]")
-    predictions, skipped = predict_files(logits_of, spec, images, a.top_k)
-    for s in skipped:
+    run, images = (None, a.inputs) if a.onnx else (a.inputs[0], a.inputs[1:])
+    result = api.predict(run, images, onnx=a.onnx, top_k=a.top_k, which=a.which)
+    for s in result.skipped:
         print(f"cnnlab: skipped {s.path}: {s.reason}", file=sys.stderr)
-    for p in predictions:
+    for p in result.predictions:
         print(format_prediction(p))
     return 0
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from .engine.export import export_onnx, onnx_max_difference
-    from .engine.run import load_trained
+    from . import api
 
-    model, ckpt = load_trained(Path(a.run), a.which)
-    base = Path(a.run) if Path(a.run).is_dir() else Path(a.run).parent
-    out = export_onnx(model, ckpt, a.out or base / "model.onnx")
-    diff = onnx_max_difference(out, model, (ckpt["in_channels"], *ckpt["input_size"]))
-    print(f"ONNX model → {out} (onnxruntime agrees with PyTorch to {diff:.1e})\nNext: cnnlab predict --onnx {out} IMAGE")
+    e = api.export(a.run, format="onnx", out=a.out, which=a.which)
+    print(f"ONNX model → {e.path} (onnxruntime agrees with PyTorch to {e.max_difference:.1e})\n"
+          f"Next: cnnlab predict --onnx {e.path} IMAGE")
     return 0
 
 
 def cmd_visualize(a: argparse.Namespace) -> int:
-    from .explain.visualize import visualize_run
+    from . import api
 
-    pictures = visualize_run(Path(a.run), a.image, a.out, a.which, a.max_maps)
+    pictures = api.visualize(a.run, a.image, out=a.out, which=a.which, max_maps=a.max_maps)
     print(f"first-layer filters → {pictures.filters}")
     for path in pictures.feature_maps:
         print(f"feature maps → {path}")
@@ -252,10 +204,10 @@ def cmd_visualize(a: argparse.Namespace) -> int:
 
 
 def cmd_compare(a: argparse.Namespace) -> int:
-    from .engine.compare import compare
+    from . import api
 
-    configs = [config_from_args(a, model=m) for m in a.models]
-    report = compare(configs, a.out, a.run_dir or Path("runs"), fresh=a.fresh, progress=not a.no_progress)
+    report = api.compare(a.models, out=a.out, run_dir=a.run_dir or Path("runs"), fresh=a.fresh, progress=a.progress,
+                         **run_options(a))
     print(report.table)
     print(f"report → {report.markdown} · {report.html} · curves {report.curves}")
     return 0
@@ -324,7 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    add_train_args(command("train", cmd_train, "train a network (re-running resumes from RUN_DIR/last.pt)"))
+    p = command("train", cmd_train, "train a network (re-running resumes from RUN_DIR/last.pt)")
+    p.add_argument("model", help="registered name (see `cnnlab models`) or a .cbapd spec file")
+    p.add_argument("--run-dir", type=Path, help=RUN_DIR_HELP)
+    add_run_options(p)
 
     p = command("eval", cmd_eval, "loss, accuracy and per-class accuracy of a trained run")
     p.add_argument("run", help="run directory or checkpoint file")
@@ -352,8 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "load weights saved by Keras (.weights.h5 / .h5) into the matching network, as a run directory")
     p.add_argument("model", help="the cnnlab network that matches the Keras model, e.g. baseline-cifar")
     p.add_argument("weights", type=Path, help="file written by Keras' model.save_weights")
-    p.add_argument("--dataset", default="cifar10", help="names the classes and the input shape (default: cifar10)")
-    p.add_argument("--data-dir")
+    p.add_argument("--classes", type=comma_list, metavar="NAME,NAME,…", help="the class names, in the model's order")
+    p.add_argument("--dataset", default="cifar10", help="else the class names of this built-in dataset, read offline "
+                                                        "(default: cifar10)")
+    p.add_argument("--input", type=parse_shape, help="CxHxW (default: the network's own)")
     p.add_argument("--out", type=Path, required=True, help="run directory to write best.pt into")
 
     p = command("export-weights", cmd_export_weights, "write the trained weights as weights.txt or safetensors")
@@ -383,7 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--which", default="best", choices=("best", "last"))
 
     p = command("compare", cmd_compare, "train several networks alike (each resumes) and write a comparison report")
-    add_train_args(p, many=True)
+    p.add_argument("models", nargs="+", metavar="model", help="registered names or .cbapd spec files")
+    p.add_argument("--run-dir", type=Path, help="parent of the run directories (default: runs)")
+    add_run_options(p)
     p.add_argument("--out", type=Path, default=Path("report"), help="report directory (default: report)")
     return parser
 
@@ -396,7 +355,13 @@ def printable_names() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: user errors become one line on stderr (exit 2), Ctrl-C exits 130."""
+    """Entry point: user errors become one line on stderr (exit 2), Ctrl-C exits 130.
+
+    The CPU settings are applied first, before anything loads torch (``cpu.tune_cpu``).
+    """
+    from .cpu import tune_cpu
+
+    tune_cpu()
     printable_names()
     parser = build_parser()
     args = parser.parse_args(argv)

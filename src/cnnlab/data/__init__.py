@@ -13,6 +13,7 @@ from .digits import load_digits_set
 from .download import cache_dir, fetch, safe_extract
 from .folder import load_folder, scan_folder
 from .imageset import ImageSet
+from .mnist import SOURCES as IDX_SOURCES
 from .mnist import load_idx_dataset
 
 
@@ -25,6 +26,7 @@ class DatasetInfo:
     input_shape: tuple[int, int, int]
     splits: tuple[str, ...]
     source: str
+    classes: tuple[str, ...] = ()  # the class names, where they are known without the files
 
 
 _LOADERS: dict[str, Callable[..., ImageSet]] = {
@@ -35,14 +37,20 @@ _LOADERS: dict[str, Callable[..., ImageSet]] = {
     "digits": load_digits_set,
 }
 
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
 _INFO: dict[str, DatasetInfo] = {
-    "cifar10": DatasetInfo("cifar10", 10, (3, 32, 32), ("train", "test"), "cs.toronto.edu/~kriz (download)"),
+    "cifar10": DatasetInfo("cifar10", 10, (3, 32, 32), ("train", "test"), "cs.toronto.edu/~kriz (download)",
+                           CIFAR10_CLASSES),
     "cifar100": DatasetInfo("cifar100", 100, (3, 32, 32), ("train", "test"),
                             "cs.toronto.edu/~kriz (download; 20 classes with label_mode='coarse')"),
-    "mnist": DatasetInfo("mnist", 10, (1, 28, 28), ("train", "test"), "ossci-datasets mirror (download)"),
+    "mnist": DatasetInfo("mnist", 10, (1, 28, 28), ("train", "test"), "ossci-datasets mirror (download)",
+                         IDX_SOURCES["mnist"].classes),
     "fashion-mnist": DatasetInfo("fashion-mnist", 10, (1, 28, 28), ("train", "test"),
-                                 "zalando fashion-mnist (download)"),
-    "digits": DatasetInfo("digits", 10, (1, 32, 32), ("train", "test"), "scikit-learn, embedded (no download)"),
+                                 "zalando fashion-mnist (download)",
+                                 IDX_SOURCES["fashion-mnist"].classes),
+    "digits": DatasetInfo("digits", 10, (1, 32, 32), ("train", "test"), "scikit-learn, embedded (no download)",
+                          IDX_SOURCES["mnist"].classes),
 }
 
 FOLDER_PREFIX = "folder:"

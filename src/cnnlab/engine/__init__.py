@@ -1,9 +1,14 @@
-"""Training and evaluation: RunConfig, the fit loop, checkpoints and history."""
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import RunConfig
-from .fit import Callbacks, evaluate, fit, predict_logits
-from .history import History
-from .run import EvalResult, evaluate_run, load_trained, train
+"""The engine: the fit loop, evaluation, checkpoints, optimizers and learning-rate rules, history, DDP helpers.
 
-__all__ = ["Callbacks", "EvalResult", "History", "RunConfig", "evaluate", "evaluate_run", "fit",
-           "load_checkpoint", "load_trained", "predict_logits", "save_checkpoint", "train"]
+It knows no model name and no dataset format: it takes a module, loaders and a ``FitConfig``.
+The application layer above it (``cnnlab.runs``) turns names and options into those.
+"""
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import FitConfig
+from .evaluate import evaluate, evaluate_metrics, predict_logits
+from .fit import Callbacks, Trainer, TrainingInterrupted, fit
+from .history import History
+from .optim import make_optimizer
+
+__all__ = ["Callbacks", "FitConfig", "History", "Trainer", "TrainingInterrupted", "evaluate", "evaluate_metrics",
+           "fit", "load_checkpoint", "make_optimizer", "predict_logits", "save_checkpoint"]

@@ -22,135 +22,21 @@ from tqdm import tqdm
 
 from ..data.loader import TensorLoader
 from ..errors import CnnlabError
+from ..faults import fault_point
 from . import distributed as D
 from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from .faults import fault_point
-from .memory import keep_freed_memory
-from .config import RunConfig
+from .config import FitConfig
+from .evaluate import evaluate_metrics
 from .history import History
+from .optim import OptimizerFactory, group_horizon_steps, group_lr, make_optimizer
+from .precision import autocast
 
-
-OptimizerFactory = Callable[[nn.Module, RunConfig], torch.optim.Optimizer]
+ResumeCheck = Callable[[dict], None]  # raises when a saved checkpoint belongs to another experiment
 SYNC_EVERY = 10  # steps between reads of the running loss from the device (progress bar, divergence check)
 
 
 class TrainingInterrupted(CnnlabError):
     """Ctrl-C / SIGTERM: a resumable checkpoint was saved before stopping."""
-
-
-def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
-    """Adam with Keras' epsilon (the course's default), AdamW or SGD with Nesterov momentum.
-
-    Weight decay skips biases and normalisation parameters, as is customary.
-    """
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
-    if not groups:
-        raise CnnlabError("the model has no trainable parameters (is everything frozen?)")
-    if cfg.optimizer == "muon":
-        from .optim import make_muon
-
-        return make_muon(D.unwrap(model), cfg.base_lr, cfg.momentum, cfg.batch_size, cfg.weight_decay)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.base_lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
-    # One fused kernel per step on the CPU and CUDA: 2.2x faster than foreach for the course's small
-    # networks (lenet5-cifar: 208 vs 485 us per step), a tenth of their whole step.
-    fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"]) or None
-    adam = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return adam(groups, lr=cfg.base_lr, eps=1e-7, fused=fused)
-
-
-def lr_factor(step: int, total: int, schedule: str, warmup: int = 0) -> float:
-    """Multiplier of the base learning rate at ``step`` of ``total`` (a pure function: resumable)."""
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    if schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
-    if schedule == "onecycle":  # linear up for 25%, linear down to ~0 (the 1cycle policy's shape)
-        return t / 0.25 if t < 0.25 else max(0.0, (1 - t) / 0.75)
-    if schedule == "linear":  # straight down from 1 to 0
-        return max(0.0, 1.0 - t)
-    return 1.0
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast when asked (fast on CPUs with AMX/AVX512-BF16 and on recent GPUs), else nothing."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def tta_views(x: torch.Tensor, tta: str = "none") -> list[tuple[float, torch.Tensor]]:
-    """(weight, view) pairs of a batch; the first view is the batch itself.
-
-    ``flip``: the image and its mirror. ``flip-shift``: those (weight 1/2), and the mirrored pairs of
-    the image shifted one pixel up-left and down-right with reflected borders (1/4 each).
-    """
-    def mirrored(v: torch.Tensor, weight: float) -> list[tuple[float, torch.Tensor]]:
-        return [(weight / 2, v), (weight / 2, v.flip(-1))]
-
-    if tta == "none":
-        return [(1.0, x)]
-    if tta == "flip":
-        return mirrored(x, 1.0)
-    h, w = x.shape[-2:]
-    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
-    return mirrored(x, 0.5) + mirrored(padded[..., :h, :w], 0.25) + mirrored(padded[..., 2:, 2:], 0.25)
-
-
-def view_logits(model: nn.Module, x: torch.Tensor, precision: str, tta: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float logits of the batch itself and the test-time-augmented ones (the same tensor for ``none``)."""
-    views = tta_views(x, tta)
-    with autocast(x.device, precision):
-        outs = [model(v).float() for _, v in views]
-    return outs[0], outs[0] if len(outs) == 1 else sum(w * o for (w, _), o in zip(views, outs))
-
-
-@torch.inference_mode()
-def predict_logits(model: nn.Module, loader: TensorLoader, precision: str = "fp32",
-                   tta: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
-    """All logits (test-time augmented when ``tta`` says) and labels of a loader, in eval mode (float32 on CPU)."""
-    was_training = model.training
-    model.eval()
-    outs, ys = [], []
-    for x, y in loader:
-        outs.append(view_logits(model, x, precision, tta)[1].cpu())
-        ys.append(y.cpu())
-    model.train(was_training)
-    return torch.cat(outs), torch.cat(ys)
-
-
-@torch.inference_mode()
-def evaluate_metrics(model: nn.Module, loader: TensorLoader, precision: str = "fp32",
-                     tta: str = "none") -> dict[str, float]:
-    """``val_loss``/``val_accuracy``, and ``tta_val_loss``/``tta_val_accuracy`` unless ``tta`` is none, in one pass.
-
-    Summed across ranks when distributed.
-    """
-    was_training = model.training
-    model.eval()
-    sums = torch.zeros(5, dtype=torch.float64, device=loader.device)
-    for x, y in loader:
-        plain, augmented = view_logits(model, x, precision, tta)
-        sums += torch.stack([F.cross_entropy(plain, y, reduction="sum"), (plain.argmax(1) == y).sum(),
-                             F.cross_entropy(augmented, y, reduction="sum"), (augmented.argmax(1) == y).sum(),
-                             torch.tensor(len(y), device=y.device)]).double()
-        fault_point("val")
-    model.train(was_training)
-    totals = D.all_reduce_sum(sums).tolist()
-    loss, correct, tta_loss, tta_correct = (v / max(totals[4], 1) for v in totals[:4])
-    metrics = {"val_loss": loss, "val_accuracy": correct}
-    return metrics if tta == "none" else {**metrics, "tta_val_loss": tta_loss, "tta_val_accuracy": tta_correct}
-
-
-def evaluate(model: nn.Module, loader: TensorLoader, precision: str = "fp32", tta: str = "none") -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over a loader, test-time augmented when ``tta`` says."""
-    m = evaluate_metrics(model, loader, precision, tta)
-    prefix = "" if tta == "none" else "tta_"
-    return m[prefix + "val_loss"], m[prefix + "val_accuracy"]
 
 
 @dataclass
@@ -211,15 +97,19 @@ class _StopFlag:
 
 
 class Trainer:
-    """Owns one run's moving parts; ``fit()`` is the public entry point."""
+    """Owns one run's moving parts.
+
+    ``fit()`` runs the whole loop. The step API — ``seek``, ``set_lr``, ``train_step``, ``train_epoch``,
+    ``finish_epoch`` — lets a caller drive or time parts of it (the budget planner, the benchmarks).
+    ``extra`` is stored in every checkpoint as it is (the runs layer's run card and config).
+    """
 
     def __init__(self, model: nn.Module, train_loader: TensorLoader, val_loader: TensorLoader | None,
-                 cfg: RunConfig, run_dir: Path, meta: dict, callbacks: Callbacks | None = None,
+                 cfg: FitConfig, run_dir: Path, extra: dict | None = None, callbacks: Callbacks | None = None,
                  progress: bool = True, optimizer_factory: OptimizerFactory | None = None) -> None:
-        keep_freed_memory()  # large activations are reused between steps, not page-faulted in again
         self.model = model
         self.train_loader, self.val_loader = train_loader, val_loader
-        self.cfg, self.run_dir, self.meta = cfg, Path(run_dir), meta
+        self.cfg, self.run_dir, self.extra = cfg, Path(run_dir), dict(extra or {})
         self.callbacks = callbacks or Callbacks()
         self.progress = progress and D.is_main()
         self.device = train_loader.device
@@ -231,7 +121,7 @@ class Trainer:
         self.steps_per_epoch = len(train_loader)
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
-        self._finished: set[nn.Parameter] = set()  # frozen by _set_lr once their group's horizon passed
+        self._finished: set[nn.Parameter] = set()  # frozen by set_lr once their group's horizon passed
 
     # ---- checkpoint state -------------------------------------------------------------------
     def state(self) -> dict:
@@ -245,8 +135,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch, "step": self.step, "partial": self._global_sums().as_dict(),
             "rng": rng, **({"rng_ranks": rng_ranks} if len(rng_ranks) > 1 else {}),
-            "history": self.history.to_dict(), "best_val_accuracy": self.best,
-            "config": self.cfg.to_dict(), **self.meta,
+            "history": self.history.to_dict(), "best_val_accuracy": self.best, **self.extra,
         }
 
     def save(self, name: str) -> None:
@@ -283,22 +172,26 @@ class Trainer:
 
     def _diverged(self, what: str, epoch: int, step: int) -> CnnlabError:
         """The error for a loss or weights that stopped being finite: where, what was kept, the usual fix."""
-        return CnnlabError(f"{what} at epoch {epoch}, step {step}: training stopped, {self.run_dir / 'last.pt'} "
-                           f"keeps the last good state. Try a lower --lr (now {self.cfg.base_lr:g}).")
+        last = self.run_dir / "last.pt"
+        kept = f"{last} keeps the last good state" if last.exists() else "no checkpoint had been written yet"
+        return CnnlabError(f"{what} at epoch {epoch}, step {step}: training stopped, {kept}. "
+                           f"Try a lower --lr (now {self.cfg.lr:g}).")
 
-    # ---- the loop -----------------------------------------------------------------------------
-    def _set_lr(self) -> float:
-        """Set every group's lr for the current step; a group may scale it (``lr_scale``) or stop early (``horizon``).
+    # ---- the step API ---------------------------------------------------------------------------
+    def seek(self, epoch: int, step: int = 0) -> None:
+        """Stand at ``step`` of ``epoch`` (0-based), without training: the schedule and the loader follow."""
+        self.epoch, self.step = epoch, step
+
+    def set_lr(self) -> float:
+        """Set every group's lr for the current step (``optim.group_lr``); returns the first group's.
 
         A group past its horizon also stops asking for gradients (single process: DDP expects a fixed
         set), so backward skips the work that fed it, e.g. the fast recipe's stem bias after 3/8 of the run.
         """
         g = self.epoch * self.steps_per_epoch + self.step
         for group in self.optimizer.param_groups:
-            total = round(group.get("horizon", 1.0) * self.total_steps)
-            factor = lr_factor(g, total, self.cfg.schedule, self.warmup_steps) if g < total else 0.0
-            group["lr"] = self.cfg.base_lr * group.get("lr_scale", 1.0) * factor
-            if g >= total and not D.is_distributed():
+            group["lr"] = group_lr(group, self.cfg.lr, g, self.total_steps, self.cfg.schedule, self.warmup_steps)
+            if g >= group_horizon_steps(group, self.total_steps) and not D.is_distributed():
                 for p in group["params"]:
                     if p.requires_grad:
                         p.requires_grad_(False)
@@ -306,12 +199,12 @@ class Trainer:
         return self.optimizer.param_groups[0]["lr"]
 
     def _release_finished(self) -> None:
-        """Give the parameters frozen by ``_set_lr`` their gradients back: the returned model trains as built."""
+        """Give the parameters frozen by ``set_lr`` their gradients back: the returned model trains as built."""
         for p in self._finished:
             p.requires_grad_(True)
         self._finished.clear()
 
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimisation step; the loss and the count of correct predictions stay on the device (no sync)."""
         with autocast(self.device, self.cfg.precision):
             logits = self.model(x)
@@ -341,7 +234,9 @@ class Trainer:
         pending.clear()
         return values[-1][0]
 
-    def _train_epoch(self, stop: _StopFlag) -> None:
+    def train_epoch(self, stop: _StopFlag | None = None) -> None:
+        """Train from the current step to the end of the current epoch (a Ctrl-C flag, when given, can stop it)."""
+        stop = stop or _StopFlag()
         loader = self.train_loader
         loader.set_epoch(self.epoch, self.step)
         bar = tqdm(total=self.steps_per_epoch, initial=self.step, disable=not self.progress, leave=True,
@@ -350,8 +245,8 @@ class Trainer:
         t0, seen0 = time.perf_counter(), self.sums.seen
         pending: list[tuple[torch.Tensor, torch.Tensor, int]] = []
         for x, y in loader:
-            self._set_lr()
-            loss, correct = self._train_step(x, y)
+            self.set_lr()
+            loss, correct = self.train_step(x, y)
             self.step += 1
             pending.append((loss, correct, len(y)))
             bar.update(1)
@@ -379,7 +274,8 @@ class Trainer:
         bar.close()
         self.sums.seconds += time.perf_counter() - t0
 
-    def _finish_epoch(self) -> dict:
+    def finish_epoch(self) -> dict:
+        """Validate when due, record the epoch in the history, save ``best.pt``/``last.pt``; returns its row."""
         total = self._global_sums()
         loss, correct, seen = total.loss, total.correct, total.seen
         row = {"epoch": self.epoch + 1, "loss": loss / seen, "accuracy": correct / seen,
@@ -403,12 +299,41 @@ class Trainer:
             print(format_row(row, self.cfg.epochs, improved), file=sys.stderr, flush=True)
         return row
 
+    def resume(self, check: ResumeCheck | None = None) -> bool:
+        """Continue from ``run_dir/last.pt`` when it exists, after ``check(checkpoint)`` had the chance to refuse it."""
+        last = self.run_dir / "last.pt"
+        if not last.exists():
+            return False
+        ckpt = load_checkpoint(last, map_location=self.device)
+        if check:
+            check(ckpt)
+        self.restore(ckpt)
+        if D.is_main():
+            where = f"epoch {self.epoch + 1}, step {self.step}" if self.step else f"the end of epoch {self.epoch}"
+            print(f"Resuming {self.run_dir} from {where} of {self.cfg.epochs} (last.pt).", file=sys.stderr, flush=True)
+            if len(self.history):  # a kill between last.pt and history.json left the history one epoch behind
+                self.history.save(self.run_dir)
+        return True
+
     def fit(self) -> History:
+        """Train every remaining epoch; Ctrl-C/SIGTERM saves a resumable ``last.pt`` and raises TrainingInterrupted."""
+        if D.is_main():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._epochs()
+        except RuntimeError as e:
+            if not D.lost_peer(e):
+                raise
+            raise CnnlabError(f"another process of this torchrun job stopped ({str(e).splitlines()[0][:160]}); "
+                              f"{self.run_dir / 'last.pt'} is intact: see torchrun's failure summary for the cause, "
+                              "then run the same command again to resume") from None
+
+    def _epochs(self) -> History:
         with _StopFlag().installed() as stop, contextlib.ExitStack() as cleanup:
             cleanup.callback(self._release_finished)
             while self.epoch < self.cfg.epochs:
-                self._train_epoch(stop)
-                row = self._finish_epoch()
+                self.train_epoch(stop)
+                row = self.finish_epoch()
                 for cb in self.callbacks.on_epoch_end:
                     cb(self.epoch, row)
                 if D.any_rank(stop.signum is not None, self.device):
@@ -429,38 +354,20 @@ def format_row(row: dict, epochs: int, improved: bool) -> str:
     return text + (" - saved best.pt" if improved else "")
 
 
-def fit(model: nn.Module, train_loader: TensorLoader, val_loader: TensorLoader | None, cfg: RunConfig,
-        run_dir: Path, meta: dict | None = None, resume: bool = True, callbacks: Callbacks | None = None,
-        progress: bool = True, optimizer_factory: OptimizerFactory | None = None) -> History:
-    """Train ``model`` as ``cfg`` says, writing checkpoints and history into ``run_dir``.
+def fit(model: nn.Module, train_loader: TensorLoader, val_loader: TensorLoader | None, cfg: FitConfig,
+        run_dir: Path, extra: dict | None = None, resume: bool = True, callbacks: Callbacks | None = None,
+        progress: bool = True, optimizer_factory: OptimizerFactory | None = None,
+        check_resume: ResumeCheck | None = None) -> History:
+    """Train ``model`` as ``cfg`` says, writing checkpoints and history into ``run_dir``; returns the History.
 
-    With ``resume`` and an existing ``run_dir/last.pt`` the run continues from it. ``optimizer_factory``
-    (model, cfg) → optimizer replaces ``make_optimizer`` (a recipe's parameter groups, say).
+    With ``resume`` and an existing ``run_dir/last.pt`` the run continues from it (``Trainer.resume``).
+    ``optimizer_factory`` (model, cfg) → optimizer replaces ``make_optimizer`` (a recipe's parameter groups, say).
     """
-    run_dir = Path(run_dir)
-    trainer = Trainer(model, train_loader, val_loader, cfg, run_dir, meta or {}, callbacks, progress,
+    trainer = Trainer(model, train_loader, val_loader, cfg, Path(run_dir), extra, callbacks, progress,
                       optimizer_factory)
-    last = run_dir / "last.pt"
-    if resume and last.exists():
-        ckpt = load_checkpoint(last, map_location=train_loader.device)
-        diff = RunConfig.from_dict(ckpt.get("config", {})).identity_mismatch(cfg)
-        if diff:
-            raise CnnlabError(f"{run_dir} holds a run with a different {', '.join(diff)}; pass --fresh to start "
-                              "over there, or --run-dir to train elsewhere.")
-        trainer.restore(ckpt)
-        if D.is_main():
-            where = f"epoch {trainer.epoch + 1}, step {trainer.step}" if trainer.step else f"the end of epoch {trainer.epoch}"
-            print(f"Resuming {run_dir} from {where} of {cfg.epochs} (last.pt).", file=sys.stderr, flush=True)
-    if D.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(run_dir / "config.json")
-        if len(trainer.history):  # a kill between last.pt and history.json left the history one epoch behind
-            trainer.history.save(run_dir)
-    try:
-        return trainer.fit()
-    except RuntimeError as e:
-        if not D.lost_peer(e):
-            raise
-        raise CnnlabError(f"another process of this torchrun job stopped ({str(e).splitlines()[0][:160]}); "
-                          f"{run_dir / 'last.pt'} is intact: see torchrun's failure summary for the cause, "
-                          "then run the same command again to resume") from None
+    if resume:
+        trainer.resume(check_resume)
+    return trainer.fit()
+
+
+__all__ = ["Callbacks", "ResumeCheck", "Trainer", "TrainingInterrupted", "fit", "format_row"]

@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from .checkpoint import atomic_write_bytes
+from ..io import atomic_write_bytes
 
 COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "images_per_sec",
            "tta_val_loss", "tta_val_accuracy")  # tta_*: the final epoch's test-time-augmented evaluation
@@ -18,6 +18,7 @@ class History:
 
     def __init__(self, history: dict[str, list[float]] | None = None) -> None:
         self.history: dict[str, list[float]] = {c: list((history or {}).get(c, [])) for c in COLUMNS}
+        self.run_dir: Path | None = None  # where the run that made it lives (set by the runs layer)
 
     def __len__(self) -> int:
         return len(self.history["epoch"])

@@ -1,18 +1,30 @@
-"""Muon (orthogonalised momentum) for convolution filters and Nesterov SGD for the rest, as one optimizer.
+"""Optimizers and learning-rate rules: the one home of both.
 
-One optimizer object keeps checkpoints and resume unchanged: its ``state_dict`` holds both kinds of
-groups. A group's ``orthogonalize`` flag picks the update; ``lr_scale`` and ``horizon`` are read by
-the fit loop's learning-rate schedule (see ``fit.Trainer._set_lr``).
+- ``make_optimizer``: Adam with Keras' epsilon (the course's), AdamW, Nesterov SGD, or Muon.
+- Muon (orthogonalised momentum) for convolution filters and Nesterov SGD for the rest, as one
+  optimizer: its ``state_dict`` holds both kinds of groups, so checkpoints and resume are unchanged.
+  A group's ``orthogonalize`` flag picks the update.
+- The learning rate is a pure function of the global step (``lr_factor``), so a resumed run continues
+  the same schedule; a group may scale it (``lr_scale``) or stop training part-way (``horizon``, a
+  fraction of the run): ``group_lr`` gives a group's rate at a step.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import CnnlabError
+from . import distributed as D
+from .config import FitConfig
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "muon")
+SCHEDULES = ("constant", "cosine", "onecycle", "linear")
+DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.01, "muon": 0.05}  # when a run leaves lr unset
+OptimizerFactory = Callable[[nn.Module, FitConfig], torch.optim.Optimizer]
 
 # Newton–Schulz quintic whose slope at 0 is large: a few iterations push every singular value of
 # the normalised update into roughly [0.7, 1.2], which is all Muon needs.
@@ -20,6 +32,54 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 NS_STEPS = 3
 SGD_MOMENTUM = 0.85  # momentum of the plain-SGD groups (biases, head)
 DEFAULT_SGD_LR_PER_SUM = 0.05  # lr of parameters no role names, for the loss summed over a batch
+
+
+def make_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
+    """Adam with Keras' epsilon (the course's default), AdamW or SGD with Nesterov momentum.
+
+    Weight decay skips biases and normalisation parameters, as is customary.
+    """
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise CnnlabError("the model has no trainable parameters (is everything frozen?)")
+    if cfg.optimizer == "muon":
+        return make_muon(D.unwrap(model), cfg.lr, cfg.momentum, cfg.batch_size, cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    # One fused kernel per step on the CPU and CUDA: 2.2x faster than foreach for the course's small
+    # networks (lenet5-cifar: 208 vs 485 us per step), a tenth of their whole step.
+    fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"]) or None
+    adam = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return adam(groups, lr=cfg.lr, eps=1e-7, fused=fused)
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup: int = 0) -> float:
+    """Multiplier of the base learning rate at ``step`` of ``total`` (a pure function: resumable)."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    if schedule == "onecycle":  # linear up for 25%, linear down to ~0 (the 1cycle policy's shape)
+        return t / 0.25 if t < 0.25 else max(0.0, (1 - t) / 0.75)
+    if schedule == "linear":  # straight down from 1 to 0
+        return max(0.0, 1.0 - t)
+    return 1.0
+
+
+def group_lr(group: dict, base_lr: float, step: int, total_steps: int, schedule: str, warmup: int = 0) -> float:
+    """A param group's learning rate at global ``step``: the schedule until its ``horizon``, 0 after it."""
+    total = group_horizon_steps(group, total_steps)
+    factor = lr_factor(step, total, schedule, warmup) if step < total else 0.0
+    return base_lr * group.get("lr_scale", 1.0) * factor
+
+
+def group_horizon_steps(group: dict, total_steps: int) -> int:
+    """The step from which a group stops training (its ``horizon`` share of the run; the whole run by default)."""
+    return round(group.get("horizon", 1.0) * total_steps)
 
 
 def orthogonalize(g: torch.Tensor, steps: int = NS_STEPS) -> torch.Tensor:
@@ -103,4 +163,5 @@ def make_muon(model: nn.Module, lr: float, momentum: float, batch_size: int, wei
     return Muon(muon_groups(model, lr, batch_size, weight_decay, roles), lr=lr, momentum=momentum)
 
 
-__all__ = ["Muon", "Role", "make_muon", "muon_groups", "orthogonalize"]
+__all__ = ["DEFAULT_LR", "OPTIMIZERS", "Muon", "OptimizerFactory", "Role", "SCHEDULES", "group_horizon_steps", "group_lr",
+           "lr_factor", "make_muon", "make_optimizer", "muon_groups", "orthogonalize"]

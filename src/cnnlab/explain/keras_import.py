@@ -281,24 +281,3 @@ def load_keras_weights(model: nn.Module, h5_path: str | os.PathLike,
         _assign(name, k.name, _PAIRS[kind](module, k.arrays, flat.get(name)))
         matched.append((name, k.name))
     return matched
-
-
-def keras_to_run(model_name: str, h5_path: str | os.PathLike, run_dir: str | os.PathLike, dataset: str,
-                 data_dir: str | None = None) -> tuple[os.PathLike, list[tuple[str, str]]]:
-    """Make a run directory (``best.pt``) from Keras weights, so ``cnnlab eval/predict/export`` use them.
-
-    The dataset names the classes and the input shape, as a training run would record them.
-    """
-    from ..data import load_dataset
-    from ..engine.checkpoint import save_checkpoint
-    from ..engine.config import RunConfig
-    from ..engine.run import build_model, model_meta
-
-    cfg = RunConfig(model=model_name, dataset=dataset, data_dir=data_dir)
-    meta = model_meta(cfg, load_dataset(dataset, "test", root=data_dir))
-    model = build_model(meta)
-    matched = load_keras_weights(model, h5_path, (meta["in_channels"], *meta["input_size"]))
-    path = Path(run_dir) / "best.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(), "imported_from": str(h5_path),
-                           **meta})
-    return path, matched

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
-from ..engine.checkpoint import atomic_write_bytes
+from ..io import atomic_write_bytes
 from ..errors import CnnlabError
 from ..layers import SeparableConv2d
 

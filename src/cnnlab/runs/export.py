@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from ..errors import CnnlabError
-from .checkpoint import atomic_write_bytes
+from ..io import atomic_write_bytes
+from .card import RunCard
+from .predict import ONNX_META_KEY
 
 
 def weights_txt(model: nn.Module) -> str:
@@ -32,15 +34,13 @@ def weights_safetensors(model: nn.Module, metadata: dict[str, str] | None = None
     return save(tensors, metadata=metadata)
 
 
-def export_weights(model: nn.Module, fmt: str, path: Path, ckpt: dict | None = None) -> Path:
-    """Write ``txt`` or ``safetensors`` weights atomically; safetensors carries the model description."""
+def export_weights(model: nn.Module, fmt: str, path: Path, card: RunCard | None = None) -> Path:
+    """Write ``txt`` or ``safetensors`` weights atomically; safetensors carries the run card (``cnnlab`` key)."""
     path = Path(path)
     if fmt == "txt":
         data = weights_txt(model).encode()
     else:
-        keys = ("model_name", "num_classes", "in_channels", "input_size", "classes")
-        meta = {k: json.dumps(ckpt[k]) for k in keys if ckpt and k in ckpt}
-        data = weights_safetensors(model, meta)
+        data = weights_safetensors(model, {ONNX_META_KEY: json.dumps(card.to_dict())} if card else None)
     atomic_write_bytes(path, data)
     return path
 
@@ -56,18 +56,15 @@ def onnx_bytes(model: nn.Module, input_shape: tuple[int, int, int]) -> bytes:
     return buf.getvalue()
 
 
-def export_onnx(model: nn.Module, ckpt: dict, path: Path) -> Path:
-    """Write the model as ONNX with its description (classes, input size) in the metadata, atomically."""
-    from .predict import ONNX_META_KEY
-
+def export_onnx(model: nn.Module, card: RunCard, path: Path) -> Path:
+    """Write the model as ONNX with its run card (classes, input size …) in the metadata, atomically."""
     try:
         import onnx
     except ImportError:
         raise CnnlabError("ONNX export needs the optional extra: pip install 'cnnlab[onnx]' (onnx, onnxruntime)") from None
-    proto = onnx.load_from_string(onnx_bytes(model, (ckpt["in_channels"], *ckpt["input_size"])))
-    keys = ("model_name", "num_classes", "in_channels", "input_size", "classes", "dataset")
+    proto = onnx.load_from_string(onnx_bytes(model, card.input_shape))
     entry = proto.metadata_props.add()
-    entry.key, entry.value = ONNX_META_KEY, json.dumps({k: ckpt[k] for k in keys if k in ckpt})
+    entry.key, entry.value = ONNX_META_KEY, json.dumps(card.to_dict())
     path = Path(path)
     atomic_write_bytes(path, proto.SerializeToString())
     return path

@@ -19,9 +19,12 @@ import torch
 from torch import nn
 
 from ..data.loader import TensorLoader
-from . import distributed as D
+from ..engine import distributed as D
+from ..engine.evaluate import tta_views
+from ..engine.fit import Trainer
+from ..engine.optim import OptimizerFactory
+from ..engine.precision import autocast
 from .config import RunConfig
-from .fit import OptimizerFactory, Trainer, autocast, tta_views
 
 SAFETY = 0.97  # plan for this fraction of the remaining budget (timings on a shared machine wander)
 TIMED_STEPS = 2  # training steps timed after the warm-up one; the fastest counts (a step's first runs are slow)
@@ -65,19 +68,19 @@ def measure_costs(model: nn.Module, train_loader: TensorLoader, val_loader: Tens
     rng = torch.get_rng_state()
     try:
         with tempfile.TemporaryDirectory() as scratch:
-            trainer = Trainer(copy.deepcopy(model), train_loader, None, cfg, Path(scratch), {}, progress=False,
+            trainer = Trainer(copy.deepcopy(model), train_loader, None, cfg.fit_config(), Path(scratch), progress=False,
                               optimizer_factory=optimizer_factory)
             train_loader.set_epoch(0)
             x, y = next(iter(train_loader))
-            trainer._set_lr()
-            trainer._train_step(x, y)
-            step = min(_seconds(lambda: trainer._train_step(x, y)) for _ in range(TIMED_STEPS))
+            trainer.set_lr()
+            trainer.train_step(x, y)
+            step = min(_seconds(lambda: trainer.train_step(x, y)) for _ in range(TIMED_STEPS))
             late_from = max((h for g in trainer.optimizer.param_groups if (h := g.get("horizon", 1.0)) < 1), default=1.0)
             late = None
             if late_from < 1:  # time a step of the last epoch, where those groups take no gradients
-                trainer.epoch = cfg.epochs - 1
-                trainer._set_lr()
-                late = min(_seconds(lambda: trainer._train_step(x, y)) for _ in range(TIMED_STEPS))
+                trainer.seek(cfg.epochs - 1)
+                trainer.set_lr()
+                late = min(_seconds(lambda: trainer.train_step(x, y)) for _ in range(TIMED_STEPS))
         vx, _ = next(iter(val_loader))
         net = trainer.model.eval()
 

@@ -16,13 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CnnlabError
-from .config import RunConfig
-from .history import History
-from .run import default_run_dir, load_trained, train
+from ..engine.history import History
+from ..io import atomic_write_text
+from .config import LENGTH_OR_HARDWARE, RunConfig, fields_with_role
+from .run import default_run_dir, load_trained, train_run
 
-# Settings that may differ between a saved run and a re-run that reuses or resumes it.
-RUN_LENGTH_AND_HARDWARE = frozenset({"epochs", "time_budget", "device", "data_dir", "eval_batch_size",
-                                     "checkpoint_every", "precision", "channels_last", "sync_bn"})
 HEADER = ("model", "params", "MFLOPs", "epochs", "loss", "accuracy", "val_loss", "val_accuracy",
           "best val_acc", "s/epoch", "img/s")
 
@@ -55,7 +53,7 @@ def settings_mismatch(cfg: RunConfig, run_dir: Path) -> list[str]:
     if not (run_dir / "config.json").is_file():
         return []
     saved, wanted = RunConfig.load(run_dir / "config.json").to_dict(), cfg.to_dict()
-    return [k for k, v in wanted.items() if k not in RUN_LENGTH_AND_HARDWARE and saved.get(k) != v]
+    return [k for k, v in wanted.items() if k not in fields_with_role(LENGTH_OR_HARDWARE) and saved.get(k) != v]
 
 
 def is_finished(cfg: RunConfig, run_dir: Path) -> bool:
@@ -69,7 +67,7 @@ def train_all(configs: list[RunConfig], runs_root: Path, fresh: bool = False, pr
         raise CnnlabError("compare needs at least one model")
     dirs = []
     for i, cfg in enumerate(configs, start=1):
-        run_dir = run_dir_for(cfg.validate(), runs_root)
+        run_dir = run_dir_for(cfg, runs_root)
         diff = [] if fresh else settings_mismatch(cfg, run_dir)
         if diff:
             raise CnnlabError(f"{run_dir} holds a {cfg.model} run with a different {', '.join(diff)}: pass --fresh to "
@@ -78,7 +76,7 @@ def train_all(configs: list[RunConfig], runs_root: Path, fresh: bool = False, pr
             print(f"[{i}/{len(configs)}] {cfg.model}: finished run in {run_dir}, reused", file=sys.stderr, flush=True)
         else:
             print(f"[{i}/{len(configs)}] {cfg.model}", file=sys.stderr, flush=True)
-            train(cfg, run_dir, fresh=fresh, progress=progress)
+            train_run(cfg, run_dir, fresh=fresh, progress=progress)
         dirs.append(run_dir)
     return dirs
 
@@ -92,10 +90,10 @@ def run_stats(run_dir: Path) -> RunStats:
     """Size, cost and results of one finished (or stopped) run."""
     from ..explain.summary import summarize
 
-    model, ckpt = load_trained(run_dir, "last")
-    summary = summarize(model, (ckpt["in_channels"], *ckpt["input_size"]))
+    trained = load_trained(run_dir, "last")
+    summary = summarize(trained.model, trained.card.input_shape)
     h = History.load(run_dir)
-    return RunStats(Path(ckpt["model_name"]).stem, str(run_dir), summary.total_params, 2 * summary.total_macs,
+    return RunStats(Path(trained.card.model_name).stem, str(run_dir), summary.total_params, 2 * summary.total_macs,
                     len(h), h.last("loss"), h.last("accuracy"), h.last("val_loss"), h.last("val_accuracy"),
                     h.best("val_accuracy"), _mean(h.history["seconds"]), _mean(h.history["images_per_sec"]))
 
@@ -172,7 +170,6 @@ class Report:
 def write_report(run_dirs: list[Path], base: RunConfig, out_dir: Path) -> Report:
     """Write report.md, report.html and curves.png for these runs into ``out_dir``."""
     from ..explain.plots import plot_runs
-    from .checkpoint import atomic_write_bytes
 
     stats = [run_stats(d) for d in run_dirs]
     rows = table_rows(stats)
@@ -180,8 +177,8 @@ def write_report(run_dirs: list[Path], base: RunConfig, out_dir: Path) -> Report
     curves = plot_runs({s.model: History.load(Path(s.run_dir)).to_dict() for s in stats}, out_dir / "curves.png")
     settings = describe(base)
     md, page = out_dir / "report.md", out_dir / "report.html"
-    atomic_write_bytes(md, markdown_report(rows, settings, curves.name).encode())
-    atomic_write_bytes(page, html_report(rows, settings, curves.read_bytes()).encode())
+    atomic_write_text(md, markdown_report(rows, settings, curves.name))
+    atomic_write_text(page, html_report(rows, settings, curves.read_bytes()))
     return Report(md, page, curves, text_table(rows))
 
 

@@ -1,4 +1,8 @@
-"""Looking inside a trained run: its first layer's filters and each conv block's feature maps for one image."""
+"""Looking inside a trained run: its first layer's filters and each conv block's feature maps for one image.
+
+The pictures themselves are drawn by ``explain.plots`` from a module and a tensor; this module finds
+them in a run directory.
+"""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -8,7 +12,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .plots import plot_feature_maps, plot_filters
+from ..errors import CnnlabError
+from ..explain.plots import plot_feature_maps, plot_filters
+from .predict import read_images
+from .run import load_trained
 
 
 @dataclass(frozen=True)
@@ -30,16 +37,12 @@ def feature_body(model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor], 
 def visualize_run(run: Path, image: Path, out_dir: Path | None = None, which: str = "best",
                   max_maps: int = 64) -> Pictures:
     """filters.png and NN_<block>.png for ``image`` (read as the model reads its inputs) into ``out_dir``."""
-    from ..engine.predict import ModelInput, read_images
-    from ..engine.run import load_trained
-    from ..errors import CnnlabError
-
-    model, ckpt = load_trained(run, which)
-    images, ok, skipped = read_images([Path(image)], ModelInput.from_meta(ckpt))
+    trained = load_trained(run, which)
+    images, ok, skipped = read_images([Path(image)], trained.card)
     if not ok:
         raise CnnlabError(f"cannot read {skipped[0].path}: {skipped[0].reason}")
     run_dir = Path(run) if Path(run).is_dir() else Path(run).parent
     out = Path(out_dir) if out_dir else run_dir / "plots" / Path(image).stem
-    body, forward = feature_body(model)
+    body, forward = feature_body(trained.model)
     maps = plot_feature_maps(body, images[0].float() / 255.0, out, max_maps, forward)
-    return Pictures(plot_filters(model, out / "filters.png"), maps)
+    return Pictures(plot_filters(trained.model, out / "filters.png"), maps)

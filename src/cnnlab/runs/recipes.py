@@ -1,9 +1,10 @@
 """Named training recipes: RunConfig defaults plus optional hooks, applied when a model's registry entry names one.
 
-A recipe fills only the fields the user did not set (``RunConfig.apply_recipe``); its hooks are
-looked up by ``RunConfig.recipe`` when the run starts: ``init_from_data`` prepares a network from the
-training images (e.g. a whitening stem) and ``make_optimizer`` builds its optimizer (e.g. Muon with
-parameter groups). Test-time augmentation and the time budget are ordinary RunConfig fields.
+A recipe fills only the fields the user did not set — ``RunConfig`` applies it on construction —
+and its hooks are looked up by ``RunConfig.recipe`` when the run starts: ``init_from_data`` prepares
+a network from the training images (e.g. a whitening stem) and ``make_optimizer`` builds its
+optimizer (e.g. Muon with parameter groups). Test-time augmentation and the time budget are
+ordinary RunConfig fields.
 """
 from __future__ import annotations
 
@@ -13,12 +14,11 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from ..engine.config import FitConfig
+from ..engine.optim import OptimizerFactory, Role, make_muon
 from ..errors import CnnlabError
-from .config import RunConfig
-from .optim import Role, make_muon
 
 InitHook = Callable[[nn.Module, torch.Tensor], None]
-OptimizerHook = Callable[[nn.Module, RunConfig], torch.optim.Optimizer]
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Recipe:
     description: str
     defaults: Mapping[str, Any] = field(default_factory=dict)
     init_from_data: InitHook | None = None  # (model, uint8 train images) → None, before training
-    make_optimizer: OptimizerHook | None = None
+    make_optimizer: OptimizerFactory | None = None
 
 
 RECIPES: dict[str, Recipe] = {}
@@ -39,7 +39,9 @@ def register_recipe(recipe: Recipe) -> Recipe:
     """Add a recipe to the registry (names are unique)."""
     if recipe.name in RECIPES:
         raise ValueError(f"recipe {recipe.name!r} registered twice")
-    unknown = set(recipe.defaults) - set(RunConfig.__dataclass_fields__)
+    from .config import option_fields
+
+    unknown = set(recipe.defaults) - {name for name, _ in option_fields()}
     if unknown:
         raise ValueError(f"recipe {recipe.name!r} sets unknown RunConfig fields {sorted(unknown)}")
     RECIPES[recipe.name] = recipe
@@ -66,17 +68,9 @@ def recipe_of_model(model: str) -> Recipe | None:
     return get_recipe(info.recipe) if info.recipe else None
 
 
-def config_for(model: str, explicit: Mapping[str, Any] | None = None) -> RunConfig:
-    """RunConfig for ``model``: the fields in ``explicit`` as given, the rest from its recipe or the course defaults."""
-    given = dict(explicit or {})
-    cfg = RunConfig(model=model, **given)
-    recipe = recipe_of_model(model)
-    return cfg.apply_recipe(recipe, explicit=set(given)) if recipe else cfg
-
-
-def recipe_hooks(cfg: RunConfig) -> Recipe | None:
-    """The recipe whose hooks this run calls (the one its config was built from)."""
-    return get_recipe(cfg.recipe) if cfg.recipe else None
+def recipe_hooks(name: str | None) -> Recipe | None:
+    """The recipe whose hooks a run calls (the one its config was built from: ``RunConfig.recipe``)."""
+    return get_recipe(name) if name else None
 
 
 # ---- course-channels-last: the course recipe, with activations in NHWC ----------------------
@@ -110,10 +104,10 @@ def init_network_from_data(model: nn.Module, images: torch.Tensor) -> None:
     init(images)
 
 
-def fast_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+def fast_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
     """Muon for conv filters; Nesterov SGD for the stem bias (first 3/8 of the run), norm shifts and the head."""
-    return make_muon(getattr(model, "module", model), cfg.base_lr, cfg.momentum, cfg.batch_size,
-                     cfg.weight_decay, FAST_ROLES)
+    return make_muon(getattr(model, "module", model), cfg.lr, cfg.momentum, cfg.batch_size, cfg.weight_decay,
+                     FAST_ROLES)
 
 
 register_recipe(Recipe(
@@ -128,4 +122,4 @@ register_recipe(Recipe(
     make_optimizer=fast_optimizer,
 ))
 
-__all__ = ["RECIPES", "Recipe", "config_for", "get_recipe", "recipe_hooks", "recipe_of_model", "register_recipe"]
+__all__ = ["RECIPES", "Recipe", "get_recipe", "recipe_hooks", "recipe_of_model", "register_recipe"]

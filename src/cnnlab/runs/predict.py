@@ -17,24 +17,10 @@ import torch
 
 from ..data.folder import DECODE_ERRORS, IMAGE_EXTENSIONS, Skipped, read_image
 from ..errors import CnnlabError
+from .card import RunCard
 
 ONNX_META_KEY = "cnnlab"  # ONNX metadata_props key holding the model description as JSON
 Logits = Callable[[torch.Tensor], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class ModelInput:
-    """What a model reads and what its outputs mean."""
-
-    channels: int
-    size: tuple[int, int]
-    classes: list[str]
-
-    @classmethod
-    def from_meta(cls, meta: dict) -> "ModelInput":
-        """From a checkpoint's (or an ONNX file's) model description."""
-        return cls(int(meta["in_channels"]), (int(meta["input_size"][0]), int(meta["input_size"][1])),
-                   list(meta["classes"]))
 
 
 @dataclass(frozen=True)
@@ -57,21 +43,21 @@ def image_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     return files
 
 
-def read_images(files: Sequence[Path], spec: ModelInput) -> tuple[torch.Tensor, list[Path], list[Skipped]]:
+def read_images(files: Sequence[Path], card: RunCard) -> tuple[torch.Tensor, list[Path], list[Skipped]]:
     """uint8 N×C×H×W of the readable files, those files, and the skipped ones with the reason."""
-    mode = {1: "L", 3: "RGB"}.get(spec.channels)
+    mode = {1: "L", 3: "RGB"}.get(card.in_channels)
     if mode is None:
-        raise CnnlabError(f"the model reads {spec.channels}-channel images; only 1 (grayscale) or 3 (RGB) can be decoded")
+        raise CnnlabError(f"the model reads {card.in_channels}-channel images; only 1 (grayscale) or 3 (RGB) can be decoded")
     arrays, ok, skipped = [], [], []
     for path in files:
         try:
-            arrays.append(read_image(str(path), spec.size, mode))
+            arrays.append(read_image(str(path), card.input_size, mode))
             ok.append(path)
         except FileNotFoundError:
             skipped.append(Skipped(str(path), "no such file"))
         except DECODE_ERRORS as err:
             skipped.append(Skipped(str(path), f"not a readable image ({type(err).__name__}: {err})"))
-    images = torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0, spec.channels, *spec.size, dtype=torch.uint8)
+    images = torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0, *card.input_shape, dtype=torch.uint8)
     return images, ok, skipped
 
 
@@ -82,33 +68,33 @@ def top_k(logits: torch.Tensor, classes: Sequence[str], k: int) -> list[list[tup
     return [[(classes[i], float(v)) for v, i in zip(vs, ix)] for vs, ix in zip(values.tolist(), indices.tolist())]
 
 
-def predict_files(logits_of: Logits, spec: ModelInput, inputs: Sequence[str | os.PathLike], k: int = 3,
+def predict_files(logits_of: Logits, card: RunCard, inputs: Sequence[str | os.PathLike], k: int = 3,
                   batch_size: int = 64) -> tuple[list[Prediction], list[Skipped]]:
     """Top-k predictions of every readable image among ``inputs``; an error only when none is readable."""
     files = image_files(inputs)
-    images, ok, skipped = read_images(files, spec)
+    images, ok, skipped = read_images(files, card)
     if not ok:
         raise CnnlabError(f"none of the {len(files)} input(s) could be read as an image"
                           + (f" (first: {skipped[0].path}: {skipped[0].reason})" if skipped else ""))
     logits = torch.cat([logits_of(images[i:i + batch_size].float().div_(255.0))
                         for i in range(0, len(images), batch_size)])
-    return [Prediction(str(p), top) for p, top in zip(ok, top_k(logits, spec.classes, k))], skipped
+    return [Prediction(str(p), top) for p, top in zip(ok, top_k(logits, card.classes, k))], skipped
 
 
-def torch_predictor(run: Path, which: str = "best") -> tuple[Logits, ModelInput]:
+def torch_predictor(run: Path, which: str = "best") -> tuple[Logits, RunCard]:
     """Logits function and input description of a trained run directory or checkpoint."""
     from .run import load_trained
 
     if Path(run).suffix.lower() in IMAGE_EXTENSIONS:
         raise CnnlabError(f"{run} is an image: give the run directory or checkpoint first "
                           "(cnnlab predict RUN_DIR IMAGE …), or an exported model with --onnx MODEL.onnx")
-    model, ckpt = load_trained(run, which)
+    trained = load_trained(run, which)
 
     @torch.inference_mode()
     def logits_of(x: torch.Tensor) -> torch.Tensor:
-        return model(x)
+        return trained.model(x)
 
-    return logits_of, ModelInput.from_meta(ckpt)
+    return logits_of, trained.card
 
 
 def import_onnxruntime():
@@ -120,7 +106,7 @@ def import_onnxruntime():
     return onnxruntime
 
 
-def onnx_predictor(path: Path) -> tuple[Logits, ModelInput]:
+def onnx_predictor(path: Path) -> tuple[Logits, RunCard]:
     """Logits function (onnxruntime, CPU) and input description of a model written by ``cnnlab export --onnx``."""
     ort = import_onnxruntime()
     if not Path(path).is_file():
@@ -138,7 +124,12 @@ def onnx_predictor(path: Path) -> tuple[Logits, ModelInput]:
     def logits_of(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {name: x.numpy()})[0])
 
-    return logits_of, ModelInput.from_meta(json.loads(meta))
+    try:
+        card = json.loads(meta)
+    except ValueError:
+        raise CnnlabError(f"{path}: its cnnlab model description is not valid JSON; export it again with "
+                          "`cnnlab export RUN_DIR --onnx`") from None
+    return logits_of, RunCard.from_dict(card, str(path))
 
 
 def format_prediction(p: Prediction) -> str:

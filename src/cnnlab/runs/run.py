@@ -1,4 +1,8 @@
-"""From a RunConfig to a finished run, and from a run directory back to a model: the CLI's Python API."""
+"""From a RunConfig to a finished run, and from a run directory back to a model.
+
+The run directory (runs/MODEL-DATASET by default) holds config.json, last.pt, best.pt and the
+history; every checkpoint carries the run card (``card.RunCard``) and the config.
+"""
 from __future__ import annotations
 
 import shutil
@@ -14,13 +18,16 @@ from ..data import ImageSet, canonical_name, dataset_info, load_dataset
 from ..data.loader import TensorLoader
 from ..errors import CnnlabError
 from ..models import create_model
+from ..engine import distributed as D
+from ..engine.checkpoint import load_checkpoint, load_model_state
+from ..engine.evaluate import predict_logits
+from ..engine.fit import Callbacks, Trainer
+from ..engine.history import History
+from ..io import remove_stale_temps
 from ..models.transfer import backbone_kwargs, build_transfer, load_pretrained, transfer_meta
-from . import distributed as D
-from .checkpoint import load_checkpoint, load_model_state, remove_stale_temps
 from .budget import fit_to_budget, resumed_epochs
+from .card import Preprocess, RunCard
 from .config import RunConfig
-from .fit import Callbacks, evaluate, fit, predict_logits
-from .history import History
 from .recipes import recipe_hooks
 
 RUN_FILES = ("last.pt", "best.pt", "history.json", "history.csv", "config.json")
@@ -118,32 +125,32 @@ def wrap_distributed(model: nn.Module, cfg: RunConfig, device: torch.device) -> 
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def model_meta(cfg: RunConfig, data: ImageSet) -> dict:
-    """What a checkpoint must carry to rebuild its model and name its classes without the dataset."""
+def make_card(cfg: RunConfig, data: ImageSet) -> RunCard:
+    """What the run's checkpoints carry to rebuild its model and name its classes without the dataset."""
     c, h, w = data.images.shape[1:]
     transfer = transfer_meta(cfg.model, cfg.pretrained, cfg.head_widths(), cfg.pooling, cfg.freeze) \
         if cfg.transfer else None
-    return {"model_name": cfg.model, "num_classes": len(data.classes), "in_channels": int(c),
-            "input_size": [int(h), int(w)], "classes": list(data.classes), "dataset": cfg.dataset,
-            "model_kwargs": backbone_kwargs(cfg.model, cfg.pretrained, cfg.model_kwargs), "transfer": transfer,
-            "preprocess": {"rgb": cfg.rgb, "resize": cfg.resize, "label_mode": cfg.label_mode}}
+    return RunCard(model_name=cfg.model, num_classes=len(data.classes), in_channels=int(c), input_size=(int(h), int(w)),
+                   classes=tuple(data.classes), dataset=cfg.dataset,
+                   model_kwargs=backbone_kwargs(cfg.model, cfg.pretrained, cfg.model_kwargs), transfer=transfer,
+                   preprocess=Preprocess(cfg.rgb, cfg.resize, cfg.label_mode))
 
 
-def build_model(meta: dict) -> nn.Module:
-    """The network a checkpoint's metadata describes (a backbone under a new head for transfer), freshly initialised."""
-    size = tuple(meta["input_size"])
-
+def build_model(card: RunCard) -> nn.Module:
+    """The network a run card describes (a backbone under a new head for transfer), freshly initialised."""
     def factory() -> nn.Module:
-        return create_model(meta["model_name"], num_classes=meta["num_classes"], in_channels=meta["in_channels"],
-                            input_size=size, **(meta.get("model_kwargs") or {}))
+        return create_model(card.model_name, num_classes=card.num_classes, in_channels=card.in_channels,
+                            input_size=card.input_size, **card.model_kwargs)
 
-    spec = meta.get("transfer")
     try:
-        return build_transfer(factory, spec, meta["num_classes"], meta["in_channels"], size) if spec else factory()
+        if card.transfer:
+            return build_transfer(factory, card.transfer, card.num_classes, card.in_channels, card.input_size)
+        return factory()
     except RuntimeError as e:
         if "too small" not in str(e):
             raise
-        raise CnnlabError(f"{meta['model_name']} cannot take {size[0]}x{size[1]} images (a feature map shrinks to "
+        h, w = card.input_size
+        raise CnnlabError(f"{card.model_name} cannot take {h}x{w} images (a feature map shrinks to "
                           "nothing): use larger inputs, e.g. --resize 32") from None
 
 
@@ -161,11 +168,22 @@ def start_fresh(run_dir: Path) -> None:
     shutil.rmtree(run_dir / "plots", ignore_errors=True)  # `cnnlab visualize` output of the old weights
 
 
-def train(cfg: RunConfig, run_dir: Path | None = None, fresh: bool = False, progress: bool = True,
-          callbacks: Callbacks | None = None) -> History:
-    """Train (or resume) a run described by ``cfg``; returns its History."""
+def identity_check(cfg: RunConfig, run_dir: Path):
+    """A resume check: refuse a ``last.pt`` saved by a run with other identity settings (model, data, seed …)."""
+    def check(ckpt: dict) -> None:
+        saved = ckpt.get("config")
+        diff = RunConfig.from_dict(saved).identity_mismatch(cfg) if isinstance(saved, dict) else ["configuration"]
+        if diff:
+            raise CnnlabError(f"{run_dir} holds a run with a different {', '.join(diff)}; pass --fresh to start "
+                              "over there, or --run-dir to train elsewhere.")
+
+    return check
+
+
+def train_run(cfg: RunConfig, run_dir: Path | None = None, fresh: bool = False, progress: bool = True,
+              callbacks: Callbacks | None = None) -> History:
+    """Train (or resume) the run ``cfg`` describes in ``run_dir`` (default: runs/MODEL-DATASET); returns its History."""
     started = time.perf_counter()
-    cfg.validate()
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
     device = pick_device(cfg.device)
     D.init_from_env(device)
@@ -175,10 +193,10 @@ def train(cfg: RunConfig, run_dir: Path | None = None, fresh: bool = False, prog
         remove_stale_temps(run_dir, RUN_FILES)
     D.barrier()
     splits = D.main_first(lambda: load_splits(cfg))
-    meta = model_meta(cfg, splits.train)
+    card = make_card(cfg, splits.train)
     torch.manual_seed(cfg.seed)
-    model = build_model(meta)
-    recipe = recipe_hooks(cfg)
+    model = build_model(card)
+    recipe = recipe_hooks(cfg.recipe)
     if recipe and recipe.init_from_data:
         recipe.init_from_data(model, splits.train.images)
     if cfg.pretrained and not (run_dir / "last.pt").exists():
@@ -199,11 +217,16 @@ def train(cfg: RunConfig, run_dir: Path | None = None, fresh: bool = False, prog
             cfg, D.unwrap(model), train_loader, val_loader, time.perf_counter() - started, optimizer_factory)
     if D.is_main():
         print(f"Training {cfg.model} on {cfg.dataset}: {len(splits.train):,} train / {len(splits.val):,} "
-              f"validation images, {meta['num_classes']} classes, {parameter_counts(model)}, device {device}"
+              f"validation images, {card.num_classes} classes, {parameter_counts(model)}, device {device}"
               + (f" × {D.world_size()} processes" if D.is_distributed() else "")
               + f" → {run_dir}", file=sys.stderr, flush=True)
-    history = fit(model, train_loader, val_loader, cfg, run_dir, meta, resume=True, callbacks=callbacks,
-                  progress=progress, optimizer_factory=optimizer_factory)
+    trainer = Trainer(model, train_loader, val_loader, cfg.fit_config(), run_dir,
+                      {"card": card.to_dict(), "config": cfg.to_dict()}, callbacks, progress, optimizer_factory)
+    trainer.resume(identity_check(cfg, run_dir))
+    if D.is_main():
+        cfg.save(run_dir / "config.json")
+    history = trainer.fit()
+    history.run_dir = run_dir
     return history
 
 
@@ -220,16 +243,39 @@ def resolve_checkpoint(path: Path, which: str = "best") -> Path:
     return path
 
 
-def load_trained(path: Path, which: str = "best", device: str = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the model of a run directory or checkpoint file and load its weights; returns (model, ckpt)."""
+@dataclass(frozen=True)
+class Trained:
+    """A trained model rebuilt from a checkpoint: the module (eval mode), its card, its run config, the file."""
+
+    model: nn.Module
+    card: RunCard
+    config: RunConfig
+    path: Path
+
+
+def load_trained(path: Path, which: str = "best", device: str = "cpu") -> Trained:
+    """Rebuild the model of a run directory or checkpoint file and load its weights."""
     ckpt_path = resolve_checkpoint(path, which)
     ckpt = load_checkpoint(ckpt_path, map_location=device)
-    if "model_name" not in ckpt:
-        raise CnnlabError(f"{ckpt_path} lacks the model description; it was not written by `cnnlab train`")
-    model = build_model(ckpt).to(device)
+    card = RunCard.from_checkpoint(ckpt, str(ckpt_path))
+    model = build_model(card).to(device)
     load_model_state(model, ckpt["model"], str(ckpt_path))
     model.eval()
-    return model, ckpt
+    return Trained(model, card, saved_config(ckpt, card, str(ckpt_path)), ckpt_path)
+
+
+def saved_config(ckpt: dict, card: RunCard, source: str) -> RunConfig:
+    """The RunConfig a checkpoint was trained with (one rebuilt from its card when it has none)."""
+    saved = ckpt.get("config")
+    if saved is None:
+        return RunConfig(model=card.model_name, dataset=card.dataset or "digits", rgb=card.preprocess.rgb,
+                         resize=card.preprocess.resize, label_mode=card.preprocess.label_mode)
+    if not isinstance(saved, dict):
+        raise CnnlabError(f"{source}: its run configuration is damaged; use another checkpoint, or re-train")
+    try:
+        return RunConfig.from_dict(saved)
+    except (CnnlabError, TypeError) as e:
+        raise CnnlabError(f"{source}: its run configuration does not load ({e}); use another checkpoint, or re-train") from None
 
 
 @dataclass
@@ -244,6 +290,7 @@ class EvalResult:
     split: str
     count: int
     tta: str = "none"  # test-time augmentation the run's config asks for (RunConfig.tta)
+    confusion_png: Path | None = None  # where the confusion matrix was drawn, when asked
 
     def per_class_accuracy(self) -> list[float]:
         totals = self.confusion.sum(1).clamp(min=1)
@@ -253,25 +300,25 @@ class EvalResult:
 def evaluate_run(path: Path, split: str = "test", data_dir: str | None = None, which: str = "best",
                  batch_size: int = 500) -> EvalResult:
     """Evaluate a trained run on a split (train, test, or val: the images it validated on) of its dataset."""
-    model, ckpt = load_trained(path, which)
-    saved = RunConfig.from_dict(ckpt.get("config", {}))
-    cfg = replace(saved, dataset=ckpt["dataset"], data_dir=data_dir or saved.data_dir, limit_train=None, limit_val=None)
+    trained = load_trained(path, which)
+    card, saved = trained.card, trained.config
+    cfg = replace(saved, dataset=card.dataset or saved.dataset, data_dir=data_dir or saved.data_dir,
+                  limit_train=None, limit_val=None)
     if split == "test" and is_folder(cfg.dataset):
         raise CnnlabError(f"the image folder {cfg.dataset} has no test split: use --split val (the part held out "
                           "for validation) or --split train")
     data = load_splits(cfg).val if split == "val" else load_split(cfg, split)
-    if data.images.shape[1:] != torch.Size([ckpt["in_channels"], *ckpt["input_size"]]):
-        raise CnnlabError(f"{split} images are {tuple(data.images.shape[1:])}, the model expects "
-                          f"{(ckpt['in_channels'], *ckpt['input_size'])}")
+    if tuple(data.images.shape[1:]) != card.input_shape:
+        raise CnnlabError(f"{split} images are {tuple(data.images.shape[1:])}, the model expects {card.input_shape}")
     loader = TensorLoader(data.images, data.labels, batch_size, shuffle=False)
-    logits, labels = predict_logits(model, loader, tta=saved.tta)
+    logits, labels = predict_logits(trained.model, loader, tta=saved.tta)
     loss = torch.nn.functional.cross_entropy(logits, labels).item()
     pred = logits.argmax(1)
-    k = ckpt["num_classes"]
+    k = card.num_classes
     confusion = torch.bincount(labels * k + pred, minlength=k * k).view(k, k)
-    return EvalResult(loss, (pred == labels).float().mean().item(), list(ckpt["classes"]), confusion,
-                      str(resolve_checkpoint(path, which)), split, len(labels), saved.tta)
+    return EvalResult(loss, (pred == labels).float().mean().item(), list(card.classes), confusion,
+                      str(trained.path), split, len(labels), saved.tta)
 
 
-__all__ = ["EvalResult", "Splits", "build_model", "default_run_dir", "evaluate", "evaluate_run",
-           "load_splits", "load_trained", "make_loaders", "pick_device", "resolve_checkpoint", "train"]
+__all__ = ["EvalResult", "Splits", "Trained", "build_model", "default_run_dir", "evaluate_run", "load_splits",
+           "load_trained", "make_card", "make_loaders", "pick_device", "resolve_checkpoint", "train_run"]

@@ -1,0 +1,194 @@
+"""The public functions behind every command: ``cnnlab.train``, ``evaluate``, ``predict``, ``summary``, ``export``,
+``plot``, ``compare``, ``visualize``, ``import_keras``.
+
+Each takes the CLI command's arguments as keywords (long options with underscores: ``--batch-size`` →
+``batch_size``) and returns what the command prints. The CLI parses, calls one of these and prints —
+nothing else — so a run started from Python and one started from the shell are the same program.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import CnnlabError
+
+PathLike = str | os.PathLike
+_announced = False  # the CPU-settings line is printed once per process
+
+
+def run_config(model: str, options: dict[str, Any]):
+    """The RunConfig of ``model`` with ``options`` (RunConfig field names; None = unset, as on the CLI)."""
+    from .runs.config import RunConfig, option_fields
+
+    known = {name for name, _ in option_fields()}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise CnnlabError(f"unknown training option(s) {', '.join(unknown)}: the options are {', '.join(sorted(known))}")
+    return RunConfig(model=model, **{k: v for k, v in options.items() if v is not None})
+
+
+def _announce_cpu_tuning() -> None:
+    """Apply cnnlab's CPU settings (what can still be applied) and say, once per process, what they are."""
+    global _announced
+    from .cpu import tune_cpu
+    from .engine import distributed as D
+
+    tuning = tune_cpu()
+    if not _announced and D.is_main():
+        print(tuning.describe(), file=sys.stderr, flush=True)
+    _announced = True
+
+
+def check_model_name(name: str) -> None:
+    """A one-line error (with suggestions) unless ``name`` is a registered model or an existing .cbapd file."""
+    from .models.registry import is_spec_path, model_info
+
+    if is_spec_path(name):
+        if not Path(name).is_file():
+            raise CnnlabError(f"spec file not found: {name} (hint: check the path; specs end in .cbapd)")
+    else:
+        model_info(name)
+
+
+def train(model: str, *, run_dir: PathLike | None = None, fresh: bool = False, progress: bool = True,
+          callbacks=None, **options: Any):
+    """Train (or resume) ``model`` — a registered name or a .cbapd file — and return its History.
+
+    ``options`` are ``cnnlab train``'s (``dataset="cifar10", epochs=4, batch_size=64``); those left
+    out come from the model's recipe, else the course's defaults. ``run_dir`` defaults to
+    runs/MODEL-DATASET; running again resumes there unless ``fresh``.
+    """
+    from .runs.run import train_run
+
+    cfg = run_config(model, options)
+    _announce_cpu_tuning()
+    return train_run(cfg, Path(run_dir) if run_dir else None, fresh=fresh, progress=progress, callbacks=callbacks)
+
+
+def evaluate(run: PathLike, *, split: str = "test", which: str = "best", data_dir: str | None = None,
+             confusion: PathLike | None = None):
+    """Loss, accuracy, per-class accuracy and confusion matrix of a trained run on one split (an ``EvalResult``).
+
+    With ``confusion`` the matrix is also drawn to that PNG (``result.confusion_png``).
+    """
+    from dataclasses import replace
+
+    from .runs.run import evaluate_run
+
+    result = evaluate_run(Path(run), split=split, data_dir=data_dir, which=which)
+    if confusion is None:
+        return result
+    from .explain.plots import plot_confusion_matrix
+
+    return replace(result, confusion_png=plot_confusion_matrix(result.confusion.numpy(), result.classes, confusion))
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """The top-k classes of every readable image, and the inputs skipped with the reason."""
+
+    predictions: list
+    skipped: list
+
+    def __iter__(self):
+        return iter(self.predictions)
+
+
+def predict(run: PathLike | None = None, images: Sequence[PathLike] = (), *, onnx: PathLike | None = None,
+            top_k: int = 3, which: str = "best") -> Predictions:
+    """Top-k classes with probabilities for image files and folders, from a run (or an exported ``onnx`` model)."""
+    from .runs.predict import onnx_predictor, predict_files, torch_predictor
+
+    if (run is None) == (onnx is None):
+        raise CnnlabError("predict needs a run directory or checkpoint, or an exported model with --onnx (one of them)")
+    if not images:
+        raise CnnlabError("no images given: cnnlab predict RUN_DIR|CHECKPOINT IMAGE [IMAGE|FOLDER …]")
+    logits_of, card = onnx_predictor(Path(onnx)) if onnx else torch_predictor(Path(run), which)
+    return Predictions(*predict_files(logits_of, card, list(images), top_k))
+
+
+def summary(model: str, *, input: tuple[int, int, int] | None = None, num_classes: int | None = None):
+    """The Keras-style table of a network (a ``Summary``; print it): shapes, parameters, MACs, receptive field."""
+    from .explain.summary import summarize
+    from .models import create_model, default_input_size
+
+    c, h, w = input or default_input_size(model)
+    return summarize(create_model(model, num_classes=num_classes, in_channels=c, input_size=(h, w)), (c, h, w))
+
+
+@dataclass(frozen=True)
+class Exported:
+    """A written export: its path and format; for ONNX, how far onnxruntime's logits are from PyTorch's."""
+
+    path: Path
+    format: str
+    max_difference: float | None = None
+
+
+EXPORT_FORMATS = ("onnx", "txt", "safetensors")
+
+
+def export(run: PathLike, *, format: str = "onnx", out: PathLike | None = None, which: str = "best") -> Exported:
+    """Write a trained run as ONNX (needs the [onnx] extra), the course's weights.txt, or safetensors."""
+    from .runs.export import export_onnx, export_weights, onnx_max_difference
+    from .runs.run import load_trained
+
+    if format not in EXPORT_FORMATS:
+        raise CnnlabError(f"unknown export format {format!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+    trained = load_trained(Path(run), which)
+    base = trained.path.parent
+    default = {"onnx": "model.onnx", "txt": "weights.txt", "safetensors": "weights.safetensors"}[format]
+    path = Path(out) if out else base / default
+    if format != "onnx":
+        return Exported(export_weights(trained.model, format, path, trained.card), format)
+    written = export_onnx(trained.model, trained.card, path)
+    return Exported(written, format, onnx_max_difference(written, trained.model, trained.card.input_shape))
+
+
+def plot(run: PathLike, *, out: PathLike | None = None) -> Path:
+    """The course figure (train/val accuracy and loss per epoch) of a run, as a PNG; returns its path."""
+    from .engine.history import History
+    from .explain.plots import plot_history
+
+    run = Path(run)
+    if not (run / "history.json").exists():
+        raise CnnlabError(f"{run} has no history.json: pass a run directory written by `cnnlab train`")
+    return plot_history(History.load(run).to_dict(), out or run / "curves.png")
+
+
+def compare(models: Sequence[str], *, out: PathLike = "report", run_dir: PathLike = "runs", fresh: bool = False,
+            progress: bool = True, **options: Any):
+    """Train several networks alike (each resumes), then write report.md, report.html and curves.png (a ``Report``)."""
+    from .runs.compare import compare as compare_runs
+
+    if not models:
+        raise CnnlabError("compare needs at least one model")
+    for name in models:  # every name before any training: a typo in the last must not cost the first runs
+        check_model_name(name)
+    configs = [run_config(m, options) for m in models]
+    _announce_cpu_tuning()
+    return compare_runs(configs, Path(out), Path(run_dir), fresh=fresh, progress=progress)
+
+
+def visualize(run: PathLike, image: PathLike, *, out: PathLike | None = None, which: str = "best",
+              max_maps: int = 64):
+    """PNGs of a run's first-layer filters and each conv block's feature maps for ``image`` (a ``Pictures``)."""
+    from .runs.visualize import visualize_run
+
+    return visualize_run(Path(run), Path(image), Path(out) if out else None, which, max_maps)
+
+
+def import_keras(model: str, weights: PathLike, *, out: PathLike, classes: Sequence[str] | None = None,
+                 dataset: str | None = "cifar10", input: tuple[int, int, int] | None = None):
+    """Weights saved by Keras (``save_weights``) into ``model``, written as the run directory ``out`` (``Imported``)."""
+    from .runs.keras import import_keras as import_into_run
+
+    return import_into_run(model, weights, out, classes, dataset, input)
+
+
+__all__ = ["EXPORT_FORMATS", "Exported", "Predictions", "check_model_name", "compare", "evaluate", "export", "import_keras", "plot",
+           "predict", "run_config", "summary", "train", "visualize"]

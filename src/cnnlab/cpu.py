@@ -1,0 +1,134 @@
+"""CPU tuning, applied only when asked: OpenMP's wait policy and thread pinning, glibc's malloc thresholds.
+
+Importing cnnlab changes none of them. ``cnnlab train`` (the CLI) calls :func:`tune_cpu` before
+torch loads; ``cnnlab.train`` calls it too and says what it could no longer apply; a Python user who
+wants all of it calls ``cnnlab.tune_cpu()`` before importing torch. A value the user set wins, always.
+
+- **OpenMP waits** (``OMP_WAIT_POLICY``, read once when torch loads libgomp): on a quiet machine a
+  waiting thread should spin briefly, since the next op comes within microseconds; on a machine
+  whose cores are already busy a spinning thread holds the core that the thread it waits for
+  needs, so there it should sleep (PASSIVE). The load average at start-up decides
+  (docs/performance.md has the measurements behind both).
+- **Pinning** (``OMP_PROC_BIND=true``): one thread per core, pinned; oneDNN's AMX bf16 weight-gradient
+  convolutions stalled for about a second per call when their threads migrated (a 2-core KVM guest).
+  Not under torchrun or with ``OMP_NUM_THREADS`` set, where several processes would pin to the same cores.
+- **malloc**: glibc serves blocks above its mmap threshold (at most 32 MB) with ``mmap`` and unmaps
+  them on ``free``, so a step with activations of hundreds of MB (the fast recipe at batch 2000)
+  page-faults gigabytes back in every step: about 790,000 minor faults and 1.5-2 s of kernel time per
+  step. Raised thresholds make malloc reuse that memory; a step's peak is unchanged.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import sys
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
+MMAP_THRESHOLD = 1 << 30  # blocks below 1 GiB come from the heap, so freed ones are reused
+TRIM_THRESHOLD = 2**31 - 1  # keep up to ~2 GiB of freed heap instead of returning it after each step
+MALLOC_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+BUSY_LOAD_PER_CORE = 0.5  # a 1-minute load average above this share of the usable cores counts as busy
+OPENMP_SETTINGS = ("OMP_WAIT_POLICY", "OMP_PROC_BIND")
+
+_malloc_applied: bool | None = None
+_tuning: "CpuTuning | None" = None  # what the first tune_cpu() of this process did
+
+
+@dataclass(frozen=True)
+class CpuTuning:
+    """What :func:`tune_cpu` set, what it left as the user had it, and what it could not apply."""
+
+    applied: dict[str, str] = field(default_factory=dict)
+    kept: dict[str, str] = field(default_factory=dict)
+    not_applied: dict[str, str] = field(default_factory=dict)  # setting -> why
+    malloc: bool = False
+
+    def describe(self) -> str:
+        """One line for a run's start-up banner."""
+        parts = [f"{k}={v}" for k, v in self.applied.items()]
+        parts += [f"{k}={v} (yours)" for k, v in self.kept.items()]
+        if self.malloc:
+            parts.append("malloc keeps freed memory")
+        text = "CPU settings: " + (", ".join(parts) or "none")
+        if self.not_applied:
+            text += "; not applied: " + "; ".join(f"{k} ({why})" for k, why in self.not_applied.items())
+        return text
+
+
+def usable_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def machine_is_busy(load: float | None = None, cores: int | None = None) -> bool:
+    """True when other work already keeps the cores busy (1-minute load average against the cores)."""
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:
+            return False
+    return load > BUSY_LOAD_PER_CORE * (cores or usable_cores())
+
+
+def openmp_choice(environ: Mapping[str, str], busy: bool) -> dict[str, str]:
+    """The OpenMP settings cnnlab would make for this environment and load (a pure function)."""
+    choice = {"OMP_WAIT_POLICY": "PASSIVE"} if busy else {}
+    if not {"LOCAL_RANK", "OMP_NUM_THREADS"} & set(environ):
+        choice["OMP_PROC_BIND"] = "true"
+    return choice
+
+
+def keep_freed_memory() -> bool:
+    """Tell glibc's malloc to reuse freed large blocks (once per process); False where it does not apply.
+
+    Skipped off glibc Linux and when the user tuned malloc through its ``MALLOC_*_`` variables.
+    """
+    global _malloc_applied
+    if _malloc_applied is None:
+        _malloc_applied = _set_malloc_thresholds()
+    return _malloc_applied
+
+
+def _set_malloc_thresholds() -> bool:
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc" or any(v in os.environ for v in MALLOC_SETTINGS):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def tune_cpu(environ: MutableMapping[str, str] | None = None, busy: bool | None = None) -> CpuTuning:
+    """Apply cnnlab's CPU settings to this process; what is already set (by the user) is left alone.
+
+    OpenMP reads its variables when torch loads it: once torch is imported they are reported as not
+    applied. The first call decides for the process; later ones return what it did. ``environ`` and
+    ``busy`` exist for tests (default: ``os.environ`` and the load average).
+    """
+    global _tuning
+    if environ is None and busy is None and _tuning is not None:
+        return _tuning
+    environ = os.environ if environ is None else environ
+    wanted = openmp_choice(environ, machine_is_busy() if busy is None else busy)
+    applied, kept, not_applied = {}, {k: environ[k] for k in OPENMP_SETTINGS if k in environ}, {}
+    for key, value in wanted.items():
+        if key in kept:
+            continue
+        if "torch" in sys.modules:
+            not_applied[key] = "torch was imported first; call cnnlab.tune_cpu() before importing torch"
+            continue
+        environ[key] = applied[key] = value
+    tuning = CpuTuning(applied, kept, not_applied, keep_freed_memory())
+    if environ is os.environ:
+        _tuning = tuning
+    return tuning
+
+
+__all__ = ["CpuTuning", "keep_freed_memory", "machine_is_busy", "openmp_choice", "tune_cpu", "usable_cores"]
