@@ -5,6 +5,7 @@ import math
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, replace
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from torch import nn
 
 from .. import layers
 from ..errors import CnnlabError
+from ..models.base import ZooModel
 from .errors import SpecError, _Problem
 from .nodes import Act, Dense, Node, Shape, _fmt
 from .parser import Spec, parse_spec
@@ -81,16 +83,81 @@ def infer_shapes(spec: Spec, num_classes: int | None = None, in_channels: int | 
     return steps
 
 
-class SpecNet(nn.Sequential):
-    """The network a spec describes: named stages of named layers; ``forward`` gives logits."""
+class Stage(nn.Sequential):
+    """One stage of a spec network; ``stage(x, start, stop)`` runs only its layers ``[start:stop]``.
 
-    def __init__(self, stages: OrderedDict[str, nn.Module], name: str, input_size: Shape,
-                 num_classes: int | None) -> None:
+    The head API splits a stage at its flattening layer through the stage's own call, so hooks on the
+    stage still see it run (transfer learning keeps exactly the stages ``forward_features`` calls).
+    """
+
+    def forward(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        for layer in islice(self, start, stop):
+            x = layer(x)
+        return x
+
+
+class SpecNet(nn.Sequential, ZooModel):
+    """The network a spec describes: named stages of named layers; ``forward`` gives logits.
+
+    ``forward`` is ``nn.Sequential``'s, every stage in order. The zoo's head API (``ZooModel``) splits
+    the same layers: the features end before the first layer that makes the map flat (F / GAP / GMP),
+    the head is the rest, and the classifier is the final ``nn.Linear``.
+    """
+
+    def __init__(self, stages: OrderedDict[str, Stage], name: str, input_size: Shape,
+                 num_classes: int | None, features_end: int | None) -> None:
         super().__init__(stages)
-        self.spec_name, self.input_size, self.num_classes = name, input_size, num_classes
+        self.spec_name, self.input_size = name, input_size
+        self.features_end = features_end  # layers before the first flat one, counted through all stages
+        named = [(f"{s}.{n}", layer) for s, stage in stages.items() for n, layer in stage.named_children()]
+        self.num_layers = len(named)
+        last = named[-1][1] if named else None
+        linear = isinstance(last, nn.Linear)
+        self.classifier_name = named[-1][0] if linear else None
+        self.num_features = last.in_features if linear else None
+        self.num_classes = last.out_features if linear else num_classes
 
     def extra_repr(self) -> str:
         return f"name={self.spec_name!r}, input={_fmt(self.input_size)}, classes={self.num_classes}"
+
+    def _split(self) -> int:
+        """Where the features end; a clear error when no layer makes the map flat."""
+        if self.features_end is None:
+            raise CnnlabError(f"spec network {self.spec_name!r} never makes its map flat, so it has no features/head "
+                              "split (hint: add F, GAP or GMP before the dense layers)")
+        return self.features_end
+
+    def _check_classifier(self) -> None:
+        """A clear error unless the network has a head that ends in an ``nn.Linear``."""
+        self._split()
+        if self.classifier_name is None:
+            raise CnnlabError(f"spec network {self.spec_name!r} does not end in a linear classifier "
+                              "(hint: end it with Dense(classes) without an activation)")
+
+    def _run_layers(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """The layers ``[start:stop]``, counted through all stages; each stage runs its share in one call."""
+        offset = 0
+        for stage in self:
+            lo, hi = max(start - offset, 0), min(stop - offset, len(stage))
+            if lo < hi:
+                x = stage(x, lo, hi)
+            offset += len(stage)
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run_layers(x, 0, self._split())
+
+    def forward_pre_logits(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_classifier()
+        return self._run_layers(x, self._split(), self.num_layers - 1)
+
+    def get_classifier(self) -> nn.Module:
+        self._check_classifier()
+        return super().get_classifier()
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self._check_classifier()
+        super().reset_classifier(num_classes)
 
 
 def _he_normal_(weight: torch.Tensor) -> None:
@@ -122,8 +189,9 @@ def build(spec: Spec, num_classes: int | None = None, in_channels: int | None = 
     for step in steps:
         stage = stages.setdefault(f"stage{step.stage}", OrderedDict())
         stage[step.name] = step.node.module(step.in_shape, classes)
-    model = SpecNet(OrderedDict((k, nn.Sequential(v)) for k, v in stages.items()), spec.name,
-                    _input_shape(spec, in_channels, input_size), classes)
+    features_end = next((i for i, step in enumerate(steps) if len(step.out_shape) == 1), None)
+    model = SpecNet(OrderedDict((k, Stage(v)) for k, v in stages.items()), spec.name,
+                    _input_shape(spec, in_channels, input_size), classes, features_end)
     _init_(model, init)
     return model
 
