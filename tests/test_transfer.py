@@ -133,7 +133,8 @@ def test_head_pooling_and_frozen_backbone():
     with pytest.raises(CnnlabError, match="cannot take 20x20 images.*--resize 32"):
         build_model(meta_for("vgg16", size=(20, 20)))
     with pytest.raises(CnnlabError, match="no forward_features"):
-        build_transfer(lambda: torch.nn.Conv2d(3, 4, 3), transfer_meta("conv", None, [], "none", "none"), 10, 3, (32, 32))
+        build_transfer(lambda: torch.nn.Conv2d(3, 4, 3), transfer_meta("conv", None, [], "none", "none"), 10, 3,
+                       (32, 32))
 
 
 def test_googlenet_and_alexnet_switch_to_torchvision_layout():

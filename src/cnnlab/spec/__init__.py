@@ -14,7 +14,7 @@ The package follows the pipeline: ``lexer`` (text → tokens), ``parser`` (token
 ``nodes`` (layers, their arguments and shape rules), ``build`` (shapes → ``nn.Module``).
 """
 from ..models.course_blocks import InceptionBlock, ResBlock, conv_bn_relu
-from .build import SpecNet, Step, build, build_spec_file, infer_shapes, load_spec_file
+from .build import SpecNet, Stage, Step, build, build_spec_file, infer_shapes, load_spec_file
 from .errors import SpecError
 from .lexer import Token
 from .nodes import (LRN, Act, BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool, Inception, Node, Padding, Pool,
@@ -23,6 +23,7 @@ from .parser import Spec, parse_spec
 
 __all__ = [
     "LRN", "Act", "BatchNorm", "Conv", "Dense", "Dropout", "Flatten", "GlobalPool", "Inception", "InceptionBlock",
-    "Node", "Padding", "Pool", "Res", "ResBlock", "SepConv", "Shape", "Sig", "Spec", "SpecError", "SpecNet", "Step",
-    "Token", "build", "build_spec_file", "conv_bn_relu", "infer_shapes", "load_spec_file", "parse_spec",
+    "Node", "Padding", "Pool", "Res", "ResBlock", "SepConv", "Shape", "Sig", "Spec", "SpecError", "SpecNet",
+    "Stage", "Step", "Token", "build", "build_spec_file", "conv_bn_relu", "infer_shapes", "load_spec_file",
+    "parse_spec",
 ]

@@ -1,4 +1,4 @@
-"""Spec to modules: each layer placed with its shapes (``Step``, ``infer_shapes``), then ``SpecNet`` built and initialised."""
+"""Spec to modules: every layer placed with its shapes (``Step``, ``infer_shapes``), then ``SpecNet`` built."""
 from __future__ import annotations
 
 import math
@@ -123,8 +123,8 @@ class SpecNet(nn.Sequential, ZooModel):
     def _split(self) -> int:
         """Where the features end; a clear error when no layer makes the map flat."""
         if self.features_end is None:
-            raise CnnlabError(f"spec network {self.spec_name!r} never makes its map flat, so it has no features/head "
-                              "split (hint: add F, GAP or GMP before the dense layers)")
+            raise CnnlabError(f"spec network {self.spec_name!r} never makes its map flat, so it has no "
+                              "features/head split (hint: add F, GAP or GMP before the dense layers)")
         return self.features_end
 
     def _check_classifier(self) -> None:

@@ -1,4 +1,4 @@
-"""Layers of a spec: argument converters and signatures, ``Node`` and its subclasses with shape rules, the layer table.
+"""Layers of a spec: argument converters and signatures, ``Node`` subclasses with shape rules, the layer table.
 
 Each node knows how its arguments read (``Sig``), which shape it gives for an input shape, and the
 PyTorch module it builds; ``_LAYERS`` maps the layer names a spec may write to node classes.
