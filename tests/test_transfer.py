@@ -13,7 +13,8 @@ from cnnlab.runs.run import build_model, load_trained
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 from cnnlab.models.transfer import (IMAGENET_MEAN, IMAGENET_STD, TORCHVISION_SOURCES, TransferModel, backbone_kwargs,
-                                    cache_file, load_pretrained, parse_head, torchvision_weights, transfer_meta)
+                                    build_transfer, cache_file, load_pretrained, parse_head, torchvision_weights,
+                                    transfer_meta)
 
 TOP = {"classifier", "fc", "aux1", "aux2"}  # torchvision's parts that include_top=False leaves out
 FEATURES_NODE = {"vgg11": "features", "alexnet": "features", "resnet18": "layer4", "googlenet": "inception5b"}
@@ -133,8 +134,8 @@ def test_head_pooling_and_frozen_backbone():
     with pytest.raises(CnnlabError, match="cannot take 20x20 images.*--resize 32"):
         build_model(meta_for("vgg16", size=(20, 20)))
     with pytest.raises(CnnlabError, match="no forward_features"):
-        build_model(meta_for("vgg16", pretrained=None).__class__("baseline-cifar", 10, 3, (32, 32),
-                                                                  tuple("0123456789"), transfer=meta_for("vgg16").transfer))
+        build_transfer(lambda: torch.nn.Conv2d(3, 4, 3), transfer_meta("conv", None, [], "none", "none"), 10, 3,
+                       (32, 32))
 
 
 def test_googlenet_and_alexnet_switch_to_torchvision_layout():

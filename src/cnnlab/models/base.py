@@ -1,7 +1,8 @@
-"""``ZooModel``: the head API every paper network of the zoo shares, and a shape probe.
+"""``ZooModel``: the head API every registered network shares, and a shape probe.
 
 It gives timm-style ``forward_features`` / ``forward_head`` / ``reset_classifier`` so that transfer
-learning can replace a head or freeze a backbone without knowing the architecture.
+learning can replace a head or freeze a backbone without knowing the architecture. The zoo's
+networks, the spec networks (so the course's six) and fast-cifar all subclass it.
 """
 from __future__ import annotations
 
@@ -46,9 +47,12 @@ class ZooModel(nn.Module):
         """Replace the final layer by a fresh ``num_classes``-way linear one (identity for 0)."""
         self.num_classes = num_classes
         like = next(self.parameters())  # the new head lives where the model does
-        new = (nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype)
-               if num_classes > 0 else nn.Identity())
+        new = self.new_classifier(num_classes, like.device, like.dtype) if num_classes > 0 else nn.Identity()
         self.set_submodule(self.classifier_name, new)
+
+    def new_classifier(self, num_classes: int, device: torch.device, dtype: torch.dtype) -> nn.Module:
+        """A freshly initialised final layer; a network whose head is built differently overrides it."""
+        return nn.Linear(self.num_features, num_classes, device=device, dtype=dtype)
 
 
 def feature_shape(features: nn.Module, in_channels: int, input_size: tuple[int, int]) -> tuple[int, ...]:

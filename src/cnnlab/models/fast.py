@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import ZooModel
 from .registry import register_model
 
 WIDTHS = (64, 256, 256)  # filters of the three conv groups
@@ -57,8 +58,21 @@ def patch_whitening(images: torch.Tensor, patch: int, eps: float = WHITEN_EPS) -
     return torch.cat([filters, -filters]).float()
 
 
-class FastCifarNet(nn.Module):
-    """Normalise → whitening stem → GELU → three ConvGroups → global max pool → linear head / width."""
+def scaled_head(width: int, num_classes: int, **factory) -> nn.Linear:
+    """The bias-free linear head with unit-std weights (``forward_head`` divides its logits by ``width``)."""
+    head = nn.Linear(width, num_classes, bias=False, **factory)
+    with torch.no_grad():
+        head.weight.div_(head.weight.std())
+    return head
+
+
+class FastCifarNet(ZooModel):
+    """Normalise → whitening stem → GELU → three ConvGroups → global max pool → linear head / width.
+
+    The zoo's head API: the features end before the global max pool (the last two layers of ``body``).
+    """
+
+    classifier_name = "head"
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, widths: tuple[int, ...] = WIDTHS,
                  patch: int = STEM_PATCH) -> None:
@@ -71,9 +85,8 @@ class FastCifarNet(nn.Module):
         chans = (stem_width, *widths)
         self.body = nn.Sequential(nn.GELU(), *(ConvGroup(a, b) for a, b in zip(chans, chans[1:])),
                                   nn.AdaptiveMaxPool2d(1), nn.Flatten())
-        self.head = nn.Linear(widths[-1], num_classes, bias=False)
-        with torch.no_grad():
-            self.head.weight.div_(self.head.weight.std())
+        self.num_features, self.num_classes = widths[-1], num_classes
+        self.head = scaled_head(widths[-1], num_classes)
 
     @torch.no_grad()
     def init_from_data(self, images: torch.Tensor) -> None:
@@ -83,12 +96,24 @@ class FastCifarNet(nn.Module):
         self.std.copy_(x.std((0, 2, 3), keepdim=True))
         self.stem.weight.copy_(patch_whitening((x - self.mean) / self.std, self.stem.kernel_size[0]))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         # The bias is added outside the convolution (its frozen weight then needs no weight-gradient
         # pass) and in the convolution's dtype: under bf16 autocast the wide stem output stays bf16.
         x = F.conv2d((x - self.mean) / self.std, self.stem.weight)
         x = x + self.stem.bias.to(x.dtype)[:, None, None]
-        return self.head(self.body(x)) / self.head.in_features
+        return self.body[:-2](x)
+
+    def forward_pre_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body[-2:](x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Feature map to logits divided by the width (the scale the recipe trains with); pooled features
+        with ``pre_logits=True`` or after ``reset_classifier(0)``."""
+        x = self.forward_pre_logits(x)
+        return x if pre_logits or self.num_classes == 0 else self.head(x) / self.num_features
+
+    def new_classifier(self, num_classes: int, device: torch.device, dtype: torch.dtype) -> nn.Module:
+        return scaled_head(self.num_features, num_classes, device=device, dtype=dtype)
 
 
 @register_model("fast-cifar", family="fast", input_size=(3, 32, 32), num_classes=10, recipe="fast",
@@ -99,4 +124,4 @@ def fast_cifar(*, num_classes: int, in_channels: int, input_size: tuple[int, int
     return FastCifarNet(num_classes, in_channels, **kw)
 
 
-__all__ = ["FastCifarNet", "fast_cifar", "patch_whitening"]
+__all__ = ["FastCifarNet", "fast_cifar", "patch_whitening", "scaled_head"]
