@@ -3,6 +3,8 @@
 Naming scheme: paper networks keep the paper's name (``vgg16``, ``resnet50``, ``lenet5``); networks
 designed for 32x32 CIFAR inputs end in ``-cifar`` (the course's six: ``baseline-cifar`` ...
 ``resnet18-cifar``). A path ending in ``.cbapd`` is built from the CBAPD text spec.
+Pretrained weights are registered with their model (``weights=``, records from ``models/weights.py``) and
+loaded by ``create_model(name, pretrained=...)``.
 """
 from __future__ import annotations
 
@@ -10,11 +12,14 @@ import difflib
 import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from torch import nn
 
 from ..errors import CnnlabError
+
+if TYPE_CHECKING:
+    from .weights import PretrainedArg, Weights
 
 Factory = Callable[..., nn.Module]
 
@@ -31,6 +36,7 @@ class ModelInfo:
     source: str = ""  # paper or course reference
     tags: tuple[str, ...] = field(default_factory=tuple)
     recipe: str | None = None  # training recipe whose defaults `cnnlab train` applies (engine/recipes.py)
+    weights: tuple[Weights, ...] = ()  # pretrained weights it can load; the first is the default
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -45,25 +51,29 @@ def register_model(
     source: str = "",
     tags: tuple[str, ...] = (),
     recipe: str | None = None,
+    weights: tuple[Weights, ...] = (),
 ) -> Callable[[Factory], Factory]:
-    """Register ``fn(num_classes=, in_channels=, input_size=, **kw) -> nn.Module`` under a name."""
+    """Register ``fn(num_classes=, in_channels=, input_size=, **kw) -> nn.Module`` under a name;
+    ``weights``: the pretrained files the network loads, its default first."""
 
     def deco(fn: Factory) -> Factory:
         key = name or fn.__name__.replace("_", "-")
         if key in _REGISTRY:
             raise ValueError(f"model name {key!r} registered twice")
-        _REGISTRY[key] = ModelInfo(key, fn, family, input_size, num_classes, source, tags, recipe)
+        _REGISTRY[key] = ModelInfo(key, fn, family, input_size, num_classes, source, tags, recipe, weights)
         return fn
 
     return deco
 
 
-def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
-    """Registered names matching a shell-style wildcard (``"resnet*"``), sorted."""
+def list_models(pattern: str = "*", family: str | None = None, pretrained: bool = False) -> list[str]:
+    """Registered names matching a shell-style wildcard (``"resnet*"``), sorted; with ``pretrained``, only
+    those that have weights."""
     _ensure_loaded()
     return sorted(
         n for n, info in _REGISTRY.items()
         if fnmatch.fnmatch(n, pattern) and (family is None or info.family == family)
+        and (info.weights or not pretrained)
     )
 
 
@@ -92,12 +102,31 @@ def create_model(
     num_classes: int | None = None,
     in_channels: int | None = None,
     input_size: tuple[int, int] | None = None,
-    **kwargs,
+    pretrained: PretrainedArg = False,
+    **kwargs: Any,
 ) -> nn.Module:
     """Build a network by registered name or ``.cbapd`` path; unset arguments take its defaults.
 
     ``input_size`` (H, W) matters only for networks whose dense head depends on it (Flatten → Dense).
+    ``pretrained`` fills the network after building it: ``True`` or ``"imagenet"`` loads the model's default
+    entry of ``model_info(name).weights``, a name (``"IMAGENET1K_V2"``) that entry, and a path a ``.pth`` state
+    dict, a cnnlab checkpoint or a run directory (its best.pt, else last.pt). An entry also sets the factory
+    keywords its layout needs (``variant="torchvision"`` for alexnet and googlenet), is downloaded into
+    torch.hub's cache and is hash-checked each time it is used. With a ``num_classes`` other than the
+    weights' the classifier stays freshly initialised and everything else loads (timm's behaviour).
     """
+    from .weights import load_pretrained_state, merge_model_kwargs, resolve_pretrained
+
+    source = resolve_pretrained(name, pretrained)
+    model = _build(name, num_classes, in_channels, input_size, merge_model_kwargs(source, kwargs))
+    if source is not None:
+        load_pretrained_state(model, source)
+    return model
+
+
+def _build(name: str, num_classes: int | None, in_channels: int | None, input_size: tuple[int, int] | None,
+           kwargs: dict[str, Any]) -> nn.Module:
+    """The freshly initialised network of a registered name or spec file."""
     if is_spec_path(name):
         from ..spec import build_spec_file
 
