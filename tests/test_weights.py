@@ -1,6 +1,7 @@
 """Pretrained weights: the declared entries against torchvision's enums, create_model(pretrained=...), the
 hash-checked cache and download (tiny or fake files only: nothing is fetched from the internet)."""
 import math
+from pathlib import Path
 from dataclasses import replace
 
 import pytest
@@ -178,6 +179,19 @@ def test_offline_message_names_the_url_the_cache_and_the_file(hub):
     message = str(err.value)
     assert message.startswith("cannot download https://download.pytorch.org/models/resnet18-f37072fd.pth")
     assert f"put it in {hub / 'checkpoints'} as resnet18-f37072fd.pth" in message and "\n" not in message
+
+
+def test_an_unknown_keyword_names_the_accepted_ones():
+    with pytest.raises(CnnlabError) as err:
+        create_model("resnet18", foo=1)
+    assert str(err.value) == ("resnet18 takes no option 'foo' (it takes: stride_in_1x1, pretrained, num_classes, "
+                              "in_channels, input_size)")
+    with pytest.raises(CnnlabError, match=r"googlenet takes no options 'a', 'b' \(it takes: aux_logits, variant"):
+        create_model("googlenet", a=1, b=2)
+    spec = str(Path(__file__).parents[1] / "src/cnnlab/specs/baseline-cifar.cbapd")
+    with pytest.raises(CnnlabError, match=r"baseline-cifar.cbapd takes no option 'foo' \(it takes: init, pretrained"):
+        create_model(spec, foo=1)
+    assert create_model(spec, init="torch") is not None and create_model("lenet5", act="relu") is not None
 
 
 def test_pretrained_without_weights_lists_the_models_that_have_them():

@@ -76,7 +76,7 @@ class AlexNet(ZooModel):
 
 
 @register_model("alexnet", family="alexnet", input_size=(3, 227, 227), source="Krizhevsky et al. 2012 / seed 004",
-                weights=(
+                options=AlexNet, weights=(
     Weights("IMAGENET1K_V1", TV + "alexnet-owt-7be5be79.pth", 61_100_840, 56.522, 79.066,
             model_kwargs=TORCHVISION_LAYOUT),
 ))

@@ -185,7 +185,8 @@ class GoogLeNet(ZooModel):
 # Ported from Caffe, these weights read (x - 0.5) / 0.5 of a [0, 1] image. torchvision's GoogLeNet takes
 # ImageNet-normalised input and rescales it inside (transform_input); cnnlab's has no such layer, so its record
 # states the scaling itself. The file also holds the auxiliary heads, used with aux_logits=True.
-@register_model("googlenet", family="googlenet", source="Szegedy et al. 2014 / seed 004", weights=(
+@register_model("googlenet", family="googlenet", source="Szegedy et al. 2014 / seed 004", options=GoogLeNet,
+                weights=(
     Weights("IMAGENET1K_V1", TV + "googlenet-1378be20.pth", 6_624_904, 69.778, 89.53,
             transforms=Transforms(mean=(0.5,) * 3, std=(0.5,) * 3), model_kwargs=TORCHVISION_LAYOUT),
 ))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from .weights import PretrainedArg, Weights
 
 Factory = Callable[..., nn.Module]
+COMMON_OPTIONS = ("num_classes", "in_channels", "input_size")  # what create_model passes every factory
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class ModelInfo:
     tags: tuple[str, ...] = field(default_factory=tuple)
     recipe: str | None = None  # training recipe whose defaults `cnnlab train` applies (engine/recipes.py)
     weights: tuple[Weights, ...] = ()  # pretrained weights it can load; the first is the default
+    options: Callable[..., Any] | None = None  # what the factory forwards its extra keywords to
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -52,15 +55,20 @@ def register_model(
     tags: tuple[str, ...] = (),
     recipe: str | None = None,
     weights: tuple[Weights, ...] = (),
+    options: Callable[..., Any] | None = None,
 ) -> Callable[[Factory], Factory]:
-    """Register ``fn(num_classes=, in_channels=, input_size=, **kw) -> nn.Module`` under a name;
-    ``weights``: the pretrained files the network loads, its default first."""
+    """Register ``fn(num_classes=, in_channels=, input_size=, **kw) -> nn.Module`` under a name.
+
+    ``weights``: the pretrained files the network loads, its default first. ``options``: the class (or
+    function) ``fn`` passes ``**kw`` to, whose keyword parameters are then the options ``create_model``
+    accepts; a factory with ``**kw`` and no ``options`` has its extra keywords passed on unchecked.
+    """
 
     def deco(fn: Factory) -> Factory:
         key = name or fn.__name__.replace("_", "-")
         if key in _REGISTRY:
             raise ValueError(f"model name {key!r} registered twice")
-        _REGISTRY[key] = ModelInfo(key, fn, family, input_size, num_classes, source, tags, recipe, weights)
+        _REGISTRY[key] = ModelInfo(key, fn, family, input_size, num_classes, source, tags, recipe, weights, options)
         return fn
 
     return deco
@@ -117,6 +125,7 @@ def create_model(
     """
     from .weights import load_pretrained_state, merge_model_kwargs, resolve_pretrained
 
+    check_options(name, kwargs)
     source = resolve_pretrained(name, pretrained)
     model = _build(name, num_classes, in_channels, input_size, merge_model_kwargs(source, kwargs))
     if source is not None:
@@ -141,6 +150,41 @@ def _build(name: str, num_classes: int | None, in_channels: int | None, input_si
         input_size=tuple(input_size) if input_size is not None else (h, w),
         **kwargs,
     )
+
+
+def check_options(name: str, kwargs: dict[str, Any]) -> None:
+    """Refuse a keyword the network does not take, naming those it does."""
+    accepted = accepted_options(name)
+    unknown = [k for k in kwargs if accepted is not None and k not in accepted]
+    if unknown:
+        s = "s" if len(unknown) > 1 else ""
+        raise CnnlabError(f"{name} takes no option{s} {', '.join(map(repr, unknown))} "
+                          f"(it takes: {', '.join(accepted)})")
+
+
+def accepted_options(name: str) -> tuple[str, ...] | None:
+    """Keywords ``create_model(name, ...)`` takes, read from the signatures of its factory and of what the
+    factory forwards ``**kw`` to; None when a factory forwards them somewhere undeclared."""
+    if is_spec_path(name):
+        from ..spec import build, build_spec_file
+
+        factory, options = build_spec_file, build
+    else:
+        info = model_info(name)
+        factory, options = info.factory, info.options
+    own, forwards = keyword_parameters(factory)
+    if forwards and options is None:
+        return None
+    extra = [p for p in keyword_parameters(options)[0] if p not in COMMON_OPTIONS] if forwards else []
+    return (*extra, "pretrained", *(p for p in own if p not in extra))
+
+
+def keyword_parameters(fn: Callable[..., Any]) -> tuple[list[str], bool]:
+    """Names ``fn`` can take by keyword with a default (or keyword-only), and whether it takes ``**kwargs``."""
+    params = inspect.signature(fn).parameters.values()
+    named = [p.name for p in params if p.kind is p.KEYWORD_ONLY
+             or (p.kind is p.POSITIONAL_OR_KEYWORD and p.default is not p.empty)]
+    return named, any(p.kind is p.VAR_KEYWORD for p in params)
 
 
 def default_input_size(name: str) -> tuple[int, int, int]:

@@ -140,7 +140,7 @@ _SOURCE = "He et al. 2015 / seeds 001, 003"
 V2 = Transforms(resize=232)  # torchvision's 2021 recipe evaluates at 232 → 224
 
 
-@register_model("resnet18", family="resnet", source=_SOURCE, weights=(
+@register_model("resnet18", family="resnet", source=_SOURCE, options=ResNet, weights=(
     Weights("IMAGENET1K_V1", TV + "resnet18-f37072fd.pth", 11_689_512, 69.758, 89.078),
 ))
 def resnet18(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
@@ -148,7 +148,7 @@ def resnet18(*, num_classes: int, in_channels: int, input_size: tuple[int, int],
     return _resnet("resnet18", num_classes, in_channels, **kw)
 
 
-@register_model("resnet34", family="resnet", source=_SOURCE, weights=(
+@register_model("resnet34", family="resnet", source=_SOURCE, options=ResNet, weights=(
     Weights("IMAGENET1K_V1", TV + "resnet34-b627a593.pth", 21_797_672, 73.314, 91.42),
 ))
 def resnet34(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
@@ -156,7 +156,7 @@ def resnet34(*, num_classes: int, in_channels: int, input_size: tuple[int, int],
     return _resnet("resnet34", num_classes, in_channels, **kw)
 
 
-@register_model("resnet50", family="resnet", source=_SOURCE, weights=(
+@register_model("resnet50", family="resnet", source=_SOURCE, options=ResNet, weights=(
     Weights("IMAGENET1K_V1", TV + "resnet50-0676ba61.pth", 25_557_032, 76.13, 92.862),
     Weights("IMAGENET1K_V2", TV + "resnet50-11ad3fa6.pth", 25_557_032, 80.858, 95.434, transforms=V2),
 ))
@@ -165,7 +165,7 @@ def resnet50(*, num_classes: int, in_channels: int, input_size: tuple[int, int],
     return _resnet("resnet50", num_classes, in_channels, **kw)
 
 
-@register_model("resnet101", family="resnet", source=_SOURCE, weights=(
+@register_model("resnet101", family="resnet", source=_SOURCE, options=ResNet, weights=(
     Weights("IMAGENET1K_V1", TV + "resnet101-63fe2227.pth", 44_549_160, 77.374, 93.546),
     Weights("IMAGENET1K_V2", TV + "resnet101-cd907fc2.pth", 44_549_160, 81.886, 95.78, transforms=V2),
 ))
@@ -174,7 +174,7 @@ def resnet101(*, num_classes: int, in_channels: int, input_size: tuple[int, int]
     return _resnet("resnet101", num_classes, in_channels, **kw)
 
 
-@register_model("resnet152", family="resnet", source=_SOURCE, weights=(
+@register_model("resnet152", family="resnet", source=_SOURCE, options=ResNet, weights=(
     Weights("IMAGENET1K_V1", TV + "resnet152-394f9c45.pth", 60_192_808, 78.312, 94.046),
     Weights("IMAGENET1K_V2", TV + "resnet152-f82ba261.pth", 60_192_808, 82.284, 96.002, transforms=V2),
 ))
