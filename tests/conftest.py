@@ -11,11 +11,13 @@ import socket
 import struct
 import tarfile
 import threading
+import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -205,3 +207,62 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--no-progress"]
     assert main(args) == 0
     return run
+
+
+@pytest.fixture
+def hub_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty torch hub directory, so no real cached weights are used."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+@pytest.fixture
+def hub(hub_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty torch hub directory where no download can succeed (offline)."""
+
+    def offline(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    return hub_dir
+
+
+def weights_bytes(state: dict) -> tuple[bytes, str]:
+    """A state dict as torch.save writes it, and the sha256 prefix a torchvision file name would carry."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue(), hashlib.sha256(buf.getvalue()).hexdigest()[:8]
+
+
+@pytest.fixture
+def fake_weights(monkeypatch: pytest.MonkeyPatch):
+    """``fake(model, state, base=None) -> (entry, bytes)``: the model's default weights entry renamed to carry
+    the hash of ``state``'s file (served from ``base`` when given), so a fake file passes the hash check."""
+    from dataclasses import replace
+
+    from cnnlab.models import model_info, registry
+
+    def fake(model: str, state: dict, base: str | None = None):
+        data, digest = weights_bytes(state)
+        info = model_info(model)
+        default = info.weights[0]
+        url = f"{base or default.url.rsplit('/', 1)[0]}/{model}-{digest}.pth"
+        entry = replace(default, url=url)
+        monkeypatch.setitem(registry._REGISTRY, model, replace(info, weights=(entry, *info.weights[1:])))
+        return entry, data
+
+    return fake
+
+
+@pytest.fixture
+def cached_weights(hub: Path, fake_weights):
+    """``cache(model, state) -> path``: ``state`` as the model's default weights file in the (offline) hub cache."""
+
+    def cache(model: str, state: dict) -> Path:
+        entry, data = fake_weights(model, state)
+        path = entry.cache_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return path
+
+    return cache

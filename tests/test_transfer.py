@@ -1,6 +1,4 @@
-"""Transfer learning: torchvision key/shape mapping for every architecture, numerics, weights API, head, freeze."""
-import urllib.error
-
+"""Transfer learning: torchvision key/shape mapping for every architecture, numerics, --pretrained, head, freeze."""
 import pytest
 import torch
 import torchvision
@@ -11,10 +9,10 @@ from cnnlab.engine.checkpoint import load_checkpoint
 from cnnlab.runs.card import RunCard
 from cnnlab.runs.run import build_model, load_trained
 from cnnlab.errors import CnnlabError
-from cnnlab.models import create_model
-from cnnlab.models.transfer import (IMAGENET_MEAN, IMAGENET_STD, TORCHVISION_SOURCES, TransferModel, backbone_kwargs,
-                                    build_transfer, cache_file, load_pretrained, parse_head, torchvision_weights,
-                                    transfer_meta)
+from cnnlab.engine.checkpoint import save_checkpoint
+from cnnlab.models import create_model, list_models
+from cnnlab.models.transfer import TransferModel, backbone_kwargs, build_transfer, load_pretrained, parse_head, transfer_meta
+from cnnlab.models.weights import IMAGENET_MEAN, IMAGENET_STD
 
 TOP = {"classifier", "fc", "aux1", "aux2"}  # torchvision's parts that include_top=False leaves out
 FEATURES_NODE = {"vgg11": "features", "alexnet": "features", "resnet18": "layer4", "googlenet": "inception5b"}
@@ -43,27 +41,7 @@ def torchvision_reference(name):
     return torch.nn.ModuleDict({"features": vgg.make_layers(vgg.cfgs["A"])})
 
 
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    """An empty torch hub directory (so nothing real is used) where no download can succeed."""
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-
-    def offline(url, dst, *args, **kwargs):
-        raise urllib.error.URLError("[Errno -2] Name or service not known")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    return tmp_path / "hub"
-
-
-def save_as_cached(name, state):
-    """Put a state dict where torchvision's weights API looks for IMAGENET1K_V1."""
-    path = cache_file(torchvision_weights(name, "imagenet"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
-    return path
-
-
-@pytest.mark.parametrize("name", sorted(TORCHVISION_SOURCES))
+@pytest.mark.parametrize("name", list_models(pretrained=True))
 def test_backbone_keys_and_shapes_equal_torchvision(name):
     with torch.device("meta"):
         backbone = build_model(meta_for(name, size=(224, 224))).backbone
@@ -74,12 +52,12 @@ def test_backbone_keys_and_shapes_equal_torchvision(name):
 
 
 @pytest.mark.parametrize("name", sorted(FEATURES_NODE))
-def test_features_equal_torchvision_with_loaded_weights(name, hub):
+def test_features_equal_torchvision_with_loaded_weights(name, cached_weights):
     torch.manual_seed(0)
     reference = torchvision_reference(name).eval()
-    save_as_cached(name, reference.state_dict())  # resnet18's fc and googlenet's fc/aux heads are ignored
+    path = cached_weights(name, reference.state_dict())  # resnet18's fc and googlenet's fc/aux heads are ignored
     model = build_model(meta_for(name, size=(64, 64))).eval()
-    assert "torchvision" in load_pretrained(model, name, "imagenet")
+    assert load_pretrained(model, name, "imagenet") == f"{name} IMAGENET1K_V1 ({path})"
     x = torch.rand(2, 3, 64, 64)
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     with torch.no_grad():
@@ -106,14 +84,25 @@ def test_local_pth_and_weight_errors(tmp_path, hub):
     assert load_pretrained(model, "resnet18", str(tmp_path / "mine.pth")) == str(tmp_path / "mine.pth")
     assert torch.equal(model.backbone.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "other.pth")
-    with pytest.raises(CnnlabError, match="does not fit this backbone"):
+    with pytest.raises(CnnlabError, match="does not fit this network"):
         load_pretrained(model, "resnet18", str(tmp_path / "other.pth"))
     with pytest.raises(CnnlabError, match="no weights file"):
         load_pretrained(model, "resnet18", str(tmp_path / "absent.pth"))
     with pytest.raises(CnnlabError, match="unknown weights 'IMAGENET9'.*IMAGENET1K_V1"):
-        torchvision_weights("resnet18", "IMAGENET9")
-    with pytest.raises(CnnlabError, match="torchvision has no pretrained weights for 'lenet5'"):
-        torchvision_weights("lenet5", "imagenet")
+        load_pretrained(model, "resnet18", "IMAGENET9")
+    with pytest.raises(CnnlabError, match="lenet5 has no pretrained weights"):
+        backbone_kwargs("lenet5", "imagenet", None)
+
+
+def test_a_cnnlab_run_directory_as_the_backbone_start(tmp_path):
+    torch.manual_seed(3)
+    trained = create_model("lenet5", num_classes=7)
+    run = tmp_path / "lenet5-digits"
+    save_checkpoint(run / "best.pt", {"model": trained.state_dict(), "model_name": "lenet5", "epoch": 3})
+    model = build_model(meta_for("lenet5", num_classes=4, channels=1, pretrained=str(run), hidden=(8,)))
+    assert isinstance(model.normalize, torch.nn.Identity)  # a run's weights: no ImageNet input normalisation
+    assert load_pretrained(model, "lenet5", str(run)) == str(run / "best.pt")
+    assert torch.equal(model.backbone.features.c5.weight, trained.features.c5.weight)
 
 
 def test_head_pooling_and_frozen_backbone():
@@ -147,16 +136,16 @@ def test_googlenet_and_alexnet_switch_to_torchvision_layout():
     assert create_model("alexnet", variant="torchvision").features[3].out_channels == 192
 
 
-def test_train_frozen_pretrained_resnet18_end_to_end(hub, tmp_path, capsys):
+def test_train_frozen_pretrained_resnet18_end_to_end(cached_weights, tmp_path, capsys):
     torch.manual_seed(2)
-    save_as_cached("resnet18", torchvision.models.resnet18().state_dict())  # with its 1000-class fc: ignored
-    pretrained = torchvision.models.resnet18().state_dict() | torch.load(cache_file(torchvision_weights("resnet18", "imagenet")))
+    pretrained = torchvision.models.resnet18().state_dict()
+    cached_weights("resnet18", pretrained)  # with its 1000-class fc: ignored
     run = tmp_path / "run"
     assert main(["train", "resnet18", "--pretrained", "imagenet", "--freeze", "backbone", "--head", "16",
                  "--pooling", "avg", "--rgb", "--epochs", "1", "--limit-train", "32", "--limit-val", "16",
                  "--run-dir", str(run), "--no-progress"]) == 0
     err = capsys.readouterr().err
-    assert "Backbone weights: torchvision ResNet18_Weights.IMAGENET1K_V1" in err and "(8,378 trainable)" in err
+    assert "Backbone weights: resnet18 IMAGENET1K_V1" in err and "(8,378 trainable)" in err
     weights = load_checkpoint(run / "last.pt")["model"]
     for key in ("conv1.weight", "layer3.0.bn1.running_mean", "layer4.1.conv2.weight"):  # frozen: weights and BN stats
         assert torch.equal(weights[f"backbone.{key}"], pretrained[key]), key

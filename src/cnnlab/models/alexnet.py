@@ -17,6 +17,7 @@ from torch import nn
 from ..layers import Conv2d, Dropout, MaxPool2d
 from .base import ZooModel, feature_shape
 from .registry import register_model
+from .weights import TORCHVISION_LAYOUT, TORCHVISION_URL as TV, Weights
 
 
 def krizhevsky_lrn() -> nn.LocalResponseNorm:
@@ -74,8 +75,11 @@ class AlexNet(ZooModel):
         return self.classifier[:-1](torch.flatten(self.avgpool(x), 1))
 
 
-@register_model("alexnet", family="alexnet", input_size=(3, 227, 227),
-                source="Krizhevsky et al. 2012 / seed 004")
+@register_model("alexnet", family="alexnet", input_size=(3, 227, 227), source="Krizhevsky et al. 2012 / seed 004",
+                options=AlexNet, weights=(
+    Weights("IMAGENET1K_V1", TV + "alexnet-owt-7be5be79.pth", 61_100_840, 56.522, 79.066,
+            model_kwargs=TORCHVISION_LAYOUT),
+))
 def alexnet(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """AlexNet at 227x227, single tower, LRN, 62.4 M parameters at 1000 classes; kwarg ``variant="torchvision"``."""
     return AlexNet(num_classes, in_channels, input_size, **kw)

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from ..spec import build_spec_file
+from ..spec import build, build_spec_file
 from .registry import Factory, register_model
 
 # name -> the course script that defines it (TF2 course chapter on CNNs, "六个经典卷积网络")
@@ -42,5 +42,5 @@ def _factory(name: str) -> Factory:
 CHANNELS_LAST = {"inception10-cifar"}
 
 for _name, _source in COURSE_NETWORKS.items():
-    register_model(_name, family="course", input_size=(3, 32, 32), num_classes=10, source=_source,
+    register_model(_name, family="course", input_size=(3, 32, 32), num_classes=10, source=_source, options=build,
                    recipe="course-channels-last" if _name in CHANNELS_LAST else None)(_factory(_name))

@@ -116,7 +116,7 @@ class FastCifarNet(ZooModel):
         return scaled_head(self.num_features, num_classes, device=device, dtype=dtype)
 
 
-@register_model("fast-cifar", family="fast", input_size=(3, 32, 32), num_classes=10, recipe="fast",
+@register_model("fast-cifar", family="fast", input_size=(3, 32, 32), num_classes=10, recipe="fast", options=FastCifarNet,
                 source="cnnlab's fast CIFAR-10 recipe (whitened patch stem, Muon); after Page 2018, Jordan 2024")
 def fast_cifar(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """The fast recipe's network; any input size works (global pooling before the head)."""

@@ -18,6 +18,7 @@ from torch import nn
 from ..layers import Conv2d, Dropout, GlobalPool2d, MaxPool2d
 from .base import ZooModel
 from .registry import register_model
+from .weights import TORCHVISION_LAYOUT, TORCHVISION_URL as TV, Transforms, Weights
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,14 @@ class GoogLeNet(ZooModel):
                        if num_classes > 0 else nn.Identity())
 
 
-@register_model("googlenet", family="googlenet", source="Szegedy et al. 2014 / seed 004")
+# Ported from Caffe, these weights read (x - 0.5) / 0.5 of a [0, 1] image. torchvision's GoogLeNet takes
+# ImageNet-normalised input and rescales it inside (transform_input); cnnlab's has no such layer, so its record
+# states the scaling itself. The file also holds the auxiliary heads, used with aux_logits=True.
+@register_model("googlenet", family="googlenet", source="Szegedy et al. 2014 / seed 004", options=GoogLeNet,
+                weights=(
+    Weights("IMAGENET1K_V1", TV + "googlenet-1378be20.pth", 6_624_904, 69.778, 89.53,
+            transforms=Transforms(mean=(0.5,) * 3, std=(0.5,) * 3), model_kwargs=TORCHVISION_LAYOUT),
+))
 def googlenet(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """GoogLeNet (Inception v1); kwargs ``aux_logits=True``, ``variant="torchvision"``."""
     return GoogLeNet(num_classes, in_channels, **kw)

@@ -89,7 +89,7 @@ class TFLearnCifar(ZooModel):
         return self.classifier[:-1](torch.flatten(x, 1))
 
 
-@register_model("alexnet-vgg", family="hybrid", num_classes=100, source="seed 003 (AlexNet + VGG)")
+@register_model("alexnet-vgg", family="hybrid", num_classes=100, source="seed 003 (AlexNet + VGG)", options=VGG)
 def alexnet_vgg(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """Seed 003's AlexNet+VGG as its code prints it: 45,295,844 Keras params at 100 classes.
 
@@ -100,14 +100,15 @@ def alexnet_vgg(*, num_classes: int, in_channels: int, input_size: tuple[int, in
     return keras_init_(VGG(alexnet_vgg_features(in_channels), num_classes, in_channels, input_size, **kw))
 
 
-@register_model("alexnet-vgg-resnet", family="hybrid", num_classes=100, source="seed 003 (AlexNet + VGG + ResNet)")
+@register_model("alexnet-vgg-resnet", family="hybrid", num_classes=100, source="seed 003 (AlexNet + VGG + ResNet)",
+                options=HybridResNet)
 def alexnet_vgg_resnet(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """Seed 003's AlexNet+VGG+ResNet: 23,858,788 Keras params at 100 classes."""
     return keras_init_(HybridResNet(num_classes, in_channels, **kw))
 
 
 @register_model("tflearn-cifar", family="tflearn", input_size=(3, 32, 32), num_classes=10,
-                source="seed 004 (tflearn CIFAR-10 example)")
+                source="seed 004 (tflearn CIFAR-10 example)", options=TFLearnCifar)
 def tflearn_cifar(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """Seed 004's small tflearn CIFAR-10 network, 2,159,114 params at 10 classes."""
     return keras_init_(TFLearnCifar(num_classes, in_channels, input_size, **kw))

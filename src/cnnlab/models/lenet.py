@@ -49,7 +49,7 @@ class LeNet5(ZooModel):
 
 
 @register_model("lenet5", family="lenet", input_size=(1, 32, 32), num_classes=10,
-                source="LeCun et al. 1998 / seeds 001, 004")
+                source="LeCun et al. 1998 / seeds 001, 004", options=LeNet5)
 def lenet5(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """LeNet-5 for 32x32 grey digits, tanh throughout, C5 as a convolution."""
     return LeNet5(num_classes, in_channels, input_size, **kw)

@@ -3,20 +3,27 @@
 Naming scheme: paper networks keep the paper's name (``vgg16``, ``resnet50``, ``lenet5``); networks
 designed for 32x32 CIFAR inputs end in ``-cifar`` (the course's six: ``baseline-cifar`` ...
 ``resnet18-cifar``). A path ending in ``.cbapd`` is built from the CBAPD text spec.
+Pretrained weights are registered with their model (``weights=``, records from ``models/weights.py``) and
+loaded by ``create_model(name, pretrained=...)``.
 """
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from torch import nn
 
 from ..errors import CnnlabError
 
+if TYPE_CHECKING:
+    from .weights import PretrainedArg, Weights
+
 Factory = Callable[..., nn.Module]
+COMMON_OPTIONS = ("num_classes", "in_channels", "input_size")  # what create_model passes every factory
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,8 @@ class ModelInfo:
     source: str = ""  # paper or course reference
     tags: tuple[str, ...] = field(default_factory=tuple)
     recipe: str | None = None  # training recipe whose defaults `cnnlab train` applies (engine/recipes.py)
+    weights: tuple[Weights, ...] = ()  # pretrained weights it can load; the first is the default
+    options: Callable[..., Any] | None = None  # what the factory forwards its extra keywords to
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -45,25 +54,34 @@ def register_model(
     source: str = "",
     tags: tuple[str, ...] = (),
     recipe: str | None = None,
+    weights: tuple[Weights, ...] = (),
+    options: Callable[..., Any] | None = None,
 ) -> Callable[[Factory], Factory]:
-    """Register ``fn(num_classes=, in_channels=, input_size=, **kw) -> nn.Module`` under a name."""
+    """Register ``fn(num_classes=, in_channels=, input_size=, **kw) -> nn.Module`` under a name.
+
+    ``weights``: the pretrained files the network loads, its default first. ``options``: the class (or
+    function) ``fn`` passes ``**kw`` to, whose keyword parameters are then the options ``create_model``
+    accepts; a factory with ``**kw`` and no ``options`` has its extra keywords passed on unchecked.
+    """
 
     def deco(fn: Factory) -> Factory:
         key = name or fn.__name__.replace("_", "-")
         if key in _REGISTRY:
             raise ValueError(f"model name {key!r} registered twice")
-        _REGISTRY[key] = ModelInfo(key, fn, family, input_size, num_classes, source, tags, recipe)
+        _REGISTRY[key] = ModelInfo(key, fn, family, input_size, num_classes, source, tags, recipe, weights, options)
         return fn
 
     return deco
 
 
-def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
-    """Registered names matching a shell-style wildcard (``"resnet*"``), sorted."""
+def list_models(pattern: str = "*", family: str | None = None, pretrained: bool = False) -> list[str]:
+    """Registered names matching a shell-style wildcard (``"resnet*"``), sorted; with ``pretrained``, only
+    those that have weights."""
     _ensure_loaded()
     return sorted(
         n for n, info in _REGISTRY.items()
         if fnmatch.fnmatch(n, pattern) and (family is None or info.family == family)
+        and (info.weights or not pretrained)
     )
 
 
@@ -92,12 +110,32 @@ def create_model(
     num_classes: int | None = None,
     in_channels: int | None = None,
     input_size: tuple[int, int] | None = None,
-    **kwargs,
+    pretrained: PretrainedArg = False,
+    **kwargs: Any,
 ) -> nn.Module:
     """Build a network by registered name or ``.cbapd`` path; unset arguments take its defaults.
 
     ``input_size`` (H, W) matters only for networks whose dense head depends on it (Flatten → Dense).
+    ``pretrained`` fills the network after building it: ``True`` or ``"imagenet"`` loads the model's default
+    entry of ``model_info(name).weights``, a name (``"IMAGENET1K_V2"``) that entry, and a path a ``.pth`` state
+    dict, a cnnlab checkpoint or a run directory (its best.pt, else last.pt). An entry also sets the factory
+    keywords its layout needs (``variant="torchvision"`` for alexnet and googlenet), is downloaded into
+    torch.hub's cache and is hash-checked each time it is used. With a ``num_classes`` other than the
+    weights' the classifier stays freshly initialised and everything else loads (timm's behaviour).
     """
+    from .weights import load_pretrained_state, merge_model_kwargs, resolve_pretrained
+
+    check_options(name, kwargs)
+    source = resolve_pretrained(name, pretrained)
+    model = _build(name, num_classes, in_channels, input_size, merge_model_kwargs(source, kwargs))
+    if source is not None:
+        load_pretrained_state(model, source)
+    return model
+
+
+def _build(name: str, num_classes: int | None, in_channels: int | None, input_size: tuple[int, int] | None,
+           kwargs: dict[str, Any]) -> nn.Module:
+    """The freshly initialised network of a registered name or spec file."""
     if is_spec_path(name):
         from ..spec import build_spec_file
 
@@ -112,6 +150,41 @@ def create_model(
         input_size=tuple(input_size) if input_size is not None else (h, w),
         **kwargs,
     )
+
+
+def check_options(name: str, kwargs: dict[str, Any]) -> None:
+    """Refuse a keyword the network does not take, naming those it does."""
+    accepted = accepted_options(name)
+    unknown = [k for k in kwargs if accepted is not None and k not in accepted]
+    if unknown:
+        s = "s" if len(unknown) > 1 else ""
+        raise CnnlabError(f"{name} takes no option{s} {', '.join(map(repr, unknown))} "
+                          f"(it takes: {', '.join(accepted)})")
+
+
+def accepted_options(name: str) -> tuple[str, ...] | None:
+    """Keywords ``create_model(name, ...)`` takes, read from the signatures of its factory and of what the
+    factory forwards ``**kw`` to; None when a factory forwards them somewhere undeclared."""
+    if is_spec_path(name):
+        from ..spec import build, build_spec_file
+
+        factory, options = build_spec_file, build
+    else:
+        info = model_info(name)
+        factory, options = info.factory, info.options
+    own, forwards = keyword_parameters(factory)
+    if forwards and options is None:
+        return None
+    extra = [p for p in keyword_parameters(options)[0] if p not in COMMON_OPTIONS] if forwards else []
+    return (*extra, "pretrained", *(p for p in own if p not in extra))
+
+
+def keyword_parameters(fn: Callable[..., Any]) -> tuple[list[str], bool]:
+    """Names ``fn`` can take by keyword with a default (or keyword-only), and whether it takes ``**kwargs``."""
+    params = inspect.signature(fn).parameters.values()
+    named = [p.name for p in params if p.kind is p.KEYWORD_ONLY
+             or (p.kind is p.POSITIONAL_OR_KEYWORD and p.default is not p.empty)]
+    return named, any(p.kind is p.VAR_KEYWORD for p in params)
 
 
 def default_input_size(name: str) -> tuple[int, int, int]:

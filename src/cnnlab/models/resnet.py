@@ -15,6 +15,7 @@ from torch import nn
 from ..layers import BatchNorm2d, Conv2d, GlobalPool2d, MaxPool2d
 from .base import ZooModel
 from .registry import register_model
+from .weights import TORCHVISION_URL as TV, Transforms, Weights
 
 
 def conv_bn(in_channels: int, out_channels: int, kernel: int, stride: int = 1, bias: bool = False,
@@ -136,33 +137,47 @@ def _resnet(name: str, num_classes: int, in_channels: int, **kw) -> ResNet:
 
 
 _SOURCE = "He et al. 2015 / seeds 001, 003"
+V2 = Transforms(resize=232)  # torchvision's 2021 recipe evaluates at 232 → 224
 
 
-@register_model("resnet18", family="resnet", source=_SOURCE)
+@register_model("resnet18", family="resnet", source=_SOURCE, options=ResNet, weights=(
+    Weights("IMAGENET1K_V1", TV + "resnet18-f37072fd.pth", 11_689_512, 69.758, 89.078),
+))
 def resnet18(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """ResNet-18: basic blocks 2-2-2-2, 11.7 M params, 1.8 G multiply-adds."""
     return _resnet("resnet18", num_classes, in_channels, **kw)
 
 
-@register_model("resnet34", family="resnet", source=_SOURCE)
+@register_model("resnet34", family="resnet", source=_SOURCE, options=ResNet, weights=(
+    Weights("IMAGENET1K_V1", TV + "resnet34-b627a593.pth", 21_797_672, 73.314, 91.42),
+))
 def resnet34(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """ResNet-34: basic blocks 3-4-6-3, 21.8 M params, 3.6 G multiply-adds."""
     return _resnet("resnet34", num_classes, in_channels, **kw)
 
 
-@register_model("resnet50", family="resnet", source=_SOURCE)
+@register_model("resnet50", family="resnet", source=_SOURCE, options=ResNet, weights=(
+    Weights("IMAGENET1K_V1", TV + "resnet50-0676ba61.pth", 25_557_032, 76.13, 92.862),
+    Weights("IMAGENET1K_V2", TV + "resnet50-11ad3fa6.pth", 25_557_032, 80.858, 95.434, transforms=V2),
+))
 def resnet50(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """ResNet-50: bottlenecks 3-4-6-3, 25.6 M params, 4.1 G multiply-adds (3.8 with stride_in_1x1)."""
     return _resnet("resnet50", num_classes, in_channels, **kw)
 
 
-@register_model("resnet101", family="resnet", source=_SOURCE)
+@register_model("resnet101", family="resnet", source=_SOURCE, options=ResNet, weights=(
+    Weights("IMAGENET1K_V1", TV + "resnet101-63fe2227.pth", 44_549_160, 77.374, 93.546),
+    Weights("IMAGENET1K_V2", TV + "resnet101-cd907fc2.pth", 44_549_160, 81.886, 95.78, transforms=V2),
+))
 def resnet101(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """ResNet-101: bottlenecks 3-4-23-3, 44.5 M params, 7.8 G multiply-adds (7.6 with stride_in_1x1)."""
     return _resnet("resnet101", num_classes, in_channels, **kw)
 
 
-@register_model("resnet152", family="resnet", source=_SOURCE)
+@register_model("resnet152", family="resnet", source=_SOURCE, options=ResNet, weights=(
+    Weights("IMAGENET1K_V1", TV + "resnet152-394f9c45.pth", 60_192_808, 78.312, 94.046),
+    Weights("IMAGENET1K_V2", TV + "resnet152-f82ba261.pth", 60_192_808, 82.284, 96.002, transforms=V2),
+))
 def resnet152(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """ResNet-152: bottlenecks 3-8-36-3, 60.2 M params, 11.6 G multiply-adds (11.3 with stride_in_1x1)."""
     return _resnet("resnet152", num_classes, in_channels, **kw)

@@ -16,6 +16,7 @@ from ..layers import Conv2d, Dropout, MaxPool2d
 from .alexnet import krizhevsky_lrn
 from .base import ZooModel, feature_shape
 from .registry import register_model
+from .weights import TORCHVISION_URL as TV, Transforms, Weights
 
 CFGS: dict[str, str] = {
     "A": "conv3-64 maxpool conv3-128 maxpool conv3-256 conv3-256 maxpool "
@@ -80,39 +81,52 @@ def _vgg(cfg: str, num_classes: int, in_channels: int, input_size: tuple[int, in
 
 
 _SOURCE = "Simonyan & Zisserman 2014 / seed 001"
+# The SSD authors' VGG16 features, trained with the paper's own input scaling (0-255 images minus the mean);
+# torchvision ships no trained classifier with them.
+FEATURES_ONLY = Transforms(mean=(0.48235, 0.45882, 0.40784), std=(1 / 255,) * 3)
 
 
-@register_model("vgg11", family="vgg", source=_SOURCE)
+@register_model("vgg11", family="vgg", source=_SOURCE, options=VGG, weights=(
+    Weights("IMAGENET1K_V1", TV + "vgg11-8a719046.pth", 132_863_336, 69.02, 88.628),
+))
 def vgg11(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """VGG configuration A, 11 weight layers."""
     return _vgg("A", num_classes, in_channels, input_size, **kw)
 
 
-@register_model("vgg11-lrn", family="vgg", source=_SOURCE)
+@register_model("vgg11-lrn", family="vgg", source=_SOURCE, options=VGG)
 def vgg11_lrn(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """VGG configuration A-LRN: A with local response normalisation after the first conv."""
     return _vgg("A-LRN", num_classes, in_channels, input_size, **kw)
 
 
-@register_model("vgg13", family="vgg", source=_SOURCE)
+@register_model("vgg13", family="vgg", source=_SOURCE, options=VGG, weights=(
+    Weights("IMAGENET1K_V1", TV + "vgg13-19584684.pth", 133_047_848, 69.928, 89.246),
+))
 def vgg13(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """VGG configuration B, 13 weight layers."""
     return _vgg("B", num_classes, in_channels, input_size, **kw)
 
 
-@register_model("vgg16-c", family="vgg", source=_SOURCE)
+@register_model("vgg16-c", family="vgg", source=_SOURCE, options=VGG)
 def vgg16_c(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """VGG configuration C: 16 weight layers, the last conv of stages 3-5 being 1x1."""
     return _vgg("C", num_classes, in_channels, input_size, **kw)
 
 
-@register_model("vgg16", family="vgg", source=_SOURCE)
+@register_model("vgg16", family="vgg", source=_SOURCE, options=VGG, weights=(
+    Weights("IMAGENET1K_V1", TV + "vgg16-397923af.pth", 138_357_544, 71.592, 90.382),
+    Weights("IMAGENET1K_FEATURES", TV + "vgg16_features-amdegroot-88682ab5.pth", 138_357_544, None, None,
+            num_classes=None, transforms=FEATURES_ONLY, fresh=("classifier",)),
+))
 def vgg16(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """VGG configuration D, the usual VGG16."""
     return _vgg("D", num_classes, in_channels, input_size, **kw)
 
 
-@register_model("vgg19", family="vgg", source=_SOURCE)
+@register_model("vgg19", family="vgg", source=_SOURCE, options=VGG, weights=(
+    Weights("IMAGENET1K_V1", TV + "vgg19-dcbb9e9d.pth", 143_667_240, 72.376, 90.876),
+))
 def vgg19(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """VGG configuration E, the usual VGG19."""
     return _vgg("E", num_classes, in_channels, input_size, **kw)

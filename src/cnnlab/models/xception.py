@@ -78,7 +78,8 @@ class Xception(ZooModel):
         return self.global_pool(x)
 
 
-@register_model("xception", family="xception", input_size=(3, 299, 299), source="Chollet 2017 / seed 003")
+@register_model("xception", family="xception", input_size=(3, 299, 299), source="Chollet 2017 / seed 003",
+                options=Xception)
 def xception(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> nn.Module:
     """Xception at 299x299 (any input ≥ 71 works: the head follows a global pool)."""
     return Xception(num_classes, in_channels, **kw)
