@@ -17,7 +17,9 @@ import statistics
 import time
 from typing import Callable
 
-import cnnlab  # noqa: F401  (first: its OpenMP defaults must be set before torch loads libgomp)
+import cnnlab
+
+cnnlab.tune_cpu()  # the CLI's CPU settings, before torch loads (cnnlab.cpu)
 import torch
 import torch.nn.functional as F
 

@@ -34,18 +34,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-import cnnlab  # noqa: F401  (first: its OpenMP defaults must be set before torch loads libgomp)
-import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
-from torch.utils.flop_counter import FlopCounterMode
+import cnnlab
 
-from cnnlab.cli import positive_int
-from cnnlab.data.loader import TensorLoader
-from cnnlab.engine.config import RunConfig
-from cnnlab.engine.fit import Trainer
-from cnnlab.errors import CnnlabError
-from cnnlab.models import create_model
+cnnlab.tune_cpu()  # the CLI's CPU settings, before torch loads (cnnlab.cpu)
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from cnnlab.cli import positive_int  # noqa: E402
+from cnnlab.data.loader import TensorLoader  # noqa: E402
+from cnnlab.engine import FitConfig, Trainer  # noqa: E402
+from cnnlab.errors import CnnlabError  # noqa: E402
+from cnnlab.models import create_model  # noqa: E402
 
 MATMUL_N = 2048  # side of the square fp32 matmul that measures the ceiling
 COURSE_MODELS = ("baseline-cifar", "lenet5-cifar", "alexnet8-cifar", "vgg16-cifar", "inception10-cifar",
@@ -152,25 +154,20 @@ def everyday_runner(model_name: str, batch: int, steps: int) -> Runner:
 
 
 def engine_runner(model_name: str, batch: int, steps: int, precision: str, channels_last: bool) -> Runner:
-    """cnnlab's own epoch loop (Trainer._train_epoch) over ``steps`` batches with crop-flip augmentation."""
+    """cnnlab's own epoch loop (``Trainer.train_epoch``) over ``steps`` batches with crop-flip augmentation."""
     torch.manual_seed(0)
-    cfg = RunConfig(model=model_name, batch_size=batch, precision=precision, channels_last=channels_last,
-                    augment="crop-flip")
+    cfg = FitConfig(batch_size=batch, precision=precision)
     model = create_model(model_name)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     images, labels = fake_cifar(batch * steps)
     loader = TensorLoader(images, labels, batch, augment="crop-flip", channels_last=channels_last)
-    trainer = Trainer(model, loader, None, cfg, Path(tempfile.mkdtemp()), {}, progress=False)
-    trainer.total_steps = 10 ** 9  # keep the learning rate schedule flat
-
-    class NoStop:
-        signum = None
+    trainer = Trainer(model, loader, None, cfg, Path(tempfile.mkdtemp()), progress=False)
 
     def run() -> float:
-        trainer.step = 0
+        trainer.seek(0)  # the same epoch every round; the constant schedule keeps the learning rate flat
         t0 = time.perf_counter()
-        trainer._train_epoch(NoStop())
+        trainer.train_epoch()
         return batch * steps / (time.perf_counter() - t0)
 
     return run

@@ -20,11 +20,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cnnlab  # noqa: F401  (first: its OpenMP defaults must be set before torch loads libgomp)
-from cnnlab.engine.fit import Callbacks
-from cnnlab.engine.recipes import config_for
-from cnnlab.engine.run import train
-from cnnlab.errors import CnnlabError
+import cnnlab
+
+cnnlab.tune_cpu()  # the CLI's CPU settings, before torch loads (cnnlab.cpu)
+
+from cnnlab.engine.fit import Callbacks  # noqa: E402
+from cnnlab.errors import CnnlabError  # noqa: E402
 from throughput import matmul_gflops  # benchmarks/throughput.py: the same ceiling probe
 
 # airbench94 (Muon variant) in eager fp32 PyTorch on these machines, from the issue: 8 epochs in
@@ -50,7 +51,7 @@ class Timeline:
 def import_seconds() -> float:
     """Seconds a fresh interpreter needs to import cnnlab's CLI (torch included)."""
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import cnnlab.cli, cnnlab.engine.run"], check=True)
+    subprocess.run([sys.executable, "-c", "import cnnlab.cli, cnnlab.runs.run"], check=True)
     return time.perf_counter() - t0
 
 
@@ -70,7 +71,6 @@ def run_one(spec: str, data_dir: str, seed: int) -> Timeline:
     """Train fast-cifar as ``spec`` says (``epochs=N`` or ``budget=MINUTES``) and time it."""
     key, value = spec.split("=")
     given = {"epochs": int(value)} if key == "epochs" else {"time_budget": float(value)}
-    cfg = config_for("fast-cifar", {"dataset": "cifar10", "data_dir": data_dir, "seed": seed, **given})
     line = Timeline(spec)
     before = max(matmul_gflops() for _ in range(3))
     t0 = time.perf_counter()
@@ -81,7 +81,8 @@ def run_one(spec: str, data_dir: str, seed: int) -> Timeline:
         line.final_tta = row.get("tta_val_accuracy", line.final_tta)
 
     with tempfile.TemporaryDirectory() as run_dir:
-        history = train(cfg, Path(run_dir), fresh=True, progress=False, callbacks=Callbacks(on_epoch_end=[on_epoch_end]))
+        history = cnnlab.train("fast-cifar", dataset="cifar10", data_dir=data_dir, seed=seed, run_dir=Path(run_dir),
+                               fresh=True, progress=False, callbacks=Callbacks(on_epoch_end=[on_epoch_end]), **given)
     line.total_seconds, line.epochs = time.perf_counter() - t0, len(history)
     line.matmul_gflops = (before, max(matmul_gflops() for _ in range(3)))
     return line

@@ -188,7 +188,7 @@ def test_an_unknown_keyword_names_the_accepted_ones():
                               "in_channels, input_size)")
     with pytest.raises(CnnlabError, match=r"googlenet takes no options 'a', 'b' \(it takes: aux_logits, variant"):
         create_model("googlenet", a=1, b=2)
-    spec = str(Path(__file__).parents[1] / "src/cnnlab/specs/baseline-cifar.cbapd")
+    spec = str(Path(__file__).parents[2] / "src/cnnlab/specs/baseline-cifar.cbapd")
     with pytest.raises(CnnlabError, match=r"baseline-cifar.cbapd takes no option 'foo' \(it takes: init, pretrained"):
         create_model(spec, foo=1)
     assert create_model(spec, init="torch") is not None and create_model("lenet5", act="relu") is not None
