@@ -243,15 +243,15 @@ def test_escaping_zip_member_refused(tmp_path):
     assert listing(tmp_path / "out") == []
 
 
-def test_safe_extract_zip_and_tar_with_inner_symlink(tmp_path):
+def test_safe_extract_zip_and_tar_then_refuses_to_overwrite(tmp_path):
     archive = tmp_path / "ok.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("pkg/a.txt", "A")
     safe_extract(archive, tmp_path / "z")
     assert (tmp_path / "z" / "pkg" / "a.txt").read_text() == "A"
-    tar = _tar_with(tmp_path / "ok.tar.gz", _member("pkg/alias", tarfile.SYMTYPE, "good.txt"))
+    tar = _tar_with(tmp_path / "ok.tar.gz", _member("pkg/more.txt"))
     safe_extract(tar, tmp_path / "t")
-    assert (tmp_path / "t" / "pkg" / "alias").read_text() == "ok"
+    assert (tmp_path / "t" / "pkg" / "more.txt").read_text() == "evil"
     with pytest.raises(CnnlabError, match="already exists"):
         safe_extract(tar, tmp_path / "t")
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from ..errors import CnnlabError
 from .cifar import load_cifar
 from .digits import load_digits_set
-from .download import cache_dir, fetch, safe_extract
+from .archive import safe_extract
+from .download import cache_dir, fetch
 from .folder import load_folder, scan_folder
 from .imageset import ImageSet
 from .mnist import load_idx_dataset

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from ..errors import CnnlabError
-from .download import cache_dir, fetch, safe_extract, url_filename
+from .archive import safe_extract
+from .download import cache_dir, fetch, url_filename
 from .imageset import ImageSet
 from .safe_pickle import get_key, load_cifar_batch, load_pickle
 

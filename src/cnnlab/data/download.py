@@ -1,17 +1,11 @@
-"""Checked downloads into the data cache, and archive extraction that cannot escape its folder."""
+"""Checked downloads into the data cache."""
 from __future__ import annotations
 
 import http.client
 import os
 import posixpath
 import secrets
-import shutil
-import stat
-import tarfile
-import tempfile
 import urllib.error
-import zipfile
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
@@ -22,7 +16,6 @@ from ..errors import CnnlabError
 
 DATA_ENV = "CNNLAB_DATA"
 _DOWNLOAD_ERRORS = (OSError, http.client.HTTPException, RecursionError, ValueError)
-_ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError)
 
 
 def cache_dir() -> Path:
@@ -98,100 +91,3 @@ def _offline_message(url: str, target: Path, err: BaseException) -> str:
     reason = " ".join(str(getattr(err, "reason", err)).split()) or type(err).__name__
     return (f"cannot download {url} ({reason}): download it manually and place it at {target} "
             f"(or point --data-dir / {DATA_ENV} at a folder that has it)")
-
-
-def safe_extract(archive: str | Path, dest: str | Path) -> Path:
-    """Extract a .tar/.tar.gz/.tgz/.zip into dest, all or nothing, refusing members that escape dest."""
-    archive, dest = Path(archive), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=dest, prefix=".extract-"))
-    try:
-        _extract_checked(archive, staging)
-        _move_entries(staging, dest)
-    except _ARCHIVE_ERRORS as err:
-        raise CnnlabError(f"cannot extract {archive}: it is truncated or corrupt ({err}); "
-                          "delete it and re-run to download it again") from err
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return dest
-
-
-def _extract_checked(archive: Path, staging: Path) -> None:
-    """Validate every member first, then extract into the staging folder."""
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                _refuse_if_unsafe(archive, info.filename, _zip_kind(info), "")
-            zf.extractall(staging)
-        return
-    with tarfile.open(archive, "r:*") as tf:
-        members = tf.getmembers()
-        for m in members:
-            _refuse_if_unsafe(archive, m.name, _tar_kind(m), m.linkname)
-        tf.extractall(staging, members=members, filter="data")
-
-
-def _move_entries(staging: Path, dest: Path) -> None:
-    """Rename each extracted top-level entry into dest; refuse to overwrite existing ones."""
-    entries = sorted(staging.iterdir())
-    clashes = [e.name for e in entries if (dest / e.name).exists()]
-    if clashes:
-        raise CnnlabError(f"cannot extract into {dest}: {', '.join(clashes)} already exists there; "
-                          "delete it to re-extract")
-    for entry in entries:
-        os.replace(entry, dest / entry.name)
-
-
-def _tar_kind(member: tarfile.TarInfo) -> str:
-    """'file', 'dir', 'symlink', 'hardlink' or 'special' for a tar member."""
-    if member.issym():
-        return "symlink"
-    if member.islnk():
-        return "hardlink"
-    if member.isdir():
-        return "dir"
-    return "file" if member.isfile() else "special"
-
-
-def _zip_kind(info: zipfile.ZipInfo) -> str:
-    """'file', 'dir', 'symlink' or 'special' for a zip member, from its Unix mode bits."""
-    mode = info.external_attr >> 16
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    if info.is_dir():
-        return "dir"
-    return "special" if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR) else "file"
-
-
-def _refuse_if_unsafe(archive: Path, name: str, kind: str, linkname: str) -> None:
-    """Raise CnnlabError if a member could write, or point, outside the extraction folder."""
-    reason = unsafe_member_reason(name, kind, linkname)
-    if reason:
-        raise CnnlabError(f"refusing to extract {archive}: member {name!r} {reason}; "
-                          "the archive is not a genuine copy, delete it")
-
-
-def unsafe_member_reason(name: str, kind: str, linkname: str = "") -> str | None:
-    """Why an archive member is unsafe (absolute, `..`, escaping link, device), or None if safe."""
-    if kind == "special":
-        return "is a device, fifo or other special file"
-    if _escapes(name):
-        return "has an absolute path or climbs out with '..'"
-    if kind == "symlink" and (_is_absolute(linkname) or
-                              _escapes(posixpath.join(posixpath.dirname(name), linkname))):
-        return f"is a symlink pointing outside ({linkname!r})"
-    if kind == "hardlink" and _escapes(linkname):
-        return f"is a hard link pointing outside ({linkname!r})"
-    return None
-
-
-def _is_absolute(path: str) -> bool:
-    """True for POSIX, Windows-drive and backslash absolute paths."""
-    return path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":")
-
-
-def _escapes(path: str) -> bool:
-    """True if a member path is absolute or normalises to somewhere above its root."""
-    if not path or _is_absolute(path):
-        return True
-    return ".." in posixpath.normpath(path.replace("\\", "/")).split("/")
