@@ -3,16 +3,26 @@ servers that stall or never stop, named pipes, deep images, empty splits and dam
 from __future__ import annotations
 
 import errno
+import hashlib
+import http.server
 import io
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tarfile
+import threading
+import time
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from cnnlab.data import safe_extract
+from cnnlab.data import cifar, download, mnist, safe_extract
+from cnnlab.data.download import fetch
 from cnnlab.errors import CnnlabError
 
 
@@ -172,3 +182,191 @@ def test_a_full_disk_while_extracting_says_so_not_corrupt(tmp_path, monkeypatch)
                                           r"was extracted: free disk space"):
         safe_extract(archive, tmp_path / "out")
     assert tree(tmp_path / "out") == []
+
+
+# ---- 2. downloads ---------------------------------------------------------------------------------
+
+PAYLOAD = bytes(range(256)) * 400  # 102,400 bytes
+PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()
+
+
+@contextmanager
+def scripted_server(respond):
+    """An HTTP server on 127.0.0.1 whose GET runs respond(handler); yields (url, request headers seen)."""
+    seen: list[dict[str, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(dict(self.headers))
+            respond(self)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/file.bin", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def send(handler, status: int, headers: dict[str, str], body: bytes = b"") -> None:
+    """Write a status line, headers and body; a client that hung up is not an error."""
+    try:
+        handler.send_response(status)
+        for key, value in headers.items():
+            handler.send_header(key, value)
+        handler.end_headers()
+        handler.wfile.write(body)
+    except OSError:
+        pass
+
+
+def ranged(payload: bytes, delay: float = 0.0, stall_after: int | None = None):
+    """Serve payload honouring `Range: bytes=N-`; optionally wait first, or stall (≤ 5 s) after some bytes."""
+    def respond(handler) -> None:
+        start = int(handler.headers.get("Range", "bytes=0-")[6:].rstrip("-") or 0)
+        time.sleep(delay)
+        headers = {"Content-Length": str(len(payload) - start)}
+        if start:
+            headers["Content-Range"] = f"bytes {start}-{len(payload) - 1}/{len(payload)}"
+        body = payload[start:] if stall_after is None else payload[start:stall_after]
+        send(handler, 206 if start else 200, headers, body)
+        if stall_after is not None:
+            handler.wfile.flush()
+            time.sleep(5)
+    return respond
+
+
+def endless(handler) -> None:
+    """A body with no length that does not stop by itself: at most 64 MiB or 5 s, until the client hangs up."""
+    send(handler, 200, {})
+    deadline = time.monotonic() + 5
+    for _ in range(1024):
+        try:
+            handler.wfile.write(b"x" * 65536)
+        except OSError:
+            return
+        if time.monotonic() > deadline:
+            return
+
+
+def huge_length(handler) -> None:
+    """Announces a terabyte."""
+    send(handler, 200, {"Content-Length": str(10 ** 12)}, b"x" * 1024)
+
+
+@pytest.fixture
+def short_timeout(monkeypatch):
+    monkeypatch.setattr(download, "TIMEOUT", 0.5)
+
+
+def test_a_server_that_accepts_and_never_answers_times_out(tmp_path, short_timeout):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)  # the kernel completes the connection; nobody ever reads or answers
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/file.bin"
+        start = time.monotonic()
+        with pytest.raises(CnnlabError, match=r"cannot download .*file.bin \(no answer within 0.5 s\)"):
+            fetch(url, PAYLOAD_MD5, tmp_path, size=len(PAYLOAD))
+    assert time.monotonic() - start < 5 and tree(tmp_path) == []
+
+
+def test_an_endless_body_is_stopped_at_the_expected_size_and_removed(tmp_path, short_timeout):
+    with scripted_server(endless) as (url, _):
+        start = time.monotonic()
+        with pytest.raises(CnnlabError, match=r"sent more than the 102,400 bytes .* stopped and removed"):
+            fetch(url, PAYLOAD_MD5, tmp_path, size=len(PAYLOAD))
+    assert time.monotonic() - start < 5 and tree(tmp_path) == []
+
+
+def test_a_content_length_larger_than_expected_is_refused_at_once(tmp_path, short_timeout):
+    with scripted_server(huge_length) as (url, _):
+        with pytest.raises(CnnlabError, match=r"announces 1,000,000,000,000 bytes .* has 102,400"):
+            fetch(url, PAYLOAD_MD5, tmp_path, size=len(PAYLOAD))
+    assert tree(tmp_path) == []
+
+
+def test_a_left_over_part_is_resumed_with_a_range_request(tmp_path, short_timeout):
+    (tmp_path / "file.bin.part").write_bytes(PAYLOAD[:40_000])
+    with scripted_server(ranged(PAYLOAD)) as (url, seen):
+        path = fetch(url, PAYLOAD_MD5, tmp_path, size=len(PAYLOAD))
+    assert seen[0].get("Range") == "bytes=40000-" and path.read_bytes() == PAYLOAD
+    assert tree(tmp_path) == ["file.bin"]
+
+
+def test_a_left_over_part_starts_over_when_the_server_ignores_ranges(tmp_path, http_server):
+    (http_server.root / "file.bin").write_bytes(PAYLOAD)
+    dest = tmp_path / "dl"
+    dest.mkdir()
+    (dest / "file.bin.part").write_bytes(b"junk from an older copy")
+    (dest / ".file.bin.1a2b3c4d5e6f.part").write_bytes(b"a random-named part of an earlier cnnlab")
+    path = fetch(http_server.url("file.bin"), PAYLOAD_MD5, dest, size=len(PAYLOAD))
+    assert path.read_bytes() == PAYLOAD and tree(dest) == ["file.bin"]
+
+
+def test_a_resumed_part_that_ends_with_the_wrong_md5_is_removed(tmp_path, short_timeout):
+    (tmp_path / "file.bin.part").write_bytes(b"\0" * 40_000)
+    with scripted_server(ranged(PAYLOAD)) as (url, _):
+        with pytest.raises(CnnlabError, match=r"md5 .*expected .*the file was removed"):
+            fetch(url, PAYLOAD_MD5, tmp_path, size=len(PAYLOAD))
+    assert tree(tmp_path) == []
+
+
+def test_a_part_left_by_a_real_sigkill_is_resumed_by_the_next_run(tmp_path, short_timeout):
+    code = ("import sys; from cnnlab.data.download import fetch; "
+            "fetch(sys.argv[1], sys.argv[2], sys.argv[3], size=int(sys.argv[4]), progress=False)")
+    part = tmp_path / "file.bin.part"
+    with scripted_server(ranged(PAYLOAD, stall_after=30_000)) as (url, _):
+        child = subprocess.Popen([sys.executable, "-c", code, url, PAYLOAD_MD5, str(tmp_path), str(len(PAYLOAD))],
+                                 env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        try:
+            deadline = time.monotonic() + 60
+            while not (part.exists() and part.stat().st_size == 30_000) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(10)
+    assert child.returncode == -signal.SIGKILL and part.stat().st_size == 30_000
+    with scripted_server(ranged(PAYLOAD)) as (url, seen):
+        assert fetch(url, PAYLOAD_MD5, tmp_path, size=len(PAYLOAD)).read_bytes() == PAYLOAD
+    assert seen[0].get("Range") == "bytes=30000-" and tree(tmp_path) == ["file.bin"]
+
+
+def test_a_connection_lost_midway_keeps_a_part_to_resume(tmp_path, short_timeout):
+    with scripted_server(ranged(PAYLOAD, stall_after=50_000)) as (url, _):
+        with pytest.raises(CnnlabError, match=r"cannot download .*no answer within 0.5 s.*re-run to resume"):
+            fetch(url, PAYLOAD_MD5, tmp_path, size=len(PAYLOAD))
+    assert tree(tmp_path) == ["file.bin.part"] and (tmp_path / "file.bin.part").stat().st_size == 50_000
+
+
+def test_two_fetches_of_the_same_file_at_once_download_it_once(tmp_path):
+    results: list[Path] = []
+    with scripted_server(ranged(PAYLOAD, delay=0.3)) as (url, seen):
+        threads = [threading.Thread(target=lambda: results.append(fetch(url, PAYLOAD_MD5, tmp_path,
+                                                                        size=len(PAYLOAD)))) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert len(seen) == 1 and len(results) == 2 and results[0] == results[1]
+    assert results[0].read_bytes() == PAYLOAD and tree(tmp_path) == ["file.bin"]
+
+
+def test_progress_bar_goes_to_stderr_only_when_asked_or_on_a_terminal(tmp_path, capsys):
+    with scripted_server(ranged(PAYLOAD)) as (url, _):
+        fetch(url, PAYLOAD_MD5, tmp_path / "quiet", size=len(PAYLOAD))
+        assert capsys.readouterr() == ("", "")
+        fetch(url, PAYLOAD_MD5, tmp_path / "shown", size=len(PAYLOAD), progress=True)
+    out, err = capsys.readouterr()
+    assert out == "" and "file.bin" in err and "100%" in err
+
+
+def test_every_official_file_declares_its_size_and_https_comes_first():
+    remotes = [(s.url,) for s in cifar.SOURCES.values()] + [s.mirrors for s in mnist.SOURCES.values()]
+    assert all(urls[0].startswith("https://") for urls in remotes)
+    assert all(s.size > 100_000_000 for s in cifar.SOURCES.values())
+    assert all(size > 4000 for s in mnist.SOURCES.values() for pair in s.splits.values() for _, _, size in pair)

@@ -14,39 +14,47 @@ from .download import cache_dir, fetch_mirrors
 from .imageset import ImageSet
 
 _UBYTE = 0x08
+IdxFile = tuple[str, str, int]  # file name, md5, size in bytes
 
 
 @dataclass(frozen=True)
 class IdxSource:
-    """Mirrors, file names + md5s per split, class names and cache folder of one IDX dataset."""
+    """Mirrors (https first), (file name, md5, byte size) of images and labels per split, classes, cache folder."""
 
     name: str
     mirrors: tuple[str, ...]
-    splits: dict[str, tuple[tuple[str, str], tuple[str, str]]]
+    splits: dict[str, tuple[IdxFile, IdxFile]]
     classes: tuple[str, ...]
     folder: str
 
 
-def _official_splits(md5s: tuple[str, str, str, str]) -> dict[str, tuple[tuple[str, str], tuple[str, str]]]:
-    """The four standard IDX file names paired with their md5s, grouped by split."""
-    return {"train": (("train-images-idx3-ubyte.gz", md5s[0]), ("train-labels-idx1-ubyte.gz", md5s[1])),
-            "test": (("t10k-images-idx3-ubyte.gz", md5s[2]), ("t10k-labels-idx1-ubyte.gz", md5s[3]))}
+def _official_splits(*checks: tuple[str, int]) -> dict[str, tuple[IdxFile, IdxFile]]:
+    """The four standard IDX file names with their (md5, size), in the order train images/labels, test images/labels."""
+    names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+             "t10k-labels-idx1-ubyte.gz")
+    files = [(name, md5, size) for name, (md5, size) in zip(names, checks, strict=True)]
+    return {"train": (files[0], files[1]), "test": (files[2], files[3])}
 
 
 SOURCES: dict[str, IdxSource] = {
     "mnist": IdxSource(
         name="mnist",
         mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
-        splits=_official_splits(("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
-                                 "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c")),
+        splits=_official_splits(("f68b3c2dcbeaaa9fbdd348bbdeb94873", 9_912_422),
+                                ("d53e105ee54ea40749a09fcbcd1e9432", 28_881),
+                                ("9fb629c4189551a2d022fa330f9573f3", 1_648_877),
+                                ("ec29112dd5afa0611ce80d1b7f02629c", 4_542)),
         classes=tuple(str(d) for d in range(10)),
         folder="mnist",
     ),
     "fashion-mnist": IdxSource(
         name="fashion-mnist",
-        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-        splits=_official_splits(("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
-                                 "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310")),
+        mirrors=("https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+                 "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"),
+        splits=_official_splits(("8d4fb7e6c68d591d4c3dfef9ec88bf0d", 26_421_880),
+                                ("25c81989df183df01b3e8a0aad5dffbe", 29_515),
+                                ("bef4ecab320f06d8554ea6380940ec79", 4_422_102),
+                                ("bb300cfdad3c16e7a12a480ee83cd310", 5_148)),
         classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                  "Ankle boot"),
         folder="fashion-mnist",
@@ -61,20 +69,21 @@ def load_idx_dataset(name: str, split: str = "train", root: str | Path | None = 
     if split not in source.splits:
         raise CnnlabError(f"unknown split {split!r} for {name}: choose one of {', '.join(source.splits)}")
     folder = (Path(root) if root else cache_dir()) / source.folder
-    (image_file, image_md5), (label_file, label_md5) = source.splits[split]
-    images = read_idx(_obtain(source, folder, image_file, image_md5, download), ndim=3)
-    labels = read_idx(_obtain(source, folder, label_file, label_md5, download), ndim=1)
-    _check_pair(images, labels, len(source.classes), folder / label_file)
+    image_file, label_file = source.splits[split]
+    images = read_idx(_obtain(source, folder, image_file, download), ndim=3)
+    labels = read_idx(_obtain(source, folder, label_file, download), ndim=1)
+    _check_pair(images, labels, len(source.classes), folder / label_file[0])
     return ImageSet(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
                     list(source.classes), f"{name}-{split}")
 
 
-def _obtain(source: IdxSource, folder: Path, filename: str, md5: str, download: bool) -> Path:
+def _obtain(source: IdxSource, folder: Path, file: IdxFile, download: bool) -> Path:
     """A verified local copy of one IDX file, downloaded from the mirrors if allowed."""
+    filename, md5, size = file
     path = folder / filename
     if not download and not path.is_file():
         raise CnnlabError(f"{source.name} file {path} not found: allow downloading or place it there")
-    return fetch_mirrors([m + filename for m in source.mirrors], md5, folder, filename)
+    return fetch_mirrors([m + filename for m in source.mirrors], md5, folder, filename, size=size)
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
