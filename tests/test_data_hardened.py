@@ -20,9 +20,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from cnnlab.cli import main
 from cnnlab.data import cifar, download, mnist, safe_extract
 from cnnlab.data.download import fetch
+from cnnlab.data.files import NotARegularFile
+from cnnlab.data.folder import read_folder, read_image
 from cnnlab.errors import CnnlabError
 
 
@@ -370,3 +374,66 @@ def test_every_official_file_declares_its_size_and_https_comes_first():
     assert all(urls[0].startswith("https://") for urls in remotes)
     assert all(s.size > 100_000_000 for s in cifar.SOURCES.values())
     assert all(size > 4000 for s in mnist.SOURCES.values() for pair in s.splits.values() for _, _, size in pair)
+
+
+# ---- 3. named pipes and other non-regular files among images ---------------------------------------
+
+@contextmanager
+def fifo_with_watchdog(path: Path, after: float = 3.0):
+    """A named pipe at path; if a reader is stuck opening it after `after` s, a writer opens and closes it.
+
+    That bounds a test of code that would block forever: it fails in seconds instead of hanging.
+    """
+    os.mkfifo(path)
+    done = threading.Event()
+
+    def release() -> None:
+        if not done.wait(after):
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # no reader is waiting
+                pass
+
+    watchdog = threading.Thread(target=release, daemon=True)
+    watchdog.start()
+    try:
+        yield path
+    finally:
+        done.set()
+        watchdog.join(5)
+
+
+def png(path: Path, color=(200, 10, 10)) -> Path:
+    """A small RGB PNG."""
+    Image.new("RGB", (8, 8), color).save(path)
+    return path
+
+
+def test_a_fifo_named_like_an_image_in_a_class_folder_is_skipped_at_once(tmp_path):
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        png(tmp_path / cls / "x.png")
+    start = time.monotonic()
+    with fifo_with_watchdog(tmp_path / "a" / "zz.png"):
+        images, skipped = read_folder(tmp_path)
+    assert time.monotonic() - start < 2.5 and len(images) == 2
+    assert [(Path(s.path).name, s.reason) for s in skipped] == [("zz.png", "a named pipe (FIFO), not a regular file: "
+                                                                           "not opened")]
+
+
+def test_read_image_refuses_devices_and_folders_without_opening_them(tmp_path):
+    (tmp_path / "dir.png").mkdir()
+    os.symlink("/dev/zero", tmp_path / "zero.png")
+    for name, kind in (("dir.png", "a directory"), ("zero.png", "a character device")):
+        with pytest.raises(NotARegularFile, match=rf"{name} is {kind}, not a regular file"):
+            read_image(str(tmp_path / name), (32, 32), "RGB")
+
+
+def test_predict_skips_a_fifo_and_names_it(digits_run, tmp_path, capsys):
+    good = png(tmp_path / "good.png")
+    start = time.monotonic()
+    with fifo_with_watchdog(tmp_path / "pipe.png") as pipe:
+        assert main(["predict", str(digits_run), str(pipe), str(good)]) == 0
+    out, err = capsys.readouterr()
+    assert time.monotonic() - start < 2.5 and "good.png" in out and "pipe.png" not in out
+    assert "pipe.png" in err and "named pipe (FIFO)" in err

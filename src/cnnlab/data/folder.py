@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from ..errors import CnnlabError
+from .files import NotARegularFile, open_regular
 from .imageset import ImageSet
 
 log = logging.getLogger(__name__)
@@ -68,13 +69,23 @@ def _class_files(folder: Path) -> tuple[list[str], list[Skipped]]:
 
 
 def read_image(path: str, size: tuple[int, int], mode: str) -> np.ndarray:
-    """Decode one image with Pillow to `mode` (RGB or L), resize to (H, W); C×H×W uint8."""
-    with Image.open(path) as img:
+    """Decode one image with Pillow to `mode` (RGB or L), resize to (H, W); C×H×W uint8.
+
+    Only a regular file is opened (NotARegularFile otherwise): a FIFO would block forever, a device never end.
+    """
+    with open_regular(path) as fh, Image.open(fh) as img:
         img.load()
         converted = img.convert("RGBA").convert(mode) if img.mode in ("P", "PA", "LA") else img.convert(mode)
     resized = converted.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     array = np.asarray(resized, dtype=np.uint8)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def skip_reason(err: Exception) -> str:
+    """Why an image file was not used, for the list of skipped files."""
+    if isinstance(err, NotARegularFile):
+        return f"{err.kind}, not a regular file: not opened"
+    return f"unreadable image ({type(err).__name__}: {err})"
 
 
 def read_folder(root: str | Path, size: tuple[int, int] = (32, 32),
@@ -89,7 +100,7 @@ def read_folder(root: str | Path, size: tuple[int, int] = (32, 32),
             arrays.append(read_image(path, size, mode))
             labels.append(label)
         except DECODE_ERRORS as err:
-            skipped.append(Skipped(display_name(path), f"unreadable image ({type(err).__name__}: {err})"))
+            skipped.append(Skipped(display_name(path), skip_reason(err)))
     if not arrays:
         raise CnnlabError(f"no readable images in {display_name(str(root))}: "
                           "expected root/CLASS/*.jpg|png|bmp|gif|webp")
