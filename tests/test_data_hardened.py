@@ -19,6 +19,7 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -437,3 +438,59 @@ def test_predict_skips_a_fifo_and_names_it(digits_run, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert time.monotonic() - start < 2.5 and "good.png" in out and "pipe.png" not in out
     assert "pipe.png" in err and "named pipe (FIFO)" in err
+
+
+# ---- 4. every Pillow mode to 8 bits by one rule ---------------------------------------------------
+
+def read_back(path: Path, mode: str) -> np.ndarray:
+    """read_image at the file's own size (so no resampling), as float for means."""
+    with Image.open(path) as img:
+        size = (img.height, img.width)
+    return read_image(str(path), size, mode).astype(np.float64)
+
+
+def test_a_16_bit_png_reads_back_at_its_8_bit_mean_not_clipped(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 65536, (24, 40)).astype(np.uint16)
+    pixels[0, 0] = 0
+    Image.fromarray(pixels).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    expected = pixels.mean() * 255 / 65535  # ~127, where clipping at 255 read ~254
+    for mode, channels in (("L", 1), ("RGB", 3)):
+        image = read_back(tmp_path / "deep.png", mode)
+        assert image.shape == (channels, 24, 40) and abs(image.mean() - expected) < 0.5
+        assert np.array_equal(image[0], np.rint(pixels.astype(np.float64) * 255 / 65535))
+
+
+@pytest.mark.parametrize("mode, fill, expected_l, expected_rgb", [
+    ("1", 1, 255, (255, 255, 255)),
+    ("L", 77, 77, (77, 77, 77)),
+    ("LA", (200, 100), 200, (200, 200, 200)),  # alpha dropped, grey kept
+    ("RGBA", (10, 20, 30, 40), 18, (10, 20, 30)),  # alpha dropped; L is ITU-R 601-2 luma of the colour
+    ("I", 32768, 128, (128, 128, 128)),  # 32-bit integers on the 16-bit scale
+    ("I", 100_000, 255, (255, 255, 255)),  # … clipped above 65,535
+    ("I", -5, 0, (0, 0, 0)),  # … and below 0
+    ("F", 0.5, 128, (128, 128, 128)),  # floats on the 0..1 scale
+    ("F", 3.0, 255, (255, 255, 255)),
+])
+def test_every_mode_converts_by_the_documented_rule(tmp_path, mode, fill, expected_l, expected_rgb):
+    path = tmp_path / ("x.tif" if mode in ("I", "F") else "x.png")
+    Image.new(mode, (6, 4), fill).save(path)
+    assert Image.open(path).mode == mode
+    assert set(read_back(path, "L").ravel()) == {expected_l}
+    assert [set(c.ravel()) for c in read_back(path, "RGB")] == [{v} for v in expected_rgb]
+
+
+def test_a_palette_image_reads_its_palette_colours(tmp_path):
+    image = Image.new("P", (4, 4), 1)
+    image.putpalette([0, 0, 0, 250, 100, 5] + [0] * 762)
+    image.save(tmp_path / "p.gif", transparency=1)
+    assert [set(c.ravel()) for c in read_back(tmp_path / "p.gif", "RGB")] == [{250}, {100}, {5}]
+
+
+def test_tiff_files_are_images_too(tmp_path):
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        Image.new("I;16", (5, 5), 65535).save(tmp_path / cls / "deep.tif")
+        Image.new("F", (5, 5), 0.25).save(tmp_path / cls / "float.TIFF")
+    images, skipped = read_folder(tmp_path, size=(5, 5), mode="L")
+    assert len(images) == 4 and skipped == [] and sorted(set(images.images.flatten().tolist())) == [64, 255]

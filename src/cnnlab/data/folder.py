@@ -16,8 +16,12 @@ from .imageset import ImageSet
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+# Modes wider than 8 bits and the value that maps to 255 (docs/data.md): 16-bit greyscale, 32-bit integers
+# (which Pillow also uses for 16-bit PNG, PGM and TIFF files) on the same 16-bit scale, floats on 0..1.
+FULL_SCALE = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+_VIA = {"La": "LA", "LAB": "RGB"}  # modes Pillow cannot convert straight to L or RGB
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ def read_image(path: str, size: tuple[int, int], mode: str) -> np.ndarray:
     """
     with open_regular(path) as fh, Image.open(fh) as img:
         img.load()
-        converted = img.convert("RGBA").convert(mode) if img.mode in ("P", "PA", "LA") else img.convert(mode)
+        converted = to_8bit(img, mode)
     resized = converted.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     array = np.asarray(resized, dtype=np.uint8)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
@@ -86,6 +90,20 @@ def skip_reason(err: Exception) -> str:
     if isinstance(err, NotARegularFile):
         return f"{err.kind}, not a regular file: not opened"
     return f"unreadable image ({type(err).__name__}: {err})"
+
+
+def to_8bit(img: Image.Image, mode: str) -> Image.Image:
+    """img as 8-bit `mode` (L or RGB) by one rule for every Pillow mode (the table in docs/data.md).
+
+    Wide modes are scaled by FULL_SCALE (Pillow's own convert would clip them at 255); every other mode is
+    converted as Pillow does, which keeps the colour of transparent pixels and drops alpha.
+    """
+    if img.mode in FULL_SCALE:
+        values = np.nan_to_num(np.asarray(img, dtype=np.float64)) * (255.0 / FULL_SCALE[img.mode])
+        img = Image.fromarray(np.rint(np.clip(values, 0, 255)).astype(np.uint8))
+    elif img.mode in _VIA:
+        img = img.convert(_VIA[img.mode])
+    return img.convert(mode)
 
 
 def read_folder(root: str | Path, size: tuple[int, int] = (32, 32),
@@ -103,7 +121,7 @@ def read_folder(root: str | Path, size: tuple[int, int] = (32, 32),
             skipped.append(Skipped(display_name(path), skip_reason(err)))
     if not arrays:
         raise CnnlabError(f"no readable images in {display_name(str(root))}: "
-                          "expected root/CLASS/*.jpg|png|bmp|gif|webp")
+                          f"expected root/CLASS/*.{'|'.join(sorted(e[1:] for e in IMAGE_EXTENSIONS))}")
     images = torch.from_numpy(np.stack(arrays))
     return ImageSet(images, torch.tensor(labels, dtype=torch.int64), classes, f"folder:{display_name(str(root))}"), skipped
 
