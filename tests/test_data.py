@@ -293,7 +293,8 @@ def test_idx_all_mirrors_down_lists_them(monkeypatch, tmp_path, closed_port_url)
 
 
 @pytest.mark.parametrize("raw, message", [
-    (bytes([0, 0, 9, 3]) + b"\0" * 12, "bad magic"),
+    (bytes([0, 0, 9, 3]) + b"\0" * 12, r"holds signed bytes \(IDX type 0x09\)"),
+    (bytes([0, 0, 8, 2]) + b"\0" * 12, "bad magic"),
     (idx_bytes(np.zeros((2, 28, 28), np.uint8))[:-5], "truncated"),
 ])
 def test_idx_parse_validates(raw, message):

@@ -2,11 +2,14 @@
 servers that stall or never stop, named pipes, deep images, empty splits and damaged batches."""
 from __future__ import annotations
 
+import dataclasses
 import errno
+import gzip
 import hashlib
 import http.server
 import io
 import os
+import pickle
 import shutil
 import signal
 import socket
@@ -24,11 +27,12 @@ import pytest
 from PIL import Image
 
 from cnnlab.cli import main
-from cnnlab.data import cifar, download, mnist, safe_extract
+from cnnlab.data import cifar, download, load_dataset, mnist, safe_extract
 from cnnlab.data.download import fetch
 from cnnlab.data.files import NotARegularFile
 from cnnlab.data.folder import read_folder, read_image
 from cnnlab.errors import CnnlabError
+from conftest import cifar10_members, idx_bytes, md5_of, write_folder
 
 
 def tree(folder: Path) -> list[str]:
@@ -494,3 +498,104 @@ def test_tiff_files_are_images_too(tmp_path):
         Image.new("F", (5, 5), 0.25).save(tmp_path / cls / "float.TIFF")
     images, skipped = read_folder(tmp_path, size=(5, 5), mode="L")
     assert len(images) == 4 and skipped == [] and sorted(set(images.images.flatten().tolist())) == [64, 255]
+
+
+# ---- 5. empty splits, unreadable batches, non-integer labels --------------------------------------
+
+QUICK = ["--epochs", "1", "--limit-train", "8", "--limit-val", "4", "--batch-size", "4", "--no-progress"]
+
+
+def cli_error(argv: list[str], capsys) -> str:
+    """The one `cnnlab: error:` line of a command that must fail as a user error (exit 2, no traceback)."""
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("cnnlab: error:")]
+    assert code == 2 and "Traceback" not in err and len(lines) == 1, err
+    return lines[0]
+
+
+def train_cifar(data: Path, tmp_path: Path) -> list[str]:
+    return ["train", "baseline-cifar", "--dataset", "cifar10", "--data-dir", str(data), "--run-dir",
+            str(tmp_path / "run"), *QUICK]
+
+
+@pytest.fixture
+def cifar_copy(tmp_path) -> Path:
+    """An extracted fake CIFAR-10 in the official layout; returns its batches folder."""
+    files, _ = cifar10_members(seed=7)
+    return write_folder(tmp_path / "data" / "cifar-10-batches-py", files)
+
+
+def write_batch(path: Path, data: np.ndarray, labels) -> None:
+    path.write_bytes(pickle.dumps({b"data": data, b"labels": labels}, protocol=2))
+
+
+def test_a_training_split_with_no_images_is_one_line(cifar_copy, tmp_path, capsys):
+    for i in range(1, 6):
+        write_batch(cifar_copy / f"data_batch_{i}", np.zeros((0, 3072), np.uint8), [])
+    line = cli_error(train_cifar(cifar_copy.parent, tmp_path), capsys)
+    assert f"cifar10 split 'train' has no images (read from {cifar_copy.parent})" in line
+
+
+def test_an_idx_split_with_no_images_is_refused(monkeypatch, tmp_path):
+    files = {"t10k-images-idx3-ubyte.gz": gzip.compress(idx_bytes(np.zeros((0, 28, 28), np.uint8))),
+             "t10k-labels-idx1-ubyte.gz": gzip.compress(idx_bytes(np.zeros(0, np.uint8)))}
+    place_idx(monkeypatch, tmp_path, files)
+    with pytest.raises(CnnlabError, match=r"mnist split 'test' has no images"):
+        load_dataset("mnist", "test", root=tmp_path)
+
+
+def place_idx(monkeypatch, root: Path, files: dict[str, bytes]) -> None:
+    """Put IDX files in root/mnist and make the mnist source expect exactly them."""
+    folder = write_folder(root / "mnist", files)
+    source = mnist.SOURCES["mnist"]
+    known = {name: (name, md5_of(folder / name), len(payload)) for name, payload in files.items()}
+    splits = {s: tuple(known.get(f[0], f) for f in pair) for s, pair in source.splits.items()}
+    monkeypatch.setitem(mnist.SOURCES, "mnist", dataclasses.replace(source, splits=splits))
+
+
+def test_a_directory_in_place_of_a_cifar_batch_is_one_line(cifar_copy, tmp_path, capsys):
+    (cifar_copy / "data_batch_3").unlink()
+    (cifar_copy / "data_batch_3").mkdir()
+    line = cli_error(train_cifar(cifar_copy.parent, tmp_path), capsys)
+    assert f"cannot read {cifar_copy / 'data_batch_3'}: it is a directory, not a regular file" in line
+
+
+def test_an_unreadable_cifar_batch_says_permission_denied(cifar_copy, tmp_path, monkeypatch, capsys):
+    batch = cifar_copy / "data_batch_2"
+    batch.chmod(0)
+    real_open = os.open
+
+    def denying_open(path, flags, *args):
+        if os.fspath(path) == str(batch):  # root reads a mode-000 file anyway: deny it as the kernel would
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", denying_open)
+    line = cli_error(train_cifar(cifar_copy.parent, tmp_path), capsys)
+    assert f"cannot read {batch}: permission denied" in line and "corrupt" not in line
+
+
+@pytest.mark.parametrize("labels", [[0.0, 1.7, 2.0, 3.0], np.array([0.5, 1, 2, 3]), [0, 1, "2", 3], [True] * 4])
+def test_non_integer_cifar_labels_are_refused_not_truncated(cifar_copy, tmp_path, capsys, labels):
+    write_batch(cifar_copy / "data_batch_1", np.zeros((4, 3072), np.uint8), labels)
+    line = cli_error(train_cifar(cifar_copy.parent, tmp_path), capsys)
+    assert "data_batch_1 is not a valid CIFAR batch ('labels' must be integers, got" in line
+
+
+@pytest.mark.parametrize("kind, name", [(0x0D, "32-bit floats"), (0x0E, "64-bit floats"), (0x0C, "32-bit integers")])
+def test_idx_labels_that_are_not_unsigned_bytes_are_refused(monkeypatch, tmp_path, kind, name):
+    labels = bytes([0, 0, kind, 1]) + (3).to_bytes(4, "big") + np.array([0.0, 1.5, 2.0], ">f4").tobytes()
+    files = {"t10k-images-idx3-ubyte.gz": gzip.compress(idx_bytes(np.zeros((3, 28, 28), np.uint8))),
+             "t10k-labels-idx1-ubyte.gz": gzip.compress(labels)}
+    place_idx(monkeypatch, tmp_path, files)
+    with pytest.raises(CnnlabError, match=rf"t10k-labels-idx1-ubyte.gz holds {name} \(IDX type 0x{kind:02X}\)"):
+        load_dataset("mnist", "test", root=tmp_path)
+
+
+def test_a_directory_in_place_of_an_idx_file_is_one_line(monkeypatch, tmp_path):
+    files = {"t10k-labels-idx1-ubyte.gz": gzip.compress(idx_bytes(np.zeros(3, np.uint8)))}
+    place_idx(monkeypatch, tmp_path, files)
+    (tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz").mkdir()
+    with pytest.raises(CnnlabError, match=r"t10k-images-idx3-ubyte.gz: it is a directory, not a regular file"):
+        load_dataset("mnist", "test", root=tmp_path)

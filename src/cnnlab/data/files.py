@@ -47,6 +47,14 @@ def open_regular(path: str | os.PathLike) -> BinaryIO:
         raise
 
 
+def open_input(path: Path, fix: str) -> BinaryIO:
+    """open_regular, with any failure to open turned into read_error's one line ending in `fix`."""
+    try:
+        return open_regular(path)
+    except OSError as err:
+        raise read_error(path, err, fix) from err
+
+
 def file_md5(path: str | os.PathLike) -> str:
     """Hex md5 of a regular file, read in 1 MiB blocks."""
     digest = hashlib.md5(usedforsecurity=False)

@@ -11,9 +11,12 @@ import torch
 
 from ..errors import CnnlabError
 from .download import cache_dir, fetch_mirrors
+from .files import open_input
 from .imageset import ImageSet
 
 _UBYTE = 0x08
+_IDX_TYPES = {0x08: "unsigned bytes", 0x09: "signed bytes", 0x0B: "16-bit integers", 0x0C: "32-bit integers",
+              0x0D: "32-bit floats", 0x0E: "64-bit floats"}
 IdxFile = tuple[str, str, int]  # file name, md5, size in bytes
 
 
@@ -89,8 +92,8 @@ def _obtain(source: IdxSource, folder: Path, file: IdxFile, download: bool) -> P
 def read_idx(path: Path, ndim: int) -> np.ndarray:
     """Decompress and parse one gzipped IDX file of unsigned bytes."""
     try:
-        with gzip.open(path, "rb") as fh:
-            raw = fh.read()
+        with open_input(path, "delete it and re-run to download it again") as fh, gzip.GzipFile(fileobj=fh) as gz:
+            raw = gz.read()
     except (OSError, EOFError, zlib.error) as err:
         raise CnnlabError(f"cannot read {path}: truncated or not gzip ({err}); delete it and re-run") from err
     return parse_idx(raw, ndim, str(path))
@@ -99,6 +102,10 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
 def parse_idx(raw: bytes, ndim: int, source: str) -> np.ndarray:
     """Parse IDX bytes (magic 0,0,0x08,ndim; big-endian int32 sizes; uint8 payload), checking sizes."""
     header = 4 + 4 * ndim
+    if len(raw) >= 4 and raw[:2] == b"\0\0" and raw[2] != _UBYTE and raw[2] in _IDX_TYPES:
+        raise CnnlabError(f"{source} holds {_IDX_TYPES[raw[2]]} (IDX type 0x{raw[2]:02X}), but MNIST-format images "
+                          "and labels are unsigned bytes (a float label would be truncated to a wrong class): "
+                          "delete it and re-run to download the official file")
     if len(raw) < header or raw[0] != 0 or raw[1] != 0 or raw[2] != _UBYTE or raw[3] != ndim:
         raise CnnlabError(f"{source} is not an unsigned-byte IDX file with {ndim} dimensions "
                           f"(bad magic number {raw[:4].hex()}); delete it and re-run")
