@@ -273,30 +273,30 @@ def short_timeout(monkeypatch):
     monkeypatch.setattr(download, "TIMEOUT", 0.5)
 
 
+def failed_download(url: str, dest: Path, message: str) -> None:
+    """Fetching PAYLOAD from url fails within 5 s with an error matching `message` and leaves dest empty."""
+    start = time.monotonic()
+    with pytest.raises(CnnlabError, match=message):
+        fetch(url, PAYLOAD_MD5, dest, size=len(PAYLOAD))
+    assert time.monotonic() - start < 5 and tree(dest) == []
+
+
 def test_a_server_that_accepts_and_never_answers_times_out(tmp_path, short_timeout):
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)  # the kernel completes the connection; nobody ever reads or answers
         url = f"http://127.0.0.1:{listener.getsockname()[1]}/file.bin"
-        start = time.monotonic()
-        with pytest.raises(CnnlabError, match=r"cannot download .*file.bin \(no answer within 0.5 s\)"):
-            fetch(url, PAYLOAD_MD5, tmp_path, size=len(PAYLOAD))
-    assert time.monotonic() - start < 5 and tree(tmp_path) == []
+        failed_download(url, tmp_path, r"cannot download .*file.bin \(no answer within 0.5 s\)")
 
 
 def test_an_endless_body_is_stopped_at_the_expected_size_and_removed(tmp_path, short_timeout):
     with scripted_server(endless) as (url, _):
-        start = time.monotonic()
-        with pytest.raises(CnnlabError, match=r"sent more than the 102,400 bytes .* stopped and removed"):
-            fetch(url, PAYLOAD_MD5, tmp_path, size=len(PAYLOAD))
-    assert time.monotonic() - start < 5 and tree(tmp_path) == []
+        failed_download(url, tmp_path, r"sent more than the 102,400 bytes .* stopped and removed")
 
 
 def test_a_content_length_larger_than_expected_is_refused_at_once(tmp_path, short_timeout):
     with scripted_server(huge_length) as (url, _):
-        with pytest.raises(CnnlabError, match=r"announces 1,000,000,000,000 bytes .* has 102,400"):
-            fetch(url, PAYLOAD_MD5, tmp_path, size=len(PAYLOAD))
-    assert tree(tmp_path) == []
+        failed_download(url, tmp_path, r"announces 1,000,000,000,000 bytes .* has 102,400")
 
 
 def test_a_left_over_part_is_resumed_with_a_range_request(tmp_path, short_timeout):
@@ -320,9 +320,7 @@ def test_a_left_over_part_starts_over_when_the_server_ignores_ranges(tmp_path, h
 def test_a_resumed_part_that_ends_with_the_wrong_md5_is_removed(tmp_path, short_timeout):
     (tmp_path / "file.bin.part").write_bytes(b"\0" * 40_000)
     with scripted_server(ranged(PAYLOAD)) as (url, _):
-        with pytest.raises(CnnlabError, match=r"md5 .*expected .*the file was removed"):
-            fetch(url, PAYLOAD_MD5, tmp_path, size=len(PAYLOAD))
-    assert tree(tmp_path) == []
+        failed_download(url, tmp_path, r"md5 .*expected .*the file was removed")
 
 
 def test_a_part_left_by_a_real_sigkill_is_resumed_by_the_next_run(tmp_path, short_timeout):
