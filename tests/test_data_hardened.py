@@ -363,6 +363,21 @@ def test_two_fetches_of_the_same_file_at_once_download_it_once(tmp_path):
     assert results[0].read_bytes() == PAYLOAD and tree(tmp_path) == ["file.bin"]
 
 
+def test_a_verified_file_in_a_read_only_folder_is_used_without_a_lock(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "file.bin").write_bytes(PAYLOAD)
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(shared)]).returncode:
+        pytest.skip("chattr +i is not available here")
+    try:
+        assert fetch("http://127.0.0.1:9/file.bin", PAYLOAD_MD5, shared, size=len(PAYLOAD)) == shared / "file.bin"
+        with pytest.raises(CnnlabError, match=r"cannot download into .*shared: Operation not permitted; point"):
+            fetch("http://127.0.0.1:9/other.bin", PAYLOAD_MD5, shared, size=len(PAYLOAD))
+    finally:
+        subprocess.run(["chattr", "-i", str(shared)], check=True)
+    assert tree(shared) == ["file.bin"]
+
+
 def test_progress_bar_goes_to_stderr_only_when_asked_or_on_a_terminal(tmp_path, capsys):
     with scripted_server(ranged(PAYLOAD)) as (url, _):
         fetch(url, PAYLOAD_MD5, tmp_path / "quiet", size=len(PAYLOAD))

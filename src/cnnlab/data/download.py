@@ -58,10 +58,12 @@ def fetch_mirrors(urls: Sequence[str], md5: str, dest_dir: str | Path, filename:
                   progress: bool | None = None) -> Path:
     """Like fetch, trying each mirror in turn; one error naming every attempt if all fail."""
     target = Path(dest_dir) / filename
+    if os.path.lexists(target):  # complete: a download only ever renames a verified file into place
+        return _reuse(target, md5)
     show = sys.stderr.isatty() if progress is None else progress
     _make_folder(target.parent)
     with _locked(target, show):
-        if os.path.lexists(target):
+        if os.path.lexists(target):  # another process finished it while this one waited
             return _reuse(target, md5)
         _remove_legacy_parts(target)
         failures: list[CnnlabError] = []
@@ -108,7 +110,11 @@ def _locked(target: Path, show: bool) -> Iterator[None]:
     lock = target.with_name(target.name + ".lock")
     told = False
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as err:
+            raise CnnlabError(f"cannot download into {target.parent}: {err.strerror}; point --data-dir or "
+                              f"{DATA_ENV} at a folder you can write") from err
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -143,7 +149,11 @@ def _reuse(target: Path, md5: str) -> Path:
     if actual == md5:
         return target
     aside = target.with_name(target.name + ".corrupt")
-    os.replace(target, aside)
+    try:
+        os.replace(target, aside)
+    except OSError as err:
+        raise CnnlabError(f"{target} is corrupt (md5 differs from {md5}) and cannot be moved aside "
+                          f"({err.strerror}): delete it, or point --data-dir at another folder") from err
     raise CnnlabError(f"{target} is corrupt (md5 differs from {md5}); it was moved aside to {aside}: "
                       "re-run to download it again")
 
