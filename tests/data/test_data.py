@@ -25,13 +25,14 @@ from conftest import idx_bytes, md5_of, write_tar_gz
 
 def serve_cifar(monkeypatch, name: str, fake) -> None:
     """Point a CIFAR source at the local server."""
-    monkeypatch.setitem(cifar.SOURCES, name, dataclasses.replace(cifar.SOURCES[name], url=fake.url, md5=fake.md5))
+    monkeypatch.setitem(cifar.SOURCES, name, dataclasses.replace(cifar.SOURCES[name], url=fake.url, md5=fake.md5,
+                                                                 size=fake.path.stat().st_size))
 
 
-def serve_idx(monkeypatch, name: str, mirrors: list[str], md5s: dict[str, str]) -> None:
-    """Point an IDX source at local mirrors with the fake files' md5s."""
+def serve_idx(monkeypatch, name: str, mirrors: list[str], md5s: dict[str, str], sizes: dict[str, int]) -> None:
+    """Point an IDX source at local mirrors with the fake files' md5s and sizes."""
     source = mnist.SOURCES[name]
-    splits = {s: tuple((f, md5s[f]) for f, _ in pair) for s, pair in source.splits.items()}
+    splits = {s: tuple((f, md5s[f], sizes[f]) for f, _, _ in pair) for s, pair in source.splits.items()}
     monkeypatch.setitem(mnist.SOURCES, name, dataclasses.replace(source, mirrors=tuple(mirrors), splits=splits))
 
 
@@ -153,14 +154,14 @@ def test_safe_pickle_accepts_protocol_5_arrays(tmp_path):
 def test_wrong_md5_errors_and_leaves_nothing(tmp_path, cifar10_archive):
     dest = tmp_path / "dl"
     with pytest.raises(CnnlabError, match="md5 .* expected 0{32}.*removed"):
-        fetch(cifar10_archive.url, "0" * 32, dest)
+        fetch(cifar10_archive.url, "0" * 32, dest, size=cifar10_archive.path.stat().st_size)
     assert listing(dest) == []
 
 
 def test_offline_error_is_one_clear_line(tmp_path, closed_port_url):
     dest = tmp_path / "dl"
     with pytest.raises(CnnlabError) as info:
-        fetch(closed_port_url, "0" * 32, dest)
+        fetch(closed_port_url, "0" * 32, dest, size=100)
     message = str(info.value)
     assert "\n" not in message and closed_port_url in message and "manually" in message
     assert str(dest / "cifar-10-python.tar.gz") in message and "CNNLAB_DATA" in message
@@ -169,19 +170,22 @@ def test_offline_error_is_one_clear_line(tmp_path, closed_port_url):
 
 def test_missing_file_on_server_is_reported(tmp_path, http_server):
     with pytest.raises(CnnlabError, match="cannot download .*nothing.tar.gz"):
-        fetch(http_server.url("nothing.tar.gz"), "0" * 32, tmp_path / "dl")
+        fetch(http_server.url("nothing.tar.gz"), "0" * 32, tmp_path / "dl", size=100)
     assert listing(tmp_path / "dl") == []
 
 
 def test_existing_good_file_reused_corrupt_moved_aside(tmp_path, http_server, cifar10_archive):
-    path = fetch(cifar10_archive.url, cifar10_archive.md5, tmp_path)
+    def get() -> Path:
+        return fetch(cifar10_archive.url, cifar10_archive.md5, tmp_path, size=cifar10_archive.path.stat().st_size)
+
+    path = get()
     hits = len(http_server.hits)
-    assert fetch(cifar10_archive.url, cifar10_archive.md5, tmp_path) == path and len(http_server.hits) == hits
+    assert get() == path and len(http_server.hits) == hits
     path.write_bytes(b"garbage")
     with pytest.raises(CnnlabError, match="corrupt.*moved aside.*re-run"):
-        fetch(cifar10_archive.url, cifar10_archive.md5, tmp_path)
+        get()
     assert not path.exists() and path.with_name(path.name + ".corrupt").exists()
-    assert md5_of(fetch(cifar10_archive.url, cifar10_archive.md5, tmp_path)) == cifar10_archive.md5
+    assert md5_of(get()) == cifar10_archive.md5
 
 
 def test_cache_dir_follows_environment(monkeypatch, tmp_path):
@@ -243,22 +247,23 @@ def test_escaping_zip_member_refused(tmp_path):
     assert listing(tmp_path / "out") == []
 
 
-def test_safe_extract_zip_and_tar_with_inner_symlink(tmp_path):
+def test_safe_extract_zip_and_tar_then_refuses_to_overwrite(tmp_path):
     archive = tmp_path / "ok.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("pkg/a.txt", "A")
     safe_extract(archive, tmp_path / "z")
     assert (tmp_path / "z" / "pkg" / "a.txt").read_text() == "A"
-    tar = _tar_with(tmp_path / "ok.tar.gz", _member("pkg/alias", tarfile.SYMTYPE, "good.txt"))
+    tar = _tar_with(tmp_path / "ok.tar.gz", _member("pkg/more.txt"))
     safe_extract(tar, tmp_path / "t")
-    assert (tmp_path / "t" / "pkg" / "alias").read_text() == "ok"
+    assert (tmp_path / "t" / "pkg" / "more.txt").read_text() == "evil"
     with pytest.raises(CnnlabError, match="already exists"):
         safe_extract(tar, tmp_path / "t")
 
 
 def test_archive_without_official_folder_rejected(monkeypatch, tmp_path, http_server):
     archive = write_tar_gz(http_server.root / "fake.tar.gz", "wrong-name", {"x": b"1"})
-    fake = dataclasses.replace(cifar.SOURCES["cifar10"], url=http_server.url(archive.name), md5=md5_of(archive))
+    fake = dataclasses.replace(cifar.SOURCES["cifar10"], url=http_server.url(archive.name), md5=md5_of(archive),
+                               size=archive.stat().st_size)
     monkeypatch.setitem(cifar.SOURCES, "cifar10", fake)
     with pytest.raises(CnnlabError, match="not the official archive"):
         load_dataset("cifar10", root=tmp_path / "d")
@@ -269,7 +274,8 @@ def test_archive_without_official_folder_rejected(monkeypatch, tmp_path, http_se
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
 def test_idx_download_with_mirror_fallback(monkeypatch, tmp_path, idx_mirror, closed_port_url, name):
     base, md5s, expected = idx_mirror
-    serve_idx(monkeypatch, name, [closed_port_url.rsplit("/", 1)[0] + "/", base], md5s)
+    sizes = {f: (tmp_path / "served" / "mnist" / f).stat().st_size for f in md5s}
+    serve_idx(monkeypatch, name, [closed_port_url.rsplit("/", 1)[0] + "/", base], md5s, sizes)
     for split in ("train", "test"):
         images = load_dataset(name, split, root=tmp_path)
         assert_matches(images, expected[split])
@@ -279,15 +285,16 @@ def test_idx_download_with_mirror_fallback(monkeypatch, tmp_path, idx_mirror, cl
 
 def test_idx_all_mirrors_down_lists_them(monkeypatch, tmp_path, closed_port_url):
     base = closed_port_url.rsplit("/", 1)[0] + "/"
-    serve_idx(monkeypatch, "mnist", [base, base + "alt/"], {f: "0" * 32 for f, _ in
-                                                             sum(mnist.SOURCES["mnist"].splits.values(), ())})
+    names = [f for pair in mnist.SOURCES["mnist"].splits.values() for f, _, _ in pair]
+    serve_idx(monkeypatch, "mnist", [base, base + "alt/"], dict.fromkeys(names, "0" * 32), dict.fromkeys(names, 100))
     with pytest.raises(CnnlabError, match=r"no mirror .*train-images.*\|.*alt/train-images"):
         load_dataset("mnist", root=tmp_path)
     assert listing(tmp_path / "mnist") == []
 
 
 @pytest.mark.parametrize("raw, message", [
-    (bytes([0, 0, 9, 3]) + b"\0" * 12, "bad magic"),
+    (bytes([0, 0, 9, 3]) + b"\0" * 12, r"holds signed bytes \(IDX type 0x09\)"),
+    (bytes([0, 0, 8, 2]) + b"\0" * 12, "bad magic"),
     (idx_bytes(np.zeros((2, 28, 28), np.uint8))[:-5], "truncated"),
 ])
 def test_idx_parse_validates(raw, message):

@@ -10,7 +10,8 @@ from pathlib import Path
 from ..errors import CnnlabError
 from .cifar import load_cifar
 from .digits import load_digits_set
-from .download import cache_dir, fetch, safe_extract
+from .archive import safe_extract
+from .download import cache_dir, fetch
 from .folder import load_folder, scan_folder
 from .imageset import ImageSet
 from .mnist import SOURCES as IDX_SOURCES
@@ -74,10 +75,19 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
     if key is not None:
         loader = _LOADERS[key]
         _check_options(key, loader, opts)
-        return loader(split=split, root=root, download=download, **opts)
+        return _non_empty(loader(split=split, root=root, download=download, **opts), key, split, root)
     folder = _folder_path(name)
     _check_options("an image folder", load_folder, opts)
-    return load_folder(folder, split=split, **opts)
+    return _non_empty(load_folder(folder, split=split, **opts), str(folder), split, folder)
+
+
+def _non_empty(data: ImageSet, name: str, split: str, root: str | Path | None) -> ImageSet:
+    """Refuse a split without images here, in one line, rather than as a division by zero in training."""
+    if len(data) == 0:
+        where = root if root is not None else cache_dir()
+        raise CnnlabError(f"{name} split {split!r} has no images (read from {where}): the files there are "
+                          "empty or not the official ones; delete them and re-run to download them again")
+    return data
 
 
 def dataset_info(name: str) -> DatasetInfo:

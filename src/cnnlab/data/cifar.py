@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from ..errors import CnnlabError
-from .download import cache_dir, fetch, safe_extract, url_filename
+from .archive import safe_extract
+from .download import cache_dir, fetch, url_filename
 from .imageset import ImageSet
 from .safe_pickle import get_key, load_cifar_batch, load_pickle
 
@@ -20,6 +21,7 @@ class CifarSource:
     name: str
     url: str
     md5: str
+    size: int  # bytes of the official archive: a download is cut off past it
     folder: str
     splits: dict[str, tuple[str, ...]]
     meta: str
@@ -31,6 +33,7 @@ SOURCES: dict[str, CifarSource] = {
         name="cifar10",
         url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         md5="c58f30108f718f92721af3b95e74349a",
+        size=170_498_071,
         folder="cifar-10-batches-py",
         splits={"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
         meta="batches.meta",
@@ -40,6 +43,7 @@ SOURCES: dict[str, CifarSource] = {
         name="cifar100",
         url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
         md5="eb9058c3a382ffc7106e4002c42a8d85",
+        size=169_001_437,
         folder="cifar-100-python",
         splits={"train": ("train",), "test": ("test",)},
         meta="meta",
@@ -87,7 +91,7 @@ def ensure_folder(source: CifarSource, root: Path, download: bool) -> Path:
     if not download and not (root / url_filename(source.url)).is_file():
         raise CnnlabError(f"{source.name} not found: expected {root / source.folder}/{source.meta}; "
                           f"allow downloading or place the extracted {source.folder} folder in {root}")
-    safe_extract(fetch(source.url, source.md5, root), root)
+    safe_extract(fetch(source.url, source.md5, root, size=source.size), root)
     folder = find_folder(root, source)
     if folder is None:
         raise CnnlabError(f"{source.url} did not contain {source.folder}/{source.meta}: it is not the "

@@ -1,28 +1,42 @@
-"""Checked downloads into the data cache, and archive extraction that cannot escape its folder."""
+"""Checked downloads into the data cache: bounded in time and size, resumable, one process per file.
+
+A file is fetched into ``NAME.part`` beside its final name, under an exclusive lock on ``NAME.lock``, and
+renamed into place only once its size and md5 are those of the official file. A server that stays silent
+for TIMEOUT seconds is given up on; a body that announces or sends more bytes than the official file has
+is stopped at once and removed. A ``.part`` left by an interrupted run (network loss, Ctrl-C, SIGKILL) is
+resumed with an HTTP Range request by the next run, or started over if the server ignores ranges.
+"""
 from __future__ import annotations
 
+import fcntl
+import glob
 import http.client
 import os
 import posixpath
-import secrets
-import shutil
-import stat
-import tarfile
-import tempfile
+import re
+import sys
 import urllib.error
-import zipfile
-import zlib
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlparse
 
-from torchvision.datasets.utils import calculate_md5, download_url
+from tqdm import tqdm
 
 from ..errors import CnnlabError
+from .files import file_md5, read_error
 
 DATA_ENV = "CNNLAB_DATA"
-_DOWNLOAD_ERRORS = (OSError, http.client.HTTPException, RecursionError, ValueError)
-_ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError)
+TIMEOUT = 30.0  # seconds allowed for connecting and for each read; tests lower it
+CHUNK = 1 << 16
+_DOWNLOAD_ERRORS = (OSError, http.client.HTTPException, ValueError)
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+class TooLarge(Exception):
+    """A response that announces or sends more than the official file's size: refused, never kept."""
 
 
 def cache_dir() -> Path:
@@ -31,22 +45,33 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "cnnlab" / "data"
 
 
-def fetch(url: str, md5: str, dest_dir: str | Path, filename: str | None = None) -> Path:
-    """Download `url` to dest_dir/filename unless a copy with the right md5 is already there."""
-    return fetch_mirrors([url], md5, dest_dir, filename or url_filename(url))
+def fetch(url: str, md5: str, dest_dir: str | Path, filename: str | None = None, *, size: int,
+          progress: bool | None = None) -> Path:
+    """Download `url` (`size` bytes, `md5`) to dest_dir/filename unless a verified copy is already there.
+
+    progress: a tqdm bar on stderr; None shows it only when stderr is a terminal.
+    """
+    return fetch_mirrors([url], md5, dest_dir, filename or url_filename(url), size=size, progress=progress)
 
 
-def fetch_mirrors(urls: Sequence[str], md5: str, dest_dir: str | Path, filename: str) -> Path:
+def fetch_mirrors(urls: Sequence[str], md5: str, dest_dir: str | Path, filename: str, *, size: int,
+                  progress: bool | None = None) -> Path:
     """Like fetch, trying each mirror in turn; one error naming every attempt if all fail."""
     target = Path(dest_dir) / filename
-    if target.exists():
+    if os.path.lexists(target):  # complete: a download only ever renames a verified file into place
         return _reuse(target, md5)
-    failures: list[CnnlabError] = []
-    for url in urls:
-        try:
-            return _download(url, md5, target)
-        except CnnlabError as err:
-            failures.append(err)
+    show = sys.stderr.isatty() if progress is None else progress
+    _make_folder(target.parent)
+    with _locked(target, show):
+        if os.path.lexists(target):  # another process finished it while this one waited
+            return _reuse(target, md5)
+        _remove_legacy_parts(target)
+        failures: list[CnnlabError] = []
+        for url in urls:
+            try:
+                return _download(url, md5, size, target, show)
+            except CnnlabError as err:
+                failures.append(err)
     if len(failures) == 1:
         raise failures[0]
     raise CnnlabError(f"no mirror could provide {filename}: " + " | ".join(map(str, failures)))
@@ -60,138 +85,189 @@ def url_filename(url: str) -> str:
     return name
 
 
+def part_path(target: Path) -> Path:
+    """Where target is downloaded to before it is verified: NAME.part beside it."""
+    return target.with_name(target.name + ".part")
+
+
+def _make_folder(folder: Path) -> None:
+    """Create the cache folder, or one line saying why it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CnnlabError(f"cannot create the data folder {folder}: {err.strerror}; point --data-dir or "
+                          f"{DATA_ENV} at a folder you can write") from err
+
+
+@contextmanager
+def _locked(target: Path, show: bool) -> Iterator[None]:
+    """Hold an exclusive flock on NAME.lock, so no two processes (or threads) write the same NAME.part.
+
+    The lock file is removed on release; a waiter that then holds a lock on the removed file sees that
+    the name now refers to another file (or none) and locks again. The kernel drops the lock of a process
+    that dies, even by SIGKILL.
+    """
+    lock = target.with_name(target.name + ".lock")
+    told = False
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as err:
+            raise CnnlabError(f"cannot download into {target.parent}: {err.strerror}; point --data-dir or "
+                              f"{DATA_ENV} at a folder you can write") from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if show and not told:
+                print(f"waiting for another process that is downloading {target.name}", file=sys.stderr)
+                told = True
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        if _same_file(fd, lock):
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """True if the open descriptor is still the file at path."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
 def _reuse(target: Path, md5: str) -> Path:
     """Return an existing file whose md5 matches; move a corrupt one aside and say so."""
-    if calculate_md5(target) == md5:
+    try:
+        actual = file_md5(target)
+    except OSError as err:
+        raise read_error(target, err, "remove it and re-run to download it again") from err
+    if actual == md5:
         return target
     aside = target.with_name(target.name + ".corrupt")
-    os.replace(target, aside)
+    try:
+        os.replace(target, aside)
+    except OSError as err:
+        raise CnnlabError(f"{target} is corrupt (md5 differs from {md5}) and cannot be moved aside "
+                          f"({err.strerror}): delete it, or point --data-dir at another folder") from err
     raise CnnlabError(f"{target} is corrupt (md5 differs from {md5}); it was moved aside to {aside}: "
                       "re-run to download it again")
 
 
-def _download(url: str, md5: str, target: Path) -> Path:
-    """Download to a fresh temporary name beside target, verify md5, rename; never leave a partial file.
+def _remove_legacy_parts(target: Path) -> None:
+    """Delete the randomly named .NAME.*.part files that earlier versions could leave when killed."""
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.part"):
+        stale.unlink(missing_ok=True)
 
-    The name must not exist beforehand: torchvision's download_url skips files already present.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.part")
+
+def _download(url: str, md5: str, size: int, target: Path, show: bool) -> Path:
+    """Fetch url into NAME.part (resuming it if present), verify size and md5, rename into place."""
+    part = part_path(target)
     try:
-        download_url(url, str(tmp.parent), filename=tmp.name)
-        actual = calculate_md5(tmp)
-        if actual != md5:
-            raise CnnlabError(f"download of {url} has md5 {actual}, expected {md5}; the file was removed: "
-                              f"re-run to retry, or download it manually and place it at {target}")
-        os.replace(tmp, target)
-        return target
+        _fill(url, part, size, show)
+    except TooLarge as err:
+        part.unlink(missing_ok=True)
+        raise CnnlabError(f"refusing the download of {url}: {err}; it was stopped and removed: "
+                          f"download the official file manually and place it at {target}") from None
     except _DOWNLOAD_ERRORS as err:
         if isinstance(err, urllib.error.HTTPError):
             err.close()
-        raise CnnlabError(_offline_message(url, target, err)) from err
-    finally:
-        tmp.unlink(missing_ok=True)
+            if err.code == 416:  # Range Not Satisfiable: the part is longer than the server's file
+                part.unlink(missing_ok=True)
+        raise CnnlabError(_offline_message(url, target, err, part)) from err
+    actual = file_md5(part)
+    if actual != md5:
+        part.unlink()
+        raise CnnlabError(f"download of {url} has md5 {actual}, expected {md5}; the file was removed: "
+                          f"re-run to retry, or download it manually and place it at {target}")
+    os.replace(part, target)
+    return target
 
 
-def _offline_message(url: str, target: Path, err: BaseException) -> str:
-    """One line: what failed, and how to get the file without this machine downloading it."""
-    reason = " ".join(str(getattr(err, "reason", err)).split()) or type(err).__name__
-    return (f"cannot download {url} ({reason}): download it manually and place it at {target} "
-            f"(or point --data-dir / {DATA_ENV} at a folder that has it)")
-
-
-def safe_extract(archive: str | Path, dest: str | Path) -> Path:
-    """Extract a .tar/.tar.gz/.tgz/.zip into dest, all or nothing, refusing members that escape dest."""
-    archive, dest = Path(archive), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=dest, prefix=".extract-"))
-    try:
-        _extract_checked(archive, staging)
-        _move_entries(staging, dest)
-    except _ARCHIVE_ERRORS as err:
-        raise CnnlabError(f"cannot extract {archive}: it is truncated or corrupt ({err}); "
-                          "delete it and re-run to download it again") from err
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return dest
-
-
-def _extract_checked(archive: Path, staging: Path) -> None:
-    """Validate every member first, then extract into the staging folder."""
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                _refuse_if_unsafe(archive, info.filename, _zip_kind(info), "")
-            zf.extractall(staging)
+def _fill(url: str, part: Path, size: int, show: bool) -> None:
+    """Make part hold the whole `size` bytes from url, appending to what it already has when the server allows."""
+    have = _resumable_bytes(part, size)
+    if have == size:
         return
-    with tarfile.open(archive, "r:*") as tf:
-        members = tf.getmembers()
-        for m in members:
-            _refuse_if_unsafe(archive, m.name, _tar_kind(m), m.linkname)
-        tf.extractall(staging, members=members, filter="data")
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+        start = _resume_offset(response, have, size)
+        if start is None:
+            part.unlink()
+            raise ValueError(f"the server answered a range request with Content-Range "
+                             f"{response.headers.get('Content-Range')!r}; the partial file was removed")
+        _check_length(response, size - start, size)
+        name = part.name.removesuffix(".part")
+        with open(part, "r+b" if start else "wb") as out, _bar(name, size, start, show) as bar:
+            out.seek(start)
+            out.truncate()
+            _copy(response, out, size - start, size, bar)
+            os.fsync(out.fileno())
 
 
-def _move_entries(staging: Path, dest: Path) -> None:
-    """Rename each extracted top-level entry into dest; refuse to overwrite existing ones."""
-    entries = sorted(staging.iterdir())
-    clashes = [e.name for e in entries if (dest / e.name).exists()]
-    if clashes:
-        raise CnnlabError(f"cannot extract into {dest}: {', '.join(clashes)} already exists there; "
-                          "delete it to re-extract")
-    for entry in entries:
-        os.replace(entry, dest / entry.name)
+def _resumable_bytes(part: Path, size: int) -> int:
+    """Bytes of a left-over part to resume from; one that cannot be the start of the file is removed."""
+    try:
+        have = part.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if have > size:
+        part.unlink()
+        return 0
+    return have
 
 
-def _tar_kind(member: tarfile.TarInfo) -> str:
-    """'file', 'dir', 'symlink', 'hardlink' or 'special' for a tar member."""
-    if member.issym():
-        return "symlink"
-    if member.islnk():
-        return "hardlink"
-    if member.isdir():
-        return "dir"
-    return "file" if member.isfile() else "special"
-
-
-def _zip_kind(info: zipfile.ZipInfo) -> str:
-    """'file', 'dir', 'symlink' or 'special' for a zip member, from its Unix mode bits."""
-    mode = info.external_attr >> 16
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    if info.is_dir():
-        return "dir"
-    return "special" if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR) else "file"
-
-
-def _refuse_if_unsafe(archive: Path, name: str, kind: str, linkname: str) -> None:
-    """Raise CnnlabError if a member could write, or point, outside the extraction folder."""
-    reason = unsafe_member_reason(name, kind, linkname)
-    if reason:
-        raise CnnlabError(f"refusing to extract {archive}: member {name!r} {reason}; "
-                          "the archive is not a genuine copy, delete it")
-
-
-def unsafe_member_reason(name: str, kind: str, linkname: str = "") -> str | None:
-    """Why an archive member is unsafe (absolute, `..`, escaping link, device), or None if safe."""
-    if kind == "special":
-        return "is a device, fifo or other special file"
-    if _escapes(name):
-        return "has an absolute path or climbs out with '..'"
-    if kind == "symlink" and (_is_absolute(linkname) or
-                              _escapes(posixpath.join(posixpath.dirname(name), linkname))):
-        return f"is a symlink pointing outside ({linkname!r})"
-    if kind == "hardlink" and _escapes(linkname):
-        return f"is a hard link pointing outside ({linkname!r})"
+def _resume_offset(response: http.client.HTTPResponse, have: int, size: int) -> int | None:
+    """Where the body starts: 0 for a whole file (the server ignored the range), `have` for the 206 Partial
+    Content asked for, None for any other range."""
+    if response.status != 206:
+        return 0
+    match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+    if match and int(match[1]) == have and int(match[2]) == size - 1 and match[3] in ("*", str(size)):
+        return have
     return None
 
 
-def _is_absolute(path: str) -> bool:
-    """True for POSIX, Windows-drive and backslash absolute paths."""
-    return path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":")
+def _check_length(response: http.client.HTTPResponse, expected: int, size: int) -> None:
+    """Refuse a Content-Length other than the bytes still expected (the official size allows no other)."""
+    announced = response.length  # http.client's reading of Content-Length; None when absent or chunked
+    if announced is not None and announced > expected:
+        raise TooLarge(f"the server announces {announced:,} bytes but the official file has {size:,}")
+    if announced is not None and announced < expected:
+        raise ValueError(f"the server announces {announced:,} bytes but {expected:,} are expected")
 
 
-def _escapes(path: str) -> bool:
-    """True if a member path is absolute or normalises to somewhere above its root."""
-    if not path or _is_absolute(path):
-        return True
-    return ".." in posixpath.normpath(path.replace("\\", "/")).split("/")
+def _copy(response: BinaryIO, out: BinaryIO, expected: int, size: int, bar: tqdm) -> None:
+    """Copy exactly `expected` bytes; TooLarge as soon as one more arrives, ValueError if fewer do."""
+    got = 0
+    while chunk := response.read1(min(CHUNK, expected - got + 1)):
+        got += len(chunk)
+        if got > expected:
+            raise TooLarge(f"the server sent more than the {size:,} bytes of the official file")
+        out.write(chunk)
+        out.flush()
+        bar.update(len(chunk))
+    if got < expected:
+        raise ValueError(f"the connection closed after {got:,} of {expected:,} bytes")
+
+
+def _bar(name: str, size: int, start: int, show: bool) -> tqdm:
+    """A byte progress bar on stderr (a silent one when not shown)."""
+    return tqdm(total=size, initial=start, desc=name, unit="B", unit_scale=True, unit_divisor=1024,
+                file=sys.stderr, disable=not show, dynamic_ncols=True)
+
+
+def _offline_message(url: str, target: Path, err: BaseException, part: Path) -> str:
+    """One line: what failed, how to resume, and how to get the file without this machine downloading it."""
+    reason = getattr(err, "reason", err)
+    if isinstance(reason, TimeoutError):
+        reason = f"no answer within {TIMEOUT:g} s"
+    reason = " ".join(str(reason).split()) or type(err).__name__
+    fix = f"download it manually and place it at {target} (or point --data-dir / {DATA_ENV} at a folder that has it)"
+    if part.exists():
+        fix = f"{part.stat().st_size:,} bytes are kept in {part}: re-run to resume, or {fix}"
+    return f"cannot download {url} ({reason}): {fix}"

@@ -11,12 +11,17 @@ import torch
 from PIL import Image
 
 from ..errors import CnnlabError
+from .files import NotARegularFile, open_regular
 from .imageset import ImageSet
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+# Modes wider than 8 bits and the value that maps to 255 (docs/data.md): 16-bit greyscale, 32-bit integers
+# (which Pillow also uses for 16-bit PNG, PGM and TIFF files) on the same 16-bit scale, floats on 0..1.
+FULL_SCALE = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+_VIA = {"La": "LA", "LAB": "RGB"}  # modes Pillow cannot convert straight to L or RGB
 
 
 @dataclass(frozen=True)
@@ -68,13 +73,37 @@ def _class_files(folder: Path) -> tuple[list[str], list[Skipped]]:
 
 
 def read_image(path: str, size: tuple[int, int], mode: str) -> np.ndarray:
-    """Decode one image with Pillow to `mode` (RGB or L), resize to (H, W); C×H×W uint8."""
-    with Image.open(path) as img:
+    """Decode one image with Pillow to `mode` (RGB or L), resize to (H, W); C×H×W uint8.
+
+    Only a regular file is opened (NotARegularFile otherwise): a FIFO would block forever, a device never end.
+    """
+    with open_regular(path) as fh, Image.open(fh) as img:
         img.load()
-        converted = img.convert("RGBA").convert(mode) if img.mode in ("P", "PA", "LA") else img.convert(mode)
+        converted = to_8bit(img, mode)
     resized = converted.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     array = np.asarray(resized, dtype=np.uint8)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def skip_reason(err: Exception) -> str:
+    """Why an image file was not used, for the list of skipped files."""
+    if isinstance(err, NotARegularFile):
+        return f"{err.kind}, not a regular file: not opened"
+    return f"unreadable image ({type(err).__name__}: {err})"
+
+
+def to_8bit(img: Image.Image, mode: str) -> Image.Image:
+    """img as 8-bit `mode` (L or RGB) by one rule for every Pillow mode (the table in docs/data.md).
+
+    Wide modes are scaled by FULL_SCALE (Pillow's own convert would clip them at 255); every other mode is
+    converted as Pillow does, which keeps the colour of transparent pixels and drops alpha.
+    """
+    if img.mode in FULL_SCALE:
+        values = np.nan_to_num(np.asarray(img, dtype=np.float64)) * (255.0 / FULL_SCALE[img.mode])
+        img = Image.fromarray(np.rint(np.clip(values, 0, 255)).astype(np.uint8))
+    elif img.mode in _VIA:
+        img = img.convert(_VIA[img.mode])
+    return img.convert(mode)
 
 
 def read_folder(root: str | Path, size: tuple[int, int] = (32, 32),
@@ -89,10 +118,10 @@ def read_folder(root: str | Path, size: tuple[int, int] = (32, 32),
             arrays.append(read_image(path, size, mode))
             labels.append(label)
         except DECODE_ERRORS as err:
-            skipped.append(Skipped(display_name(path), f"unreadable image ({type(err).__name__}: {err})"))
+            skipped.append(Skipped(display_name(path), skip_reason(err)))
     if not arrays:
         raise CnnlabError(f"no readable images in {display_name(str(root))}: "
-                          "expected root/CLASS/*.jpg|png|bmp|gif|webp")
+                          f"expected root/CLASS/*.{'|'.join(sorted(e[1:] for e in IMAGE_EXTENSIONS))}")
     images = torch.from_numpy(np.stack(arrays))
     return ImageSet(images, torch.tensor(labels, dtype=torch.int64), classes, f"folder:{display_name(str(root))}"), skipped
 

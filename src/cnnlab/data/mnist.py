@@ -11,42 +11,53 @@ import torch
 
 from ..errors import CnnlabError
 from .download import cache_dir, fetch_mirrors
+from .files import open_input
 from .imageset import ImageSet
 
 _UBYTE = 0x08
+_IDX_TYPES = {0x08: "unsigned bytes", 0x09: "signed bytes", 0x0B: "16-bit integers", 0x0C: "32-bit integers",
+              0x0D: "32-bit floats", 0x0E: "64-bit floats"}
+IdxFile = tuple[str, str, int]  # file name, md5, size in bytes
 
 
 @dataclass(frozen=True)
 class IdxSource:
-    """Mirrors, file names + md5s per split, class names and cache folder of one IDX dataset."""
+    """Mirrors (https first), (file name, md5, byte size) of images and labels per split, classes, cache folder."""
 
     name: str
     mirrors: tuple[str, ...]
-    splits: dict[str, tuple[tuple[str, str], tuple[str, str]]]
+    splits: dict[str, tuple[IdxFile, IdxFile]]
     classes: tuple[str, ...]
     folder: str
 
 
-def _official_splits(md5s: tuple[str, str, str, str]) -> dict[str, tuple[tuple[str, str], tuple[str, str]]]:
-    """The four standard IDX file names paired with their md5s, grouped by split."""
-    return {"train": (("train-images-idx3-ubyte.gz", md5s[0]), ("train-labels-idx1-ubyte.gz", md5s[1])),
-            "test": (("t10k-images-idx3-ubyte.gz", md5s[2]), ("t10k-labels-idx1-ubyte.gz", md5s[3]))}
+def _official_splits(*checks: tuple[str, int]) -> dict[str, tuple[IdxFile, IdxFile]]:
+    """The four standard IDX file names with their (md5, size), in the order train images/labels, test images/labels."""
+    names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+             "t10k-labels-idx1-ubyte.gz")
+    files = [(name, md5, size) for name, (md5, size) in zip(names, checks, strict=True)]
+    return {"train": (files[0], files[1]), "test": (files[2], files[3])}
 
 
 SOURCES: dict[str, IdxSource] = {
     "mnist": IdxSource(
         name="mnist",
         mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
-        splits=_official_splits(("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
-                                 "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c")),
+        splits=_official_splits(("f68b3c2dcbeaaa9fbdd348bbdeb94873", 9_912_422),
+                                ("d53e105ee54ea40749a09fcbcd1e9432", 28_881),
+                                ("9fb629c4189551a2d022fa330f9573f3", 1_648_877),
+                                ("ec29112dd5afa0611ce80d1b7f02629c", 4_542)),
         classes=tuple(str(d) for d in range(10)),
         folder="mnist",
     ),
     "fashion-mnist": IdxSource(
         name="fashion-mnist",
-        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-        splits=_official_splits(("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
-                                 "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310")),
+        mirrors=("https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+                 "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"),
+        splits=_official_splits(("8d4fb7e6c68d591d4c3dfef9ec88bf0d", 26_421_880),
+                                ("25c81989df183df01b3e8a0aad5dffbe", 29_515),
+                                ("bef4ecab320f06d8554ea6380940ec79", 4_422_102),
+                                ("bb300cfdad3c16e7a12a480ee83cd310", 5_148)),
         classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                  "Ankle boot"),
         folder="fashion-mnist",
@@ -61,27 +72,28 @@ def load_idx_dataset(name: str, split: str = "train", root: str | Path | None = 
     if split not in source.splits:
         raise CnnlabError(f"unknown split {split!r} for {name}: choose one of {', '.join(source.splits)}")
     folder = (Path(root) if root else cache_dir()) / source.folder
-    (image_file, image_md5), (label_file, label_md5) = source.splits[split]
-    images = read_idx(_obtain(source, folder, image_file, image_md5, download), ndim=3)
-    labels = read_idx(_obtain(source, folder, label_file, label_md5, download), ndim=1)
-    _check_pair(images, labels, len(source.classes), folder / label_file)
+    image_file, label_file = source.splits[split]
+    images = read_idx(_obtain(source, folder, image_file, download), ndim=3)
+    labels = read_idx(_obtain(source, folder, label_file, download), ndim=1)
+    _check_pair(images, labels, len(source.classes), folder / label_file[0])
     return ImageSet(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
                     list(source.classes), f"{name}-{split}")
 
 
-def _obtain(source: IdxSource, folder: Path, filename: str, md5: str, download: bool) -> Path:
+def _obtain(source: IdxSource, folder: Path, file: IdxFile, download: bool) -> Path:
     """A verified local copy of one IDX file, downloaded from the mirrors if allowed."""
+    filename, md5, size = file
     path = folder / filename
     if not download and not path.is_file():
         raise CnnlabError(f"{source.name} file {path} not found: allow downloading or place it there")
-    return fetch_mirrors([m + filename for m in source.mirrors], md5, folder, filename)
+    return fetch_mirrors([m + filename for m in source.mirrors], md5, folder, filename, size=size)
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
     """Decompress and parse one gzipped IDX file of unsigned bytes."""
     try:
-        with gzip.open(path, "rb") as fh:
-            raw = fh.read()
+        with open_input(path, "delete it and re-run to download it again") as fh, gzip.GzipFile(fileobj=fh) as gz:
+            raw = gz.read()
     except (OSError, EOFError, zlib.error) as err:
         raise CnnlabError(f"cannot read {path}: truncated or not gzip ({err}); delete it and re-run") from err
     return parse_idx(raw, ndim, str(path))
@@ -90,6 +102,10 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
 def parse_idx(raw: bytes, ndim: int, source: str) -> np.ndarray:
     """Parse IDX bytes (magic 0,0,0x08,ndim; big-endian int32 sizes; uint8 payload), checking sizes."""
     header = 4 + 4 * ndim
+    if len(raw) >= 4 and raw[:2] == b"\0\0" and raw[2] != _UBYTE and raw[2] in _IDX_TYPES:
+        raise CnnlabError(f"{source} holds {_IDX_TYPES[raw[2]]} (IDX type 0x{raw[2]:02X}), but MNIST-format images "
+                          "and labels are unsigned bytes (a float label would be truncated to a wrong class): "
+                          "delete it and re-run to download the official file")
     if len(raw) < header or raw[0] != 0 or raw[1] != 0 or raw[2] != _UBYTE or raw[3] != ndim:
         raise CnnlabError(f"{source} is not an unsigned-byte IDX file with {ndim} dimensions "
                           f"(bad magic number {raw[:4].hex()}); delete it and re-run")

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import CnnlabError
+from .files import open_input, read_error
 
 IMAGE_BYTES = 3 * 32 * 32
 
@@ -55,15 +57,16 @@ class RestrictedUnpickler(pickle.Unpickler):
 def load_pickle(path: str | Path) -> Any:
     """Restricted load of a pickle file (bytes keys kept, as the official CIFAR loader does)."""
     path = Path(path)
+    fix = f"delete {path.parent} and re-run to download it again"
     try:
-        with open(path, "rb") as fh:
+        with open_input(path, fix) as fh:
             return RestrictedUnpickler(fh, str(path)).load()
-    except FileNotFoundError:
-        raise CnnlabError(f"{path} is missing: delete {path.parent} and re-run to download it again") from None
+    except OSError as err:
+        raise read_error(path, err, fix) from err
     except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError, AttributeError,
             OverflowError, MemoryError) as err:
         raise CnnlabError(f"cannot read {path}: it is truncated or corrupt ({type(err).__name__}: {err}); "
-                          f"delete {path.parent} and re-run to download it again") from err
+                          f"{fix}") from err
 
 
 def load_cifar_batch(path: str | Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,15 +85,23 @@ def validate_batch(batch: Any, label_key: str, num_classes: int, path: Path) -> 
     data, labels = get_key(batch, "data"), get_key(batch, label_key)
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != IMAGE_BYTES:
         raise bad(f"'data' must be uint8 of shape (N, {IMAGE_BYTES})")
-    try:
-        labels = np.asarray(labels, dtype=np.int64)
-    except (TypeError, ValueError, OverflowError):
-        raise bad(f"'{label_key}' is not a list of integers") from None
+    labels = integer_labels(labels, label_key, bad)
     if labels.shape != (data.shape[0],):
         raise bad(f"'{label_key}' has shape {labels.shape}, expected ({data.shape[0]},)")
     if labels.size and not (0 <= labels.min() and labels.max() < num_classes):
         raise bad(f"'{label_key}' outside 0..{num_classes - 1}")
     return data, labels
+
+
+def integer_labels(labels: Any, label_key: str, bad: Callable[[str], CnnlabError]) -> np.ndarray:
+    """Labels as int64, refusing anything but integers: a float such as 1.7 must not become class 1."""
+    try:
+        array = np.asarray(labels)
+    except (TypeError, ValueError):
+        raise bad(f"'{label_key}' is not a list of integers") from None
+    if array.size and array.dtype.kind not in "iu":
+        raise bad(f"'{label_key}' must be integers, got {array.dtype} values")
+    return array.astype(np.int64)
 
 
 def get_key(d: dict, key: str) -> Any:
