@@ -5,8 +5,8 @@ a fresh process: ``--rounds`` rounds, each running every (variant, model) once i
 drift of the host's speed hits all of them alike. A variant may also name another source tree
 (``--before DIR``: a checkout of an older cnnlab, timed with its own ``benchmarks/throughput.py``),
 which is how "no speed lost" is shown against the code before a change. Each worker times
-``--steps`` batch-32 steps of ``throughput.engine_runner`` (the engine's own epoch loop) after a
-warm-up epoch, best of ``--repeats``. The CPU (model, torch's capability, BF16/AMX flags) is printed
+an epoch of batch-32 steps (``MODELS``; ``--scale`` for more) of ``throughput.engine_runner`` (the
+engine's own epoch loop) after a warm-up epoch, best of ``--repeats``. The CPU (model, torch's capability, BF16/AMX flags) is printed
 beside the table, and the 1-minute load average before each round: time on a quiet machine.
 
     .venv/bin/python benchmarks/cpu_settings.py --rounds 3
@@ -31,7 +31,10 @@ SETTINGS = {  # name -> OpenMP environment (None: leave the variable unset)
     "active, pinned": {"OMP_WAIT_POLICY": "ACTIVE", "OMP_PROC_BIND": "true"},
     "libgomp default, unpinned": {"OMP_PROC_BIND": "false"},
 }
-MODELS = {"lenet5-cifar": ("fp32", False), "inception10-cifar": ("fp32", True), "resnet18-cifar": ("bf16", True)}
+MODELS = {  # name -> (precision, channels_last, batch-32 steps per timed epoch: about a second each on a quiet host)
+    "lenet5-cifar": ("fp32", False, 200), "baseline-cifar": ("fp32", False, 120),
+    "inception10-cifar": ("fp32", True, 15), "resnet18-cifar": ("bf16", True, 4),
+}
 
 WORKER = """
 import json, os, sys, time
@@ -76,9 +79,10 @@ def cpu_description() -> str:
             f"{torch.backends.cpu.get_cpu_capability()}; flags: {' '.join(sorted(flags)) or 'no AVX-512/AMX'}")
 
 
-def run_worker(variant: Variant, model: str, steps: int, repeats: int) -> dict:
+def run_worker(variant: Variant, model: str, scale: float, repeats: int) -> dict:
     """One fresh process timing one model under the variant's tree and environment."""
-    precision, cl = MODELS[model]
+    precision, cl, steps = MODELS[model]
+    steps = max(2, round(steps * scale))
     env = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
     env.update(variant.env or {})
     env["PYTHONPATH"] = str(variant.tree / "src")
@@ -93,7 +97,8 @@ def run_worker(variant: Variant, model: str, steps: int, repeats: int) -> dict:
 def table(variants: list[Variant], models: list[str]) -> str:
     """Markdown: median images/s per (variant, model), with the ratio to the first variant."""
     base = variants[0]
-    head = "| variant (tree, OpenMP as run) | " + " | ".join(f"{m} ({'/'.join(map(str, MODELS[m]))})" for m in models)
+    head = "| variant (tree, OpenMP as run) | " + " | ".join(
+        f"{m} ({MODELS[m][0]}{', channels_last' if MODELS[m][1] else ''})" for m in models)
     lines = [head + " |", "|---|" + "---|" * len(models)]
     for v in variants:
         cells = []
@@ -108,14 +113,14 @@ def table(variants: list[Variant], models: list[str]) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=60, help="batch-32 steps per timed epoch")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every model's steps per timed epoch")
     p.add_argument("--repeats", type=int, default=3, help="timed epochs per worker (the best counts)")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--before", type=Path, help="an older cnnlab checkout, timed as it was (its own settings)")
     a = p.parse_args(argv)
-    if min(a.rounds, a.steps, a.repeats) < 1:
-        p.error("--rounds, --steps and --repeats must be at least 1")
+    if min(a.rounds, a.repeats) < 1 or not a.scale > 0:
+        p.error("--rounds and --repeats must be at least 1, --scale positive")
     if a.before and not (a.before / "benchmarks" / "throughput.py").is_file():
         p.error(f"--before {a.before} has no benchmarks/throughput.py")
     tree = HERE.parent
@@ -126,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"round {r + 1}/{a.rounds}: load average {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
         for v in variants:
             for m in a.models:
-                got = run_worker(v, m, a.steps, a.repeats)
+                got = run_worker(v, m, a.scale, a.repeats)
                 v.rates.setdefault(m, []).append(got["rate"])
                 v.seen[m] = f"wait {got['wait']}, bind {got['bind']}, {got['threads']} threads"
     print(table(variants, a.models))
