@@ -192,15 +192,13 @@ class VGG16(Model):
 
     def __init__(self, div: int = 1):
         super().__init__()
-        i = 0
-        for stage, (filters, convs) in enumerate(self.STAGES, 1):
-            for _ in range(convs):
-                i += 1
-                setattr(self, f"c{i}", Conv2D(filters=filters // div, kernel_size=(3, 3), padding='same'))
-                setattr(self, f"b{i}", BatchNormalization())
-                setattr(self, f"a{i}", Activation('relu'))
-            setattr(self, f"p{stage}", MaxPool2D(pool_size=(2, 2), strides=2, padding='same'))
-            setattr(self, f"d{stage}", Dropout(0.2))
+        for stage, i, filters, closes in self.layout():  # made in the course's order: its names and draws
+            setattr(self, f"c{i}", Conv2D(filters=filters // div, kernel_size=(3, 3), padding='same'))
+            setattr(self, f"b{i}", BatchNormalization())
+            setattr(self, f"a{i}", Activation('relu'))
+            if closes:
+                setattr(self, f"p{stage}", MaxPool2D(pool_size=(2, 2), strides=2, padding='same'))
+                setattr(self, f"d{stage}", Dropout(0.2))
         self.flatten = Flatten()
         self.f1 = Dense(512 // div, activation='relu')
         self.d6 = Dropout(0.2)
@@ -208,13 +206,20 @@ class VGG16(Model):
         self.d7 = Dropout(0.2)
         self.f3 = Dense(10, activation='softmax')
 
-    def call(self, x):
+    @classmethod
+    def layout(cls):
+        """(stage, convolution number, filters, whether it closes its stage) of the 13 convolutions."""
         i = 0
-        for stage, (_, convs) in enumerate(self.STAGES, 1):
-            for _ in range(convs):
+        for stage, (filters, convs) in enumerate(cls.STAGES, 1):
+            for k in range(convs):
                 i += 1
-                x = getattr(self, f"a{i}")(getattr(self, f"b{i}")(getattr(self, f"c{i}")(x)))
-            x = getattr(self, f"d{stage}")(getattr(self, f"p{stage}")(x))
+                yield stage, i, filters, k == convs - 1
+
+    def call(self, x):
+        for stage, i, _, closes in self.layout():
+            x = getattr(self, f"a{i}")(getattr(self, f"b{i}")(getattr(self, f"c{i}")(x)))
+            if closes:
+                x = getattr(self, f"d{stage}")(getattr(self, f"p{stage}")(x))
         x = self.d7(self.f2(self.d6(self.f1(self.flatten(x)))))
         return self.f3(x)
 

@@ -205,3 +205,14 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--no-progress"]
     assert main(args) == 0
     return run
+
+
+@pytest.fixture
+def one_thread():
+    """Small CPU passes run fastest on one thread, and do not fight parallel test runs for cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
