@@ -271,3 +271,25 @@ def test_initial_kernels_spread_as_keras_and_biases_are_zero(name: str) -> None:
         assert k.abs().max().item() <= largest * 1.05 + 1e-6
     assert bool(stats[f"{name}/biases_zero"])
     assert all(not p.any() for n, p in model.named_parameters() if n.endswith("bias") and ".b" not in n)
+
+
+def test_keras_adam_counts_steps_across_a_resume_and_from_older_checkpoints() -> None:
+    """The epsilon follows the step count; a state saved without the counter resumes from Adam's own."""
+    from cnnlab.engine.fit import KERAS_ADAM_EPS, KerasAdam
+
+    w = nn.Parameter(torch.ones(3))
+
+    def stepped(opt: torch.optim.Optimizer, times: int) -> torch.optim.Optimizer:
+        for _ in range(times):
+            w.grad = torch.full_like(w, 1e-6)
+            opt.step()
+        return opt
+
+    saved = stepped(KerasAdam([w], lr=LR), 2).state_dict()
+    for state in (saved, {**saved, "param_groups": [{k: v for k, v in g.items() if k != "keras_step"}
+                                                    for g in saved["param_groups"]]}):
+        opt = KerasAdam([w], lr=LR)
+        opt.load_state_dict(copy.deepcopy(state))
+        group = stepped(opt, 1).param_groups[0]
+        assert group["keras_step"] == 3
+        assert group["eps"] == pytest.approx(KERAS_ADAM_EPS / math.sqrt(1 - 0.999 ** 3))
