@@ -266,3 +266,14 @@ def cached_weights(hub: Path, fake_weights):
         return path
 
     return cache
+
+
+@pytest.fixture
+def one_thread():
+    """Small CPU passes run fastest on one thread, and do not fight parallel test runs for cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -200,11 +200,41 @@ class Dropout(nn.Dropout):
         return x.mul_(keep) if self.inplace else x * keep
 
 
+class _KerasMovingVariance(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose moving variance blends in the batch's biased variance, as Keras 3 does.
+
+    PyTorch (and TF2's fused Keras 2 kernel) blend in the unbiased one, n/(n-1) times larger, n being
+    the values per channel; the normalisation itself is the same. Taking that factor back out of the
+    newly blended part costs a few C-element operations, and the state-dict keys stay PyTorch's.
+    """
+
+    def __init__(self, num_features: int, momentum: float = KERAS_BN_MOMENTUM, eps: float = KERAS_BN_EPS) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and self.track_running_stats and self.momentum is not None):
+            return super().forward(x)
+        self._check_input_dim(x)
+        self.num_batches_tracked.add_(1)
+        blended = self.running_var.clone()  # PyTorch's update lands here; autograd may keep it, so it stays as is
+        y = F.batch_norm(x, self.running_mean, blended, self.weight, self.bias, True, self.momentum, self.eps)
+        with torch.no_grad():
+            new_part = blended - (1 - self.momentum) * self.running_var  # momentum * n/(n-1) * biased variance
+            self.running_var.copy_(blended - new_part / (x.numel() // x.shape[1]))
+        return y
+
+
+class KerasBatchNorm2d(_KerasMovingVariance, nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` with Keras' defaults (momentum 0.99, epsilon 1e-3) and Keras 3's moving variance."""
+
+
+class KerasBatchNorm1d(_KerasMovingVariance, nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` (after a Dense layer) with Keras' defaults and Keras 3's moving variance."""
+
+
 def BatchNorm2d(num_features: int, keras: bool = True) -> nn.BatchNorm2d:  # noqa: N802 (layer factory)
-    """BatchNorm with Keras' momentum/epsilon by default (PyTorch's with ``keras=False``)."""
-    if keras:
-        return nn.BatchNorm2d(num_features, eps=KERAS_BN_EPS, momentum=KERAS_BN_MOMENTUM)
-    return nn.BatchNorm2d(num_features)
+    """BatchNorm as Keras' ``BatchNormalization()`` by default (PyTorch's own with ``keras=False``)."""
+    return KerasBatchNorm2d(num_features) if keras else nn.BatchNorm2d(num_features)
 
 
 ACTIVATIONS: dict[str, type[nn.Module] | None] = {

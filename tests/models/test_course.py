@@ -23,13 +23,7 @@ KERAS_PARAMS = {
 NAMES = list(KERAS_PARAMS)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These small CPU passes run fastest on one thread, and do not fight parallel test runs for cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def keras_counts(model: nn.Module) -> tuple[int, int]:

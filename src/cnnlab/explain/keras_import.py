@@ -1,16 +1,23 @@
 """Load the weights of a course network saved by Keras into the matching cnnlab network.
 
-Two HDF5 layouts are read (both need the optional ``h5py``):
+Three formats are read:
 
 - Keras 3 ``model.save_weights("x.weights.h5")``: one ``<path>/vars`` group per layer holding
   datasets ``0, 1, ...`` in the layer's variable order (``layers/conv2d/vars`` for a Sequential,
-  the attribute name such as ``c1/vars`` for a subclassed model);
+  the attribute name such as ``c1/vars`` or ``blocks/layers/resnet_block/c1/vars`` for a subclassed
+  model), each tagged with the layer's own name (``conv2d_7``);
 - legacy Keras 2 ``.h5`` (``save_weights`` or ``model.save``): the ``layer_names`` attribute
-  lists the layers in order, each with a ``weight_names`` attribute.
+  lists the top-level layers in order, each with a ``weight_names`` attribute (a nested model's
+  names say which inner layer each weight belongs to: ``resnet_block/conv2d_1/kernel:0``);
+- the TensorFlow checkpoint that TF2's Keras 2 writes for the course's ``model.save_weights(
+  "./checkpoint/Baseline.ckpt")`` (``.index`` + ``.data-*`` files; needs tensorflow), whose object
+  graph lists the layers in the order the model tracked them.
 
-Layers are matched in order *by type* (k-th Keras convolution ↔ k-th ``nn.Conv2d`` ...); Keras 3
-files do not record the order across types, so only the order within a type matters. Keras 3
-paths are ordered naturally (``conv2d`` < ``conv2d_2`` < ``conv2d_10``, ``c2`` < ``c10``).
+Layers are matched in order *by type* (k-th Keras convolution ↔ k-th ``nn.Conv2d`` ...), the order in
+which Keras created them: the files sort layers by attribute name or graph depth, but Keras' automatic
+names count up as layers are made (``conv2d``, ``conv2d_1``, …), and for the course's networks that
+creation order is cnnlab's module order. Without such names (layers named by hand) the file's own order
+is used, Keras 3 paths ordered naturally (``conv2d_2`` < ``conv2d_10``, ``c2`` < ``c10``).
 Conversions: conv kernel HWIO → OIHW; depthwise ``(kh, kw, C, m)`` → ``(C·m, 1, kh, kw)``; dense
 ``(in, out)`` → ``(out, in)``, and for the first Dense after a Flatten of a C×H×W map its rows are
 reordered from Keras' H·W·C order to PyTorch's C·H·W; BatchNorm gamma/beta/moving mean/variance →
@@ -39,11 +46,17 @@ Chw = tuple[int, int, int]
 
 @dataclass(frozen=True)
 class KerasLayer:
-    """One Keras layer with weights: its name (or path), kind and arrays in Keras' order."""
+    """One Keras layer with weights: its path in the file, kind, arrays in Keras' order and Keras name."""
 
     name: str
     kind: str
     arrays: tuple[np.ndarray, ...]
+    keras_name: str | None = None  # the layer's own name (``conv2d_7``), where the file records it
+
+
+Raw = list[tuple[str, list[np.ndarray], str | None]]  # (path, arrays, Keras layer name) in the file's order
+# Keras' automatic layer name of each kind, followed by ``_<n>`` for the n-th layer made after the first
+AUTO_NAMES = {"conv": "conv2d", "separable": "separable_conv2d", "dense": "dense", "bn": "batch_normalization"}
 
 
 def _h5py():
@@ -64,26 +77,92 @@ def _natural_key(path: str) -> list:
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path)]
 
 
-def _legacy_layers(root) -> list[tuple[str, list[np.ndarray]]]:
-    """(layer name, arrays) in the order of the ``layer_names`` attribute (Keras 2 ``.h5``)."""
-    out = []
+def _legacy_layers(root) -> Raw:
+    """Layers in the order of the ``layer_names`` attribute (Keras 2 ``.h5``), a nested model's split by owner."""
+    out: Raw = []
     for name in map(_text, root.attrs["layer_names"]):
         group = root[name]
-        out.append((name, [np.asarray(group[_text(w)]) for w in group.attrs.get("weight_names", [])]))
+        owners: dict[str, list[np.ndarray]] = {}
+        for weight in map(_text, group.attrs.get("weight_names", [])):
+            owners.setdefault(weight.rsplit("/", 1)[0], []).append(np.asarray(group[weight]))
+        for owner, arrays in owners.items():
+            path = name if len(owners) == 1 else f"{name}/{owner}"
+            out.append((path, arrays, owner.rsplit("/", 1)[-1]))
+        if not owners:
+            out.append((name, [], None))
     return out
 
 
-def _keras3_layers(f) -> list[tuple[str, list[np.ndarray]]]:
-    """(layer path, arrays) for every ``.../vars`` group (Keras 3 ``.weights.h5``), naturally sorted."""
+def _keras3_layers(f) -> Raw:
+    """Layers of every ``.../vars`` group (Keras 3 ``.weights.h5``), naturally sorted by path."""
     paths: list[str] = []
     f.visititems(lambda name, obj: paths.append(name) if name.rsplit("/", 1)[-1] == "vars" and
                  hasattr(obj, "keys") else None)
-    layers = []
+    layers: Raw = []
     for path in sorted(paths, key=_natural_key):
         owner = path.rsplit("/vars", 1)[0]
         if not _NOT_LAYERS.match(owner):
             group = f[path]
-            layers.append((owner, [np.asarray(group[k]) for k in sorted(group.keys(), key=int)]))
+            name = group.attrs.get("name")
+            layers.append((owner, [np.asarray(group[k]) for k in sorted(group.keys(), key=int)],
+                           None if name is None else _text(name)))
+    return layers
+
+
+def _tensorflow():
+    """Import TensorFlow lazily, only to read a TensorFlow checkpoint."""
+    try:
+        import tensorflow as tf
+        from tensorflow.core.protobuf import trackable_object_graph_pb2
+    except ImportError:
+        raise CnnlabError("a TensorFlow checkpoint (the course's save_weights('....ckpt')) needs tensorflow to read: "
+                          "pip install tensorflow-cpu, or save it again with model.save_weights('name.weights.h5')"
+                          ) from None
+    return tf, trackable_object_graph_pb2
+
+
+def checkpoint_prefix(path: str | os.PathLike) -> str | None:
+    """The TensorFlow checkpoint ``path`` names (its prefix, its ``.index`` file or its folder), else None."""
+    p = os.fspath(path)
+    if os.path.isdir(p):
+        listed = Path(p, "checkpoint")
+        found = re.search(r'^model_checkpoint_path:\s*"(.+)"', listed.read_text(), re.M) if listed.is_file() else None
+        p = os.path.join(p, found.group(1)) if found else p
+    p = p[:-len(".index")] if p.endswith(".index") else p
+    return p if os.path.isfile(p + ".index") else None
+
+
+_SKIPPED_CHILDREN = {"optimizer", "save_counter", "keras_api"}
+
+
+def _checkpoint_layers(prefix: str) -> Raw:
+    """Layers of a TensorFlow checkpoint in the order of its object graph (children as the model tracked them)."""
+    tf, proto = _tensorflow()
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        graph = proto.TrackableObjectGraph()
+        graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    except (tf.errors.OpError, ValueError) as e:
+        raise CnnlabError(f"cannot read TensorFlow checkpoint {prefix!r}: {str(e).splitlines()[0]}") from None
+    layers: Raw = []
+    seen: set[int] = set()
+
+    def value(node_id: int) -> np.ndarray | None:
+        keys = [a.checkpoint_key for a in graph.nodes[node_id].attributes if a.name == "VARIABLE_VALUE"]
+        return np.asarray(reader.get_tensor(keys[0])) if keys else None
+
+    def visit(node_id: int, path: str) -> None:
+        seen.add(node_id)
+        children = [(c, value(c.node_id)) for c in graph.nodes[node_id].children
+                    if c.local_name not in _SKIPPED_CHILDREN]
+        arrays = [a for _, a in children if a is not None]
+        if arrays:
+            layers.append((path, arrays, None))
+        for c, a in children:
+            if a is None and c.node_id not in seen:
+                visit(c.node_id, f"{path}/{c.local_name}".lstrip("/"))
+
+    visit(0, "")
     return layers
 
 
@@ -102,16 +181,35 @@ def _kind(name: str, arrays: list[np.ndarray]) -> str:
                       "which match no supported layer (Conv2D, SeparableConv2D, Dense, BatchNormalization)")
 
 
-def read_keras_layers(h5_path: str | os.PathLike) -> list[KerasLayer]:
-    """The weighted layers of a Keras HDF5 weights file, in order, with their kinds."""
+def _h5_layers(h5_path: str | os.PathLike) -> Raw:
+    """The layers of a Keras HDF5 weights file (Keras 3 or legacy Keras 2) in the file's order."""
     h5py = _h5py()
     try:
         with h5py.File(h5_path, "r") as f:
             root = f["model_weights"] if "model_weights" in f else f
-            raw = _legacy_layers(root) if "layer_names" in root.attrs else _keras3_layers(f)
+            return _legacy_layers(root) if "layer_names" in root.attrs else _keras3_layers(f)
     except OSError as e:
         raise CnnlabError(f"cannot read Keras weights {os.fspath(h5_path)!r}: {e}") from None
-    return [KerasLayer(name, _kind(name, arrays), tuple(arrays)) for name, arrays in raw if arrays]
+
+
+def read_keras_layers(path: str | os.PathLike) -> list[KerasLayer]:
+    """The weighted layers of a Keras weights file or TensorFlow checkpoint, in the file's order, with their kinds."""
+    prefix = checkpoint_prefix(path)
+    raw = _checkpoint_layers(prefix) if prefix else _h5_layers(path)
+    return [KerasLayer(name, _kind(name, arrays), tuple(arrays), keras_name) for name, arrays, keras_name in raw
+            if arrays]
+
+
+def creation_order(layers: list[KerasLayer], kind: str) -> list[KerasLayer]:
+    """The layers in the order Keras made them, read off automatic names (``conv2d``, ``conv2d_1``, …).
+
+    The file's order is kept unless every layer has such a name: a name given by hand tells nothing.
+    """
+    pattern = re.compile(rf"{AUTO_NAMES[kind]}(?:_(\d+))?")
+    found = [pattern.fullmatch(k.keras_name or "") for k in layers]
+    if not all(found):
+        return layers
+    return [k for _, k in sorted(zip((int(m.group(1) or 0) for m in found), layers), key=lambda t: t[0])]
 
 
 def torch_layers(model: nn.Module) -> list[tuple[str, str, nn.Module]]:
@@ -134,7 +232,7 @@ def torch_layers(model: nn.Module) -> list[tuple[str, str, nn.Module]]:
 
 def _flatten_shapes_traced(model: nn.Module, input_size: Chw) -> dict[str, Chw]:
     """C×H×W flattened into each Dense that directly follows a spatial map, from one forward pass."""
-    last: list[Chw | None] = [None]
+    last: list[Chw | None] = [tuple(input_size)]  # a Flatten may come first: the input is the map it flattens
     found: dict[str, Chw] = {}
     names = {id(m): n for n, m in model.named_modules()}
 
@@ -202,7 +300,7 @@ def _depthwise_kernel(k: np.ndarray) -> np.ndarray:
 
 def _dense_kernel(k: np.ndarray, chw: Chw | None) -> np.ndarray:
     """Keras dense kernel (in, out) → PyTorch (out, in), rows reordered HWC → CHW after a Flatten."""
-    if chw is not None:
+    if chw is not None and k.shape[0] == math.prod(chw):  # another size: the shape check reports it
         c, h, w = chw
         k = k.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(c * h * w, -1)
     return k.T
@@ -239,45 +337,77 @@ _PAIRS: dict[str, Callable[..., Pairs]] = {
 }
 
 
-def _assign(torch_name: str, keras_name: str, pairs: Pairs) -> None:
-    """Copy each converted array into its tensor after checking presence and shape."""
+def _check(torch_name: str, keras_name: str, pairs: Pairs) -> None:
+    """Raise a one-line CnnlabError where a converted array is missing, extra or of another shape."""
     for what, target, value in pairs:
         if (target is None) != (value is None):
             has, lacks = (f"cnnlab {torch_name!r}", f"Keras {keras_name!r}") if value is None else \
                 (f"Keras {keras_name!r}", f"cnnlab {torch_name!r}")
             raise CnnlabError(f"{what}: {has} has one and {lacks} has none (use_bias/affine differ)")
-        if target is None:
-            continue
-        if tuple(target.shape) != value.shape:
+        if target is not None and tuple(target.shape) != value.shape:
             raise CnnlabError(f"{what} of Keras layer {keras_name!r} has shape {value.shape} (converted), "
                               f"cnnlab layer {torch_name!r} expects {tuple(target.shape)}")
-        with torch.no_grad():
-            target.copy_(torch.from_numpy(np.ascontiguousarray(value)).to(target.dtype))
 
 
 def _by_kind(items: list, kind_of: Callable) -> dict[str, list]:
     return {k: [i for i in items if kind_of(i) == k] for k in KINDS}
 
 
+Plan = list[tuple[str, str, Pairs]]  # (cnnlab layer, Keras layer, converted arrays)
+
+
+def _plan(layers: list[tuple[str, str, nn.Module]], keras: dict[str, list[KerasLayer]],
+          flat: dict[str, Chw]) -> Plan:
+    """Pair the k-th cnnlab layer of each kind with the k-th Keras one and convert its arrays, checked."""
+    queues = {k: iter(keras[k]) for k in KINDS}
+    plan = []
+    for name, kind, module in layers:
+        k = next(queues[kind])
+        pairs = _PAIRS[kind](module, k.arrays, flat.get(name))
+        _check(name, k.name, pairs)
+        plan.append((name, k.name, pairs))
+    return plan
+
+
+def _orders(found: list[KerasLayer]) -> list[dict[str, list[KerasLayer]]]:
+    """Candidate pairings: layers in Keras' creation order, then in the file's order.
+
+    Neither is always the forward order: a functional model's file lists its layers by graph depth
+    (an Inception block's four 1x1 convolutions first), and ``Dense(84)(Dense(120)(x))`` creates the 84
+    before the 120. Only one fits every shape in the course's networks; the first that fits is taken.
+    """
+    by_kind = _by_kind(found, lambda k: k.kind)
+    created = {kind: creation_order(layers, kind) for kind, layers in by_kind.items()}
+    return [created] if created == by_kind else [created, by_kind]
+
+
 def load_keras_weights(model: nn.Module, h5_path: str | os.PathLike,
                        input_size: Chw | None = None) -> list[tuple[str, str]]:
-    """Copy a Keras HDF5 weights file into ``model``; returns the (cnnlab, Keras) layer pairs.
+    """Copy Keras weights (HDF5 or a TensorFlow checkpoint) into ``model``; returns the (cnnlab, Keras) layer pairs.
 
     ``input_size`` (C, H, W) lets a forward pass find the map flattened into the first Dense; without
     it that map is taken to be square, with C from the layer before the Dense.
     """
-    keras = _by_kind(read_keras_layers(h5_path), lambda k: k.kind)
+    orders = _orders(read_keras_layers(h5_path))
     layers = torch_layers(model)
     ours = _by_kind(layers, lambda t: t[1])
-    counts = {k: (len(ours[k]), len(keras[k])) for k in KINDS if len(ours[k]) != len(keras[k])}
+    counts = {k: (len(ours[k]), len(orders[0][k])) for k in KINDS if len(ours[k]) != len(orders[0][k])}
     if counts:
         detail = ", ".join(f"{k}: cnnlab {a} vs Keras {b}" for k, (a, b) in counts.items())
         raise CnnlabError(f"the Keras file does not match the model's layers ({detail})")
     flat = _flatten_shapes_traced(model, input_size) if input_size else _flatten_shapes_square(layers)
-    queues = {k: iter(keras[k]) for k in KINDS}
-    matched = []
-    for name, kind, module in layers:
-        k = next(queues[kind])
-        _assign(name, k.name, _PAIRS[kind](module, k.arrays, flat.get(name)))
-        matched.append((name, k.name))
-    return matched
+    errors = []
+    for keras in orders:
+        try:
+            plan = _plan(layers, keras, flat)
+        except CnnlabError as e:
+            errors.append(e)
+            continue
+        with torch.no_grad():
+            for _, _, pairs in plan:
+                for _, target, value in pairs:
+                    if target is not None:
+                        target.copy_(torch.from_numpy(np.ascontiguousarray(value)).to(target.dtype))
+        return [(name, keras_name) for name, keras_name, _ in plan]
+    raise errors[0]
+

@@ -262,8 +262,8 @@ class BatchNorm(Node):
     momentum: float = 1 - layers.KERAS_BN_MOMENTUM
 
     def module(self, shape: Shape, classes: int | None) -> nn.Module:
-        norm = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
-        return norm(shape[0], eps=layers.KERAS_BN_EPS, momentum=1 - self.momentum)
+        norm = layers.KerasBatchNorm2d if len(shape) == 3 else layers.KerasBatchNorm1d
+        return norm(shape[0], momentum=1 - self.momentum)
 
 
 @dataclass(frozen=True)
