@@ -7,35 +7,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from torch import nn
 
 from cnnlab.callbacks import (CSVLogger, Callback, EarlyStopping, LambdaCallback, LearningRateScheduler,
                               ModelCheckpoint, ReduceLROnPlateau, TensorBoard)
-from cnnlab.data.loader import TensorLoader
-from cnnlab.engine import FitConfig, fit, load_checkpoint
+from cnnlab.engine import load_checkpoint
 from cnnlab.engine.callbacks import tensorboard_tag
 from cnnlab.errors import CnnlabError
 
 LOGGED = ("loss", "accuracy", "lr", "val_loss", "val_accuracy")
-
-
-def blobs(n: int = 96, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two classes of 1x4x4 images: dark or bright, with noise (a linear layer separates them)."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, 2, (n,), generator=g)
-    noise = torch.randint(0, 100, (n, 1, 4, 4), generator=g)
-    return (noise + 120 * labels.view(-1, 1, 1, 1)).to(torch.uint8), labels
-
-
-def train(run_dir, callbacks=(), epochs: int = 4, **cfg):
-    """A real fit of a linear classifier on the blobs: 4 steps per epoch."""
-    images, labels = blobs()
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Dropout(0.1), nn.Linear(16, 2))
-    cfg = FitConfig(epochs=epochs, batch_size=16, **cfg)
-    train_loader = TensorLoader(images[:64], labels[:64], 16, seed=0)
-    val = TensorLoader(images[64:], labels[64:], 32, shuffle=False)
-    return fit(model, train_loader, val, cfg, run_dir, progress=False, callbacks=list(callbacks)), model
 
 
 def stub_trainer(lr: float = 0.1) -> SimpleNamespace:
@@ -107,20 +86,20 @@ def test_wrong_arguments_are_one_clear_line(make, message):
         make()
 
 
-def test_a_monitor_the_run_does_not_log_is_named_with_the_choices(tmp_path):
+def test_a_monitor_the_run_does_not_log_is_named_with_the_choices(tmp_path, tiny_fit):
     with pytest.raises(CnnlabError, match="monitors 'val_acc', which this run does not log: choose one of loss, "):
-        train(tmp_path / "r", [EarlyStopping(monitor="val_acc", mode="max")])
+        tiny_fit(tmp_path / "r", [EarlyStopping(monitor="val_acc", mode="max")])
     with pytest.raises(CnnlabError, match="must be cnnlab.callbacks.Callback instances, not function"):
-        train(tmp_path / "r", [lambda epoch, logs: None])
+        tiny_fit(tmp_path / "r", [lambda epoch, logs: None])
 
 
 # ---- real fits ------------------------------------------------------------------------------------
-def test_early_stopping_stops_a_fit_and_the_run_stays_finished(tmp_path, capsys):
+def test_early_stopping_stops_a_fit_and_the_run_stays_finished(tmp_path, capsys, tiny_fit):
     plateau = EarlyStopping(monitor="loss", min_delta=10.0, patience=1)  # no epoch improves by 10
-    history, _ = train(tmp_path / "r", [plateau], epochs=6)
+    history, _ = tiny_fit(tmp_path / "r", [plateau], epochs=6)
     assert len(history) == 2 and plateau.stopped_epoch == 1
     assert load_checkpoint(tmp_path / "r" / "last.pt")["stop_training"] is True
-    again, _ = train(tmp_path / "r", [EarlyStopping(monitor="loss", patience=1)], epochs=6)
+    again, _ = tiny_fit(tmp_path / "r", [EarlyStopping(monitor="loss", patience=1)], epochs=6)
     assert len(again) == 2
     assert "stopped by a callback after epoch 2: it is finished" in capsys.readouterr().err
 
@@ -135,29 +114,29 @@ class Snapshots(Callback):
         self.kept[epoch] = {k: v.clone() for k, v in self.model.state_dict().items()}
 
 
-def test_restore_best_weights_puts_the_best_epoch_back(tmp_path):
+def test_restore_best_weights_puts_the_best_epoch_back(tmp_path, tiny_fit):
     snapshots = Snapshots()
     es = EarlyStopping(monitor="val_loss", patience=10, restore_best_weights=True)
-    history, model = train(tmp_path / "r", [snapshots, es], epochs=3)
+    history, model = tiny_fit(tmp_path / "r", [snapshots, es], epochs=3)
     best = snapshots.kept[min(range(3), key=lambda e: history.history["val_loss"][e])]
     saved = load_checkpoint(tmp_path / "r" / "last.pt")["model"]
     assert all(torch.equal(model.state_dict()[k], v) and torch.equal(saved[k], v) for k, v in best.items())
 
 
-def test_a_batch_callback_can_stop_in_the_middle_of_an_epoch(tmp_path):
+def test_a_batch_callback_can_stop_in_the_middle_of_an_epoch(tmp_path, tiny_fit):
     def stop_at_third_step(batch, logs):
         if batch == 2:
             stopper.trainer.stop_training = True
 
     stopper = LambdaCallback(on_train_batch_end=stop_at_third_step)
-    history, _ = train(tmp_path / "r", [stopper], epochs=3)
+    history, _ = tiny_fit(tmp_path / "r", [stopper], epochs=3)
     assert len(history) == 1 and not math.isnan(history.last("val_loss"))
 
 
-def test_learning_rate_scheduler_sets_each_epochs_rate(tmp_path):
-    history, _ = train(tmp_path / "a", [LearningRateScheduler(lambda epoch, lr: 0.01 * 0.5 ** epoch)], lr=1.0)
+def test_learning_rate_scheduler_sets_each_epochs_rate(tmp_path, tiny_fit):
+    history, _ = tiny_fit(tmp_path / "a", [LearningRateScheduler(lambda epoch, lr: 0.01 * 0.5 ** epoch)], lr=1.0)
     assert history.history["lr"] == pytest.approx([0.01, 0.005, 0.0025, 0.00125])
-    history, _ = train(tmp_path / "b", [LearningRateScheduler(lambda epoch: 0.1 if epoch < 2 else 0.01)])
+    history, _ = tiny_fit(tmp_path / "b", [LearningRateScheduler(lambda epoch: 0.1 if epoch < 2 else 0.01)])
     assert history.history["lr"] == pytest.approx([0.1, 0.1, 0.01, 0.01])
 
 
@@ -178,25 +157,25 @@ def steering() -> list[Callback]:
             EarlyStopping(monitor="val_loss", patience=4, min_delta=10.0)]
 
 
-def test_a_resumed_run_takes_the_same_callback_decisions_as_an_uninterrupted_one(tmp_path):
-    whole, _ = train(tmp_path / "whole", steering(), epochs=8, checkpoint_every=2)
+def test_a_resumed_run_takes_the_same_callback_decisions_as_an_uninterrupted_one(tmp_path, tiny_fit):
+    whole, _ = tiny_fit(tmp_path / "whole", steering(), epochs=8, checkpoint_every=2)
     with pytest.raises(KeyboardInterrupt):
-        train(tmp_path / "cut", [*steering(), KillAt(4 * 3 + 3)], epochs=8, checkpoint_every=2)  # epoch 4, step 3
+        tiny_fit(tmp_path / "cut", [*steering(), KillAt(4 * 3 + 3)], epochs=8, checkpoint_every=2)  # epoch 4, step 3
     ckpt = load_checkpoint(tmp_path / "cut" / "last.pt")
     assert (ckpt["epoch"], ckpt["step"], ckpt["lr_multiplier"]) == (3, 2, 0.25)
     assert ckpt["callbacks"]["EarlyStopping"]["wait"] == 2
-    resumed, _ = train(tmp_path / "cut", steering(), epochs=8, checkpoint_every=2)
+    resumed, _ = tiny_fit(tmp_path / "cut", steering(), epochs=8, checkpoint_every=2)
     assert len(whole) == len(resumed) == 5  # stopped after epoch 5 in both
     assert resumed.history["lr"] == whole.history["lr"] == pytest.approx([1e-3, 1e-3, 5e-4, 2.5e-4, 1.25e-4])
     for key in ("loss", "val_loss", "val_accuracy"):
         assert resumed.history[key] == pytest.approx(whole.history[key], rel=1e-6), key
 
 
-def test_model_checkpoint_names_files_from_the_epoch_and_metrics(tmp_path):
+def test_model_checkpoint_names_files_from_the_epoch_and_metrics(tmp_path, tiny_fit):
     every = ModelCheckpoint("ckpt/e{epoch:02d}-{val_loss:.2f}.pt")
     best = ModelCheckpoint("best-loss.pt", monitor="val_loss", save_best_only=True, verbose=1)
     weights = ModelCheckpoint("w{epoch}.pth", save_weights_only=True)
-    history, model = train(tmp_path / "r", [every, best, weights], epochs=3)
+    history, model = tiny_fit(tmp_path / "r", [every, best, weights], epochs=3)
     names = sorted(p.name for p in (tmp_path / "r" / "ckpt").iterdir())
     assert names == [f"e{e + 1:02d}-{v:.2f}.pt" for e, v in enumerate(history.history["val_loss"])]
     best_epoch = min(range(3), key=lambda e: history.history["val_loss"][e]) + 1
@@ -204,24 +183,24 @@ def test_model_checkpoint_names_files_from_the_epoch_and_metrics(tmp_path):
     state = torch.load(tmp_path / "r" / "w3.pth", weights_only=True)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     with pytest.raises(CnnlabError, match=r"filepath 'x\{val_acc\}.pt' cannot be filled .*\{val_accuracy\}"):
-        train(tmp_path / "bad", [ModelCheckpoint("x{val_acc}.pt")], epochs=1)
+        tiny_fit(tmp_path / "bad", [ModelCheckpoint("x{val_acc}.pt")], epochs=1)
 
 
-def test_csv_logger_writes_keras_rows_and_appends_across_a_resume(tmp_path):
-    train(tmp_path / "r", [CSVLogger("log.csv", append=True)], epochs=2)
-    train(tmp_path / "r", [CSVLogger("log.csv", append=True)], epochs=3)
+def test_csv_logger_writes_keras_rows_and_appends_across_a_resume(tmp_path, tiny_fit):
+    tiny_fit(tmp_path / "r", [CSVLogger("log.csv", append=True)], epochs=2)
+    tiny_fit(tmp_path / "r", [CSVLogger("log.csv", append=True)], epochs=3)
     rows = list(csv.DictReader((tmp_path / "r" / "log.csv").open()))
     assert [r["epoch"] for r in rows] == ["0", "1", "2"]
     assert list(rows[0]) == ["epoch", *sorted(["loss", "accuracy", "lr", "seconds", "images_per_sec", "val_loss",
                                                 "val_accuracy"])]
-    train(tmp_path / "w", [CSVLogger("log.csv")], epochs=1)
+    tiny_fit(tmp_path / "w", [CSVLogger("log.csv")], epochs=1)
     assert len((tmp_path / "w" / "log.csv").read_text().splitlines()) == 2
 
 
-def test_tensorboard_writes_keras_tags_histograms_and_the_graph(tmp_path):
+def test_tensorboard_writes_keras_tags_histograms_and_the_graph(tmp_path, tiny_fit):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    train(tmp_path / "r", [TensorBoard("tb", update_freq=2)], epochs=2)
+    tiny_fit(tmp_path / "r", [TensorBoard("tb", update_freq=2)], epochs=2)
     runs = {}
     for side in ("train", "validation", "train_batches"):
         acc = EventAccumulator(str(tmp_path / "r" / "tb" / side))
@@ -245,13 +224,13 @@ def test_tensorboard_tags_and_the_missing_package_hint(monkeypatch):
         TensorBoard()
 
 
-def test_lambda_callback_calls_every_hook_in_keras_order(tmp_path):
+def test_lambda_callback_calls_every_hook_in_keras_order(tmp_path, tiny_fit):
     calls = []
     cb = LambdaCallback(on_train_begin=lambda logs: calls.append("train_begin"),
                         on_epoch_begin=lambda epoch, logs: calls.append(f"epoch_begin {epoch}"),
                         on_train_batch_end=lambda batch, logs: calls.append(f"batch {batch}"),
                         on_epoch_end=lambda epoch, logs: calls.append(f"epoch_end {epoch} {sorted(logs)[0]}"),
                         on_train_end=lambda logs: calls.append("train_end"))
-    train(tmp_path / "r", [cb], epochs=1)
+    tiny_fit(tmp_path / "r", [cb], epochs=1)
     assert calls == ["train_begin", "epoch_begin 0", "batch 0", "batch 1", "batch 2", "batch 3",
                      "epoch_end 0 accuracy", "train_end"]
