@@ -74,9 +74,12 @@ def train(model: str, *, run_dir: PathLike | None = None, fresh: bool = False, p
                      callbacks=list(callbacks or ()))
 
 
-def evaluate(run: PathLike, *, split: str = "test", which: str = "best", data_dir: str | None = None,
+def evaluate(run: PathLike, *, split: str | None = None, which: str = "best", data_dir: str | None = None,
              confusion: PathLike | None = None):
     """Loss, accuracy, per-class accuracy and confusion matrix of a trained run on one split (an ``EvalResult``).
+
+    ``split`` defaults to test, or for an image folder (no test split) to the run's validation images (``val``);
+    ``result.split`` says which was used.
 
     With ``confusion`` the matrix is also drawn to that PNG (``result.confusion_png``).
     """

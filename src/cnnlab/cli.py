@@ -296,8 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("eval", cmd_eval, "loss, accuracy and per-class accuracy of a trained run")
     p.add_argument("run", help="run directory or checkpoint file")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"),
-                   help="val: the images the run validated on (the test split, or its --val fraction)")
+    p.add_argument("--split", choices=("train", "val", "test"),
+                   help="val: the images the run validated on (the test split, or its --val fraction); default: "
+                        "test, or val for an image folder (it has no test split)")
     p.add_argument("--which", default="best", choices=("best", "last"))
     p.add_argument("--data-dir")
     p.add_argument("--confusion", type=Path, metavar="PNG", help="also draw the confusion matrix")

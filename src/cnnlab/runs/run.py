@@ -315,13 +315,17 @@ class EvalResult:
         return (self.confusion.diag() / totals).tolist()
 
 
-def evaluate_run(path: Path, split: str = "test", data_dir: str | None = None, which: str = "best",
+def evaluate_run(path: Path, split: str | None = None, data_dir: str | None = None, which: str = "best",
                  batch_size: int = 500) -> EvalResult:
-    """Evaluate a trained run on a split (train, test, or val: the images it validated on) of its dataset."""
+    """Evaluate a trained run on a split (train, test, or val: the images it validated on) of its dataset.
+
+    By default the test split; for an image folder, which has none, the run's own validation images.
+    """
     trained = load_trained(path, which)
     card, saved = trained.card, trained.config
     cfg = replace(saved, dataset=card.dataset or saved.dataset, data_dir=data_dir or saved.data_dir,
                   limit_train=None, limit_val=None)
+    split = split or ("val" if is_folder(cfg.dataset) else "test")
     if split == "test" and is_folder(cfg.dataset):
         raise CnnlabError(f"the image folder {cfg.dataset} has no test split: use --split val (the part held out "
                           "for validation) or --split train")
