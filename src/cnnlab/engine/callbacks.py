@@ -165,6 +165,11 @@ def say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+def epochs(n: int) -> str:
+    """``1 epoch``, ``3 epochs``."""
+    return f"{n} epoch" + ("" if n == 1 else "s")
+
+
 def run_path(trainer: "Trainer", path: str | Path) -> Path:
     """``path`` as given when absolute, else inside the run directory."""
     return trainer.run_dir / Path(path).expanduser()
@@ -241,7 +246,7 @@ class EarlyStopping(_Monitoring):
             self.trainer.stop_training = True
             if self.verbose:
                 say(f"EarlyStopping: {self.monitor} has not improved on {self.best:.4f} (epoch {self.best_epoch + 1}) "
-                    f"for {self.wait} epochs: stopping after epoch {epoch + 1}")
+                    f"for {epochs(self.wait)}: stopping after epoch {epoch + 1}")
 
     def _keep_weights(self, epoch: int) -> None:
         self.best_weights = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
@@ -314,7 +319,7 @@ class ReduceLROnPlateau(_Monitoring):
         self.trainer.scale_lr(new / old)
         self.cooldown_counter, self.wait = self.cooldown, 0
         if self.verbose:
-            say(f"ReduceLROnPlateau: {self.monitor} has not improved for {self.patience} epochs: learning rate "
+            say(f"ReduceLROnPlateau: {self.monitor} has not improved for {epochs(self.patience)}: learning rate "
                 f"{old:.3g} → {new:.3g} after epoch {epoch + 1}")
 
     def state_dict(self) -> dict[str, Any]:
@@ -430,8 +435,9 @@ class TensorBoard(Callback):
 
         sample = self.trainer.train_loader.images[:1]
         try:
-            with warnings.catch_warnings():  # torch.jit.trace's deprecation notice: add_graph has no other tracer
-                warnings.simplefilter("ignore", FutureWarning)
+            with warnings.catch_warnings():  # the tracer's notices (deprecation, Python values in shapes) are not
+                warnings.simplefilter("ignore", FutureWarning)  # the user's concern: add_graph has no other tracer
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 self.writers["train"].add_graph(self.model.eval(), torch.zeros(sample.shape, device=sample.device))
         except Exception as e:  # noqa: BLE001 (tracing fails in many ways; the scalars matter more)
             say(f"TensorBoard: the graph was not written ({str(e).splitlines()[0][:120]})")

@@ -168,6 +168,10 @@ def check_options(name: str, kwargs: dict[str, Any]) -> None:
 def typed_options(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """``kwargs`` checked by ``check_options``, with text values (``--model-option KEY=VALUE``) converted to the
     type the factory declares for them: ``"true"`` → True for a bool, ``"0.3"`` → 0.3 for a float …"""
+    reserved = [k for k in kwargs if k in (*COMMON_OPTIONS, "pretrained")]
+    if reserved:
+        raise CnnlabError(f"{reserved[0]} is not a model option: cnnlab sets it from the data and its own options "
+                          "(--num-classes / --input for a summary, the dataset and --resize / --pretrained for a run)")
     check_options(name, kwargs)
     hints = option_types(name)
     return {k: parse_option(f"{name} option {k}", v, hints.get(k)) if isinstance(v, str) else v
