@@ -110,7 +110,8 @@ class CallbackList:
         self.keyed = [(k, cb) for k, cb in keyed if D.is_main() or not cb.main_process_only]
         for _, cb in self.keyed:
             cb.set_trainer(trainer)
-        self.wants_batches = any(overrides(cb, hook) for _, cb in self.keyed for hook in BATCH_HOOKS)
+        # From every callback, those rank 0 runs alone included: all ranks must sync at the same steps.
+        self.wants_batches = any(overrides(cb, hook) for cb in given for hook in BATCH_HOOKS)
 
     def __bool__(self) -> bool:
         return bool(self.keyed)
@@ -205,7 +206,8 @@ class EarlyStopping(_Monitoring):
     Keras' rules: an epoch that beats the best so far resets the wait, but with a ``baseline`` only if it
     also beats the baseline; nothing is decided before ``start_from_epoch`` nor after the first epoch alone.
     ``restore_best_weights`` puts the best epoch's weights back into the model at the end (and into the
-    run's last.pt, as a Keras model saved after ``fit`` would hold them).
+    run's last.pt, as a Keras model saved after ``fit`` would hold them); until then the checkpoints also
+    carry a copy of the best weights, so that a resumed run can restore them too.
     """
 
     def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0, verbose: int = 0,
@@ -433,7 +435,7 @@ class TensorBoard(Callback):
         """The network's graph, traced on one zero image (a network torch.jit cannot trace is reported, not fatal)."""
         import torch
 
-        sample = self.trainer.train_loader.images[:1]
+        sample, was_training = self.trainer.train_loader.images[:1], self.model.training
         try:
             with warnings.catch_warnings():  # the tracer's notices (deprecation, Python values in shapes) are not
                 warnings.simplefilter("ignore", FutureWarning)  # the user's concern: add_graph has no other tracer
@@ -442,7 +444,7 @@ class TensorBoard(Callback):
         except Exception as e:  # noqa: BLE001 (tracing fails in many ways; the scalars matter more)
             say(f"TensorBoard: the graph was not written ({str(e).splitlines()[0][:120]})")
         finally:
-            self.model.train()
+            self.model.train(was_training)
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         for key, value in (logs or {}).items():
