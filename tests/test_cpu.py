@@ -96,3 +96,13 @@ def test_tune_cpu_sets_openmp_before_torch_loads():
     applied, bind = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                               check=True, env=env).stdout)
     assert applied["OMP_PROC_BIND"] == "true" == bind
+
+
+def test_busy_means_other_processes_use_most_of_the_cpu_now():
+    from cnnlab.cpu import busy_share, cpu_times, machine_is_busy
+
+    assert machine_is_busy(0.9) and not machine_is_busy(0.2)
+    busy, total = cpu_times()
+    assert 0 <= busy <= total
+    share = busy_share(0.05)
+    assert share is None or 0.0 <= share <= 1.0

@@ -7,8 +7,8 @@ wants all of it calls ``cnnlab.tune_cpu()`` before importing torch. A value the 
 - **OpenMP waits** (``OMP_WAIT_POLICY``, read once when torch loads libgomp): on a quiet machine a
   waiting thread should spin briefly, since the next op comes within microseconds; on a machine
   whose cores are already busy a spinning thread holds the core that the thread it waits for
-  needs, so there it should sleep (PASSIVE). The load average at start-up decides
-  (docs/performance.md has the measurements behind both).
+  needs, so there it should sleep (PASSIVE). What other processes use of the CPU in a 0.1 s sample
+  at start-up decides (docs/performance.md has the measurements behind both).
 - **Pinning** (``OMP_PROC_BIND=true``): one thread per core, pinned; oneDNN's AMX bf16 weight-gradient
   convolutions stalled for about a second per call when their threads migrated (a 2-core KVM guest).
   Not under torchrun or with ``OMP_NUM_THREADS`` set, where several processes would pin to the same cores.
@@ -23,14 +23,17 @@ import ctypes
 import os
 import platform
 import sys
+import time
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 MMAP_THRESHOLD = 1 << 30  # blocks below 1 GiB come from the heap, so freed ones are reused
 TRIM_THRESHOLD = 2**31 - 1  # keep up to ~2 GiB of freed heap instead of returning it after each step
 MALLOC_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
-BUSY_LOAD_PER_CORE = 0.5  # a 1-minute load average above this share of the usable cores counts as busy
+BUSY_SHARE = 0.5  # other processes using more than this share of the machine's CPU time count as busy
+SAMPLE_SECONDS = 0.1  # how long tune_cpu watches /proc/stat
 OPENMP_SETTINGS = ("OMP_WAIT_POLICY", "OMP_PROC_BIND")
 
 _malloc_applied: bool | None = None
@@ -66,14 +69,38 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def machine_is_busy(load: float | None = None, cores: int | None = None) -> bool:
-    """True when other work already keeps the cores busy (1-minute load average against the cores)."""
-    if load is None:
+def cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all cores since boot, from /proc/stat (None where it is not readable)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_share(seconds: float = SAMPLE_SECONDS) -> float | None:
+    """Share of the machine's CPU time that other processes used over the last ``seconds`` (this one is idle)."""
+    before = cpu_times()
+    if before is None:
+        return None
+    time.sleep(seconds)
+    after = cpu_times()
+    if after is None or after[1] == before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
+def machine_is_busy(share: float | None = None, cores: int | None = None) -> bool:
+    """True when other work keeps the cores busy right now (sampled, not the load average: a run that just
+    ended would still weigh on a 1-minute average and slow the next one on a machine that is free)."""
+    share = busy_share() if share is None else share
+    if share is None:
         try:
-            load = os.getloadavg()[0]
+            share = os.getloadavg()[0] / (cores or usable_cores())
         except OSError:
             return False
-    return load > BUSY_LOAD_PER_CORE * (cores or usable_cores())
+    return share > BUSY_SHARE
 
 
 def openmp_choice(environ: Mapping[str, str], busy: bool) -> dict[str, str]:
@@ -131,4 +158,4 @@ def tune_cpu(environ: MutableMapping[str, str] | None = None, busy: bool | None 
     return tuning
 
 
-__all__ = ["CpuTuning", "keep_freed_memory", "machine_is_busy", "openmp_choice", "tune_cpu", "usable_cores"]
+__all__ = ["CpuTuning", "busy_share", "keep_freed_memory", "machine_is_busy", "openmp_choice", "tune_cpu", "usable_cores"]

@@ -163,3 +163,14 @@ def test_only_inception10_trains_in_channels_last_by_default_and_the_user_flag_w
     assert (incep.precision, incep.optimizer, incep.batch_size, incep.epochs, incep.augment) == \
         ("fp32", "adam", 32, 5, "none")
     assert RunConfig(model="inception10-cifar", channels_last=False).channels_last is False
+
+
+def test_the_course_code_as_printed_doubles_inception10_after_every_block():
+    """docs/cbapd.md: the printed p40 code's `out_channels *= 2` sits in the inner loop — 925,738 Keras params."""
+    from cnnlab.spec import build, parse_spec
+
+    text = ("input: 3x32x32\nclasses: 10\nC(16,3,same) B A(relu)\nInception(16,s2) Inception(32)\n"
+            "Inception(64,s2) Inception(128)\nGAP\nDense(classes,softmax)\n")
+    model = build(parse_spec(text))
+    stats = sum(b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var")))
+    assert sum(p.numel() for p in model.parameters()) + stats == 925_738

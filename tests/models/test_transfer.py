@@ -163,3 +163,16 @@ def save_png(folder):
     path = folder / "x.png"
     Image.new("L", (32, 32), 128).save(path)
     return path
+
+
+def test_a_trained_course_network_is_a_backbone_for_a_new_run(digits_run, tmp_path, capsys):
+    """--pretrained RUN_DIR: the course network's own weights under a new head (the head API on every network)."""
+    run = tmp_path / "from-run"
+    assert main(["train", "baseline-cifar", "--pretrained", str(digits_run), "--freeze", "backbone", "--head", "16",
+                 "--epochs", "1", "--limit-train", "64", "--limit-val", "32", "--run-dir", str(run),
+                 "--no-progress"]) == 0
+    assert f"Backbone weights: {digits_run}" in capsys.readouterr().err
+    source = load_checkpoint(digits_run / "best.pt")["model"]
+    trained = load_checkpoint(run / "last.pt")["model"]
+    assert torch.equal(trained["backbone.stage1.c1.weight"], source["stage1.c1.weight"])  # frozen: unchanged
+    assert "head.0.weight" in trained and "classifier.weight" in trained

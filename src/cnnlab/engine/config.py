@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass
 class FitConfig:
     """How to train: epochs, optimizer, learning-rate rule, precision, validation and checkpoint cadence.
 
-    The runs layer derives it from a ``RunConfig`` (``RunConfig.fit_config()``); ``lr`` is already
-    resolved to a number (the optimizer's customary default when the run left it unset).
+    The defaults are the course recipe's (Adam 1e-3, batch 32, 5 epochs); ``RunConfig`` takes them
+    from here. The runs layer derives a FitConfig from a ``RunConfig`` (``RunConfig.fit_config()``),
+    with ``lr`` resolved to a number (the optimizer's customary default when the run left it unset).
     """
 
     epochs: int = 5

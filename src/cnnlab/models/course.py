@@ -36,7 +36,7 @@ def _factory(name: str) -> Factory:
     return create
 
 
-# Course networks whose training defaults to channels_last (engine/recipes.py): inception10-cifar's
+# Course networks whose training defaults to channels_last (runs/recipes.py): inception10-cifar's
 # 3x3 stride-1 pools and 1x1 convolutions ran 1.37-1.53x faster in fp32 channels_last in four
 # side-by-side runs (docs/performance.md §1b-§1d); for the other five NHWC lost or was within noise.
 CHANNELS_LAST = {"inception10-cifar"}

@@ -40,7 +40,7 @@ class ModelInfo:
     num_classes: int = 1000
     source: str = ""  # paper or course reference
     tags: tuple[str, ...] = field(default_factory=tuple)
-    recipe: str | None = None  # training recipe whose defaults `cnnlab train` applies (engine/recipes.py)
+    recipe: str | None = None  # training recipe whose defaults `cnnlab train` applies (runs/recipes.py)
     weights: tuple[Weights, ...] = ()  # pretrained weights it can load; the first is the default
     options: Callable[..., Any] | None = None  # what the factory forwards its extra keywords to
 

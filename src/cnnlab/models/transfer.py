@@ -10,7 +10,7 @@ declared weights entry (verified against its hash in torch.hub's cache), a local
 directory. cnnlab's VGG-11/13/16/19 and ResNet-18..152 use torchvision's module names and shapes, and so do
 GoogLeNet and AlexNet in their ``variant="torchvision"`` layouts (which their entries select): the mapping
 from torchvision's state dict is the identity on the backbone's keys, with torchvision's top (classifier,
-GoogLeNet's auxiliary heads) left out. tests/test_transfer.py checks every architecture key by key and
+GoogLeNet's auxiliary heads) left out. tests/models/test_transfer.py checks every architecture key by key and
 shape by shape, and compares features numerically with torchvision's models.
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@ its weight enums (``torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url`` / ``
 instead of being read from torchvision at lookup time, because cnnlab's record must say what *cnnlab's*
 network needs (its factory keywords; GoogLeNet's input scaling, which torchvision's model applies inside
 and cnnlab's does not) and because a torchvision upgrade must not change silently which file a run starts
-from (torchvision moved resnet50's DEFAULT from V1 to V2). tests/test_weights.py compares every literal
+from (torchvision moved resnet50's DEFAULT from V1 to V2). tests/models/test_weights.py compares every literal
 with the installed enums, which keeps them honest.
 
 Files live in torch.hub's cache (``torch.hub.get_dir()/checkpoints``) and are checked against the sha256

@@ -31,6 +31,7 @@ FREEZE = ("none", "backbone")
 POOLINGS = ("none", "avg", "max")
 MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
 
+ENGINE = FitConfig()  # the loop's own defaults are the course recipe's: declared once, in engine/config.py
 IDENTITY = "identity"  # defines what a run *is*: resuming with another value would mix two experiments
 LENGTH_OR_HARDWARE = "length-or-hardware"  # may differ between a saved run and a re-run that reuses it
 SETTING = "setting"
@@ -98,39 +99,39 @@ class RunConfig:
                           "or an image folder", role=IDENTITY)
     data_dir: str = option(None, str, "where datasets are cached/extracted (default: $CNNLAB_DATA or "
                            "~/.cache/cnnlab/data)", role=LENGTH_OR_HARDWARE)
-    epochs: int = option(5, int, "epochs to train", low=1, role=LENGTH_OR_HARDWARE)
-    batch_size: int = option(32, int, "images per step (over all processes)", low=1, role=IDENTITY)
-    optimizer: str = option("adam", str, "", choices=OPTIMIZERS, role=IDENTITY)
+    epochs: int = option(ENGINE.epochs, int, "epochs to train", low=1, role=LENGTH_OR_HARDWARE)
+    batch_size: int = option(ENGINE.batch_size, int, "images per step (over all processes)", low=1, role=IDENTITY)
+    optimizer: str = option(ENGINE.optimizer, str, "", choices=OPTIMIZERS, role=IDENTITY)
     lr: float = option(None, float, "learning rate (default: adam 1e-3, sgd 0.01, muon 0.05)", low=0, low_open=True,
                        high=FLOAT32_MAX)
-    momentum: float = option(0.9, float, "SGD/Muon momentum", low=0, high=1)
-    weight_decay: float = option(0.0, float, "L2 weight decay (biases and norms excluded)", low=0)
-    schedule: str = option("constant", str, "learning-rate schedule; inverse-time, step and exponential are Keras' "
-                           "decays (see --decay, --step-size, --decay-steps)", choices=SCHEDULES)
-    warmup_epochs: float = option(0.0, float, "linear warm-up, in epochs", low=0, high=FLOAT32_MAX)
-    decay: float = option(0.0, float, "inverse-time schedule: lr / (1 + DECAY·step), Keras' SGD(decay=…); setting it "
-                          "selects that schedule", low=0, high=FLOAT32_MAX, metavar="DECAY")
-    step_size: float = option(None, float, "step schedule: multiply the learning rate by --gamma every EPOCHS epochs",
-                              low=0, low_open=True, high=FLOAT32_MAX, metavar="EPOCHS")
-    gamma: float = option(0.1, float, "step schedule's factor", low=0, low_open=True, high=1, high_closed=True)
-    decay_rate: float = option(0.96, float, "exponential schedule: lr · RATE^(step / --decay-steps), Keras' "
-                               "ExponentialDecay", low=0, low_open=True, high=1, high_closed=True, metavar="RATE")
-    decay_steps: int = option(None, int, "exponential schedule: steps over which the rate falls by --decay-rate",
-                              low=1, metavar="STEPS")
-    label_smoothing: float = option(0.0, float, "", low=0, high=1)
+    momentum: float = option(ENGINE.momentum, float, "SGD/Muon momentum", low=0, high=1)
+    weight_decay: float = option(ENGINE.weight_decay, float, "L2 weight decay (biases and norms excluded)", low=0)
+    schedule: str = option(ENGINE.schedule, str, "learning-rate schedule; inverse-time, step and exponential are "
+                           "Keras' decays (see --decay, --step-size, --decay-steps)", choices=SCHEDULES)
+    warmup_epochs: float = option(ENGINE.warmup_epochs, float, "linear warm-up, in epochs", low=0, high=FLOAT32_MAX)
+    decay: float = option(ENGINE.decay, float, "inverse-time schedule: lr / (1 + DECAY·step), Keras' SGD(decay=…); "
+                          "setting it selects that schedule", low=0, high=FLOAT32_MAX, metavar="DECAY")
+    step_size: float = option(ENGINE.step_size, float, "step schedule: multiply the learning rate by --gamma every "
+                              "EPOCHS epochs", low=0, low_open=True, high=FLOAT32_MAX, metavar="EPOCHS")
+    gamma: float = option(ENGINE.gamma, float, "step schedule's factor", low=0, low_open=True, high=1, high_closed=True)
+    decay_rate: float = option(ENGINE.decay_rate, float, "exponential schedule: lr · RATE^(step / --decay-steps), "
+                               "Keras' ExponentialDecay", low=0, low_open=True, high=1, high_closed=True, metavar="RATE")
+    decay_steps: int = option(ENGINE.decay_steps, int, "exponential schedule: steps over which the rate falls by "
+                              "--decay-rate", low=1, metavar="STEPS")
+    label_smoothing: float = option(ENGINE.label_smoothing, float, "", low=0, high=1)
     augment: str = option("none", str, "training-time augmentation", choices=AUGMENTS, role=IDENTITY)
     val: str = option("test", str, "'test' (the course's validation_data) or a fraction of train, e.g. 0.1",
                       role=IDENTITY)
-    val_every: int = option(1, int, "epochs between validations", low=1)
-    seed: int = option(0, int, "seeds weights, order and augmentation", low=0, high=MAX_SEED, high_closed=True,
+    val_every: int = option(ENGINE.val_every, int, "epochs between validations", low=1)
+    seed: int = option(ENGINE.seed, int, "seeds weights, order and augmentation", low=0, high=MAX_SEED, high_closed=True,
                        role=IDENTITY)
     eval_batch_size: int = option(500, int, "", low=1, role=LENGTH_OR_HARDWARE)
-    precision: str = option("fp32", str, "bf16: autocast (fast on CPUs with AMX/AVX512-BF16 and on recent GPUs); "
-                            "fp16: autocast with a gradient scaler (CUDA's mixed precision; correct but rarely "
+    precision: str = option(ENGINE.precision, str, "bf16: autocast (fast on CPUs with AMX/AVX512-BF16 and on recent "
+                            "GPUs); fp16: autocast with a gradient scaler (CUDA's mixed precision; correct but rarely "
                             "faster on a CPU)", choices=PRECISIONS, role=LENGTH_OR_HARDWARE)
     channels_last: bool = option(False, bool, "NHWC memory layout (faster convolutions with bf16 on CPUs and GPUs)",
                                  role=LENGTH_OR_HARDWARE)
-    tta: str = option("none", str, "test-time augmentation of the final evaluation: flips, or flips and "
+    tta: str = option(ENGINE.tta, str, "test-time augmentation of the final evaluation: flips, or flips and "
                       "1-pixel shifts", choices=TTAS)
     time_budget: float = option(None, float, "choose the epochs so that the run (data loading to final accuracy) "
                                 "fits MINUTES", low=0, low_open=True, metavar="MINUTES", role=LENGTH_OR_HARDWARE)
@@ -138,7 +139,7 @@ class RunConfig:
                          "model's own)", cli=False)
     sync_bn: bool = option(False, bool, "under torchrun on GPUs: BatchNorm statistics over the global batch "
                            "(SyncBatchNorm)", role=LENGTH_OR_HARDWARE)
-    checkpoint_every: int = option(0, int, "also save last.pt every STEPS steps inside an epoch (0: at epoch ends)",
+    checkpoint_every: int = option(ENGINE.checkpoint_every, int, "also save last.pt every STEPS steps inside an epoch (0: at epoch ends)",
                                    low=0, metavar="STEPS", role=LENGTH_OR_HARDWARE)
     early_stopping: int = option(None, int, "stop when --monitor has not improved for PATIENCE epochs (Keras' "
                                  "EarlyStopping); a stopped run is finished: re-running it trains no more",
