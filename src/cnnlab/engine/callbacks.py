@@ -113,9 +113,6 @@ class CallbackList:
         # From every callback, those rank 0 runs alone included: all ranks must sync at the same steps.
         self.wants_batches = any(overrides(cb, hook) for cb in given for hook in BATCH_HOOKS)
 
-    def __bool__(self) -> bool:
-        return bool(self.keyed)
-
     def call(self, hook: str, *args: Any) -> None:
         """Call ``hook`` on every callback, in order."""
         for _, cb in self.keyed:

@@ -435,6 +435,7 @@ def fit(model: nn.Module, train_loader: TensorLoader, val_loader: TensorLoader |
 
     With ``resume`` and an existing ``run_dir/last.pt`` the run continues from it (``Trainer.resume``).
     ``optimizer_factory`` (model, cfg) → optimizer replaces ``make_optimizer`` (a recipe's parameter groups, say).
+    ``callbacks`` are Keras' (``engine.callbacks``): they may stop the run or steer its learning rate.
     """
     trainer = Trainer(model, train_loader, val_loader, cfg, Path(run_dir), extra, callbacks, progress,
                       optimizer_factory)
