@@ -24,7 +24,7 @@ import cnnlab
 
 cnnlab.tune_cpu()  # the CLI's CPU settings, before torch loads (cnnlab.cpu)
 
-from cnnlab.engine.fit import Callbacks  # noqa: E402
+from cnnlab.callbacks import LambdaCallback  # noqa: E402
 from cnnlab.errors import CnnlabError  # noqa: E402
 from throughput import matmul_gflops  # benchmarks/throughput.py: the same ceiling probe
 
@@ -82,7 +82,7 @@ def run_one(spec: str, data_dir: str, seed: int) -> Timeline:
 
     with tempfile.TemporaryDirectory() as run_dir:
         history = cnnlab.train("fast-cifar", dataset="cifar10", data_dir=data_dir, seed=seed, run_dir=Path(run_dir),
-                               fresh=True, progress=False, callbacks=Callbacks(on_epoch_end=[on_epoch_end]), **given)
+                               fresh=True, progress=False, callbacks=[LambdaCallback(on_epoch_end=on_epoch_end)], **given)
     line.total_seconds, line.epochs = time.perf_counter() - t0, len(history)
     line.matmul_gflops = (before, max(matmul_gflops() for _ in range(3)))
     return line

@@ -197,6 +197,36 @@ def cifar10_extracted(tmp_path: Path) -> tuple[Path, dict]:
     return write_folder(tmp_path / "existing" / "cifar-10-batches-py", files), expected
 
 
+def blobs(n: int = 96, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two classes of 1x4x4 images: dark or bright, with noise (a linear layer separates them)."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 2, (n,), generator=g)
+    noise = torch.randint(0, 100, (n, 1, 4, 4), generator=g)
+    return (noise + 120 * labels.view(-1, 1, 1, 1)).to(torch.uint8), labels
+
+
+def _tiny_fit(run_dir: Path, callbacks=(), epochs: int = 4, **options):
+    """A real fit of a linear classifier (with dropout) on the blobs, 4 steps per epoch: (History, model)."""
+    from torch import nn
+
+    from cnnlab.data.loader import TensorLoader
+    from cnnlab.engine import FitConfig, fit
+
+    images, labels = blobs()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Dropout(0.1), nn.Linear(16, 2))
+    cfg = FitConfig(epochs=epochs, batch_size=16, **options)
+    train = TensorLoader(images[:64], labels[:64], 16, seed=0)
+    val = TensorLoader(images[64:], labels[64:], 32, shuffle=False)
+    return fit(model, train, val, cfg, run_dir, progress=False, callbacks=list(callbacks)), model
+
+
+@pytest.fixture
+def tiny_fit():
+    """``tiny_fit(run_dir, callbacks=(), epochs=4, **FitConfig options) -> (History, model)``: a real fit in a second."""
+    return _tiny_fit
+
+
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A one-epoch baseline-cifar run on 96 embedded digits images, shared by the predict/export tests."""

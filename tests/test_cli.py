@@ -295,3 +295,14 @@ def test_a_read_only_disk_while_saving_is_one_line_and_keeps_the_previous_checkp
     line = fails(["train", spec, "--epochs", "2", *QUICK, "--run-dir", str(run)], capsys)
     assert "Read-only file system; the previous version (if any) is intact" in line
     assert (run / "last.pt").read_bytes() == before and not list(run.glob(".*.tmp"))
+
+
+def test_eval_of_an_image_folder_run_uses_its_validation_images_by_default(tmp_path, tiny_spec, capsys):
+    odd_images(tmp_path / "pictures" / "a")
+    odd_images(tmp_path / "pictures" / "b")
+    run = str(tmp_path / "run")
+    assert cli(["train", tiny_spec, "--dataset", str(tmp_path / "pictures"), "--val", "0.25", "--epochs", "1",
+                "--batch-size", "4", "--no-progress", "--run-dir", run], capsys)[0] == 0
+    code, out, err = cli(["eval", run], capsys)
+    assert code == 0 and f"{run}/best.pt on val (4 images): loss " in out, err
+    assert "has no test split: use --split val" in fails(["eval", run, "--split", "test"], capsys)

@@ -23,7 +23,8 @@ import pytest
 
 from cnnlab.data import load_dataset
 from cnnlab.data.loader import TensorLoader
-from cnnlab.engine import Callbacks, FitConfig, fit, load_checkpoint
+from cnnlab.callbacks import LambdaCallback
+from cnnlab.engine import FitConfig, fit, load_checkpoint
 from cnnlab.engine.fit import _StopFlag
 from cnnlab.faults import parse_fault
 from cnnlab.io import atomic_write_bytes
@@ -249,14 +250,14 @@ def test_a_checkpoint_never_holds_non_finite_weights(tmp_path, spec):
     digits = load_dataset("digits", "train").subset(64)
     model = create_model(str(spec), num_classes=10, in_channels=1, input_size=(32, 32))
 
-    def poison(step: int, _loss: float) -> None:
-        if step == 3:
+    def poison(batch: int, _logs: dict) -> None:
+        if batch == 2:  # the third step
             next(model.parameters()).data.fill_(math.inf)
 
     cfg = FitConfig(batch_size=16, epochs=1, checkpoint_every=1)
     with pytest.raises(CnnlabError, match=r"weights became non-finite at epoch 1, step 3: .*lower --lr"):
         fit(model, TensorLoader(digits.images, digits.labels, 16), None, cfg, tmp_path, progress=False,
-            callbacks=Callbacks(on_step_end=[poison]))
+            callbacks=[LambdaCallback(on_train_batch_end=poison)])
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 2
 
 

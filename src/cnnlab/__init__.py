@@ -19,13 +19,16 @@ _LAZY: dict[str, str] = {
     "RunConfig": "cnnlab.runs.config",
     "History": "cnnlab.engine.history",
 }
+_SUBMODULES = ("callbacks",)  # cnnlab.callbacks.EarlyStopping … (Keras' keras.callbacks)
 
-__all__ = ["CnnlabError", *_LAZY]
+__all__ = ["CnnlabError", *_LAZY, *_SUBMODULES]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
     """Import a public name's module the first time it is used (PEP 562)."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"cnnlab.{name}")
     if name not in _LAZY:
         raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")
     value = getattr(importlib.import_module(_LAZY[name]), name)
@@ -34,4 +37,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))

@@ -12,9 +12,12 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import CnnlabError
+
+if TYPE_CHECKING:
+    from .engine.callbacks import Callback
 
 PathLike = str | os.PathLike
 _announced = False  # the CPU-settings line is printed once per process
@@ -55,23 +58,28 @@ def check_model_name(name: str) -> None:
 
 
 def train(model: str, *, run_dir: PathLike | None = None, fresh: bool = False, progress: bool = True,
-          callbacks=None, **options: Any):
+          callbacks: Sequence[Callback] = (), **options: Any):
     """Train (or resume) ``model`` — a registered name or a .cbapd file — and return its History.
 
     ``options`` are ``cnnlab train``'s (``dataset="cifar10", epochs=4, batch_size=64``); those left
     out come from the model's recipe, else the course's defaults. ``run_dir`` defaults to
-    runs/MODEL-DATASET; running again resumes there unless ``fresh``.
+    runs/MODEL-DATASET; running again resumes there unless ``fresh``. ``callbacks`` are Keras'
+    (``cnnlab.callbacks``: ``[EarlyStopping(patience=2), TensorBoard()]``).
     """
     from .runs.run import train_run
 
     cfg = run_config(model, options)
     _announce_cpu_tuning()
-    return train_run(cfg, Path(run_dir) if run_dir else None, fresh=fresh, progress=progress, callbacks=callbacks)
+    return train_run(cfg, Path(run_dir) if run_dir else None, fresh=fresh, progress=progress,
+                     callbacks=list(callbacks or ()))
 
 
-def evaluate(run: PathLike, *, split: str = "test", which: str = "best", data_dir: str | None = None,
+def evaluate(run: PathLike, *, split: str | None = None, which: str = "best", data_dir: str | None = None,
              confusion: PathLike | None = None):
     """Loss, accuracy, per-class accuracy and confusion matrix of a trained run on one split (an ``EvalResult``).
+
+    ``split`` defaults to test, or for an image folder (no test split) to the run's validation images (``val``);
+    ``result.split`` says which was used.
 
     With ``confusion`` the matrix is also drawn to that PNG (``result.confusion_png``).
     """
@@ -111,13 +119,19 @@ def predict(run: PathLike | None = None, images: Sequence[PathLike] = (), *, onn
     return Predictions(*predict_files(logits_of, card, list(images), top_k))
 
 
-def summary(model: str, *, input: tuple[int, int, int] | None = None, num_classes: int | None = None):
-    """The Keras-style table of a network (a ``Summary``; print it): shapes, parameters, MACs, receptive field."""
+def summary(model: str, *, input: tuple[int, int, int] | None = None, num_classes: int | None = None,
+            depth: int | None = None, model_kwargs: dict[str, Any] | None = None):
+    """The Keras-style table of a network (a ``Summary``; print it): shapes, parameters, MACs and FLOPs, receptive
+    field. ``depth`` collapses modules below it; ``model_kwargs`` are the factory's keywords (text values are typed
+    by it: ``{"stride_in_1x1": "true"}``)."""
     from .explain.summary import summarize
     from .models import create_model, default_input_size
+    from .models.registry import typed_options
 
     c, h, w = input or default_input_size(model)
-    return summarize(create_model(model, num_classes=num_classes, in_channels=c, input_size=(h, w)), (c, h, w))
+    kwargs = typed_options(model, model_kwargs or {})
+    net = create_model(model, num_classes=num_classes, in_channels=c, input_size=(h, w), **kwargs)
+    return summarize(net, (c, h, w), depth=depth)
 
 
 @dataclass(frozen=True)

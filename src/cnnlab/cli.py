@@ -56,6 +56,14 @@ def number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
 
 
+def key_value(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` → (KEY, VALUE); the model's factory types VALUE (``models.registry.typed_options``)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE such as stride_in_1x1=true, not {text!r}")
+    return key.strip(), value.strip()
+
+
 def comma_list(text: str) -> list[str]:
     """``a,b,c`` → ["a", "b", "c"] (spaces around names dropped)."""
     names = [n.strip() for n in text.split(",") if n.strip()]
@@ -76,9 +84,12 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         kw: dict = {"dest": name, "default": None, "help": _help(opt.help, opt.default)}
         if opt.type is bool:
             kw["action"] = argparse.BooleanOptionalAction
+        elif opt.type is dict:  # a repeatable KEY=VALUE
+            kw.update(action="append", type=key_value, metavar=opt.metavar)
         else:
             kw["type"] = {int: positive_int if opt.low == 1 else whole_number, float: number}.get(opt.type, str)
-            kw.update({k: v for k, v in (("choices", opt.choices), ("metavar", opt.metavar)) if v is not None})
+            kw.update({k: v for k, v in (("choices", opt.choices), ("metavar", opt.metavar), ("nargs", opt.nargs),
+                                         ("const", opt.const)) if v is not None})
         p.add_argument(flag(name), **kw)
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming from RUN_DIR/last.pt")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (one line per epoch)")
@@ -93,7 +104,8 @@ def run_options(a: argparse.Namespace) -> dict:
     """The RunConfig options given on the command line (unset ones stay out: recipe or course defaults fill them)."""
     from .runs.config import cli_options
 
-    return {name: getattr(a, name) for name, _ in cli_options() if getattr(a, name) is not None}
+    given = {name: getattr(a, name) for name, _ in cli_options() if getattr(a, name) is not None}
+    return {name: dict(value) if isinstance(value, list) else value for name, value in given.items()}
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -143,7 +155,8 @@ def cmd_models(a: argparse.Namespace) -> int:
 def cmd_summary(a: argparse.Namespace) -> int:
     from . import api
 
-    print(api.summary(a.model, input=a.input, num_classes=a.num_classes))
+    print(api.summary(a.model, input=a.input, num_classes=a.num_classes, depth=a.depth,
+                      model_kwargs=dict(a.model_option or ())))
     return 0
 
 
@@ -283,8 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("eval", cmd_eval, "loss, accuracy and per-class accuracy of a trained run")
     p.add_argument("run", help="run directory or checkpoint file")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"),
-                   help="val: the images the run validated on (the test split, or its --val fraction)")
+    p.add_argument("--split", choices=("train", "val", "test"),
+                   help="val: the images the run validated on (the test split, or its --val fraction); default: "
+                        "test, or val for an image folder (it has no test split)")
     p.add_argument("--which", default="best", choices=("best", "last"))
     p.add_argument("--data-dir")
     p.add_argument("--confusion", type=Path, metavar="PNG", help="also draw the confusion matrix")
@@ -296,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="registered name or .cbapd spec file")
     p.add_argument("--input", type=parse_shape, help="CxHxW (default: the network's own)")
     p.add_argument("--num-classes", type=positive_int)
+    p.add_argument("--depth", type=positive_int, help="one row per module at this depth (default: every layer)")
+    p.add_argument("--model-option", action="append", type=key_value, metavar="KEY=VALUE",
+                   help="a keyword of the model's factory, e.g. stride_in_1x1=true for the paper's ResNet-50 "
+                        "(3.8 G multiply-adds); repeatable")
 
     add_explain_parsers(command("explain", cmd_explain, "the course's formulas, worked with your numbers"))
 

@@ -292,6 +292,24 @@ def test_idx_all_mirrors_down_lists_them(monkeypatch, tmp_path, closed_port_url)
     assert listing(tmp_path / "mnist") == []
 
 
+def test_offline_mnist_names_every_missing_file_and_where_it_goes(monkeypatch, tmp_path, closed_port_url, idx_mirror):
+    _, md5s, _ = idx_mirror
+    sizes = {f: (tmp_path / "served" / "mnist" / f).stat().st_size for f in md5s}
+    serve_idx(monkeypatch, "mnist", [closed_port_url.rsplit("/", 1)[0] + "/"], md5s, sizes)
+    folder = tmp_path / "data" / "mnist"
+    folder.mkdir(parents=True)
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes((tmp_path / "served" / "mnist" / "t10k-labels-idx1-ubyte.gz")
+                                                      .read_bytes())
+    with pytest.raises(CnnlabError) as info:
+        load_dataset("mnist", root=tmp_path / "data")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("cannot download ")
+    assert (f"mnist needs 3 files that are not in {folder}: train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+            "t10k-images-idx3-ubyte.gz; download them all from ") in message
+    with pytest.raises(CnnlabError, match=r"not found: allow downloading or place it there — mnist needs 3 files"):
+        load_dataset("mnist", "test", root=tmp_path / "data", download=False)
+
+
 @pytest.mark.parametrize("raw, message", [
     (bytes([0, 0, 9, 3]) + b"\0" * 12, r"holds signed bytes \(IDX type 0x09\)"),
     (bytes([0, 0, 8, 2]) + b"\0" * 12, "bad magic"),

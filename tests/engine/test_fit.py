@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from cnnlab.callbacks import Callback
 from cnnlab.data.loader import TensorLoader
 from cnnlab.engine import FitConfig, History, fit, load_checkpoint
 from cnnlab.engine.checkpoint import save_checkpoint
@@ -71,19 +72,18 @@ def test_resume_from_a_mid_epoch_checkpoint_matches_uninterrupted(tmp_path):
     class Kill(Exception):
         pass
 
-    def kill_at_step(step, _loss):
-        if step == 9:  # epoch 2, after the mid-epoch checkpoint at its step 2 (checkpoint_every=2)
-            raise Kill
+    class KillAt(Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if self.trainer.global_step == 9:  # epoch 2, after the mid-epoch checkpoint at its step 2
+                raise Kill
 
     images, labels = _toy_data()
     cfg = FitConfig(epochs=2, batch_size=32, checkpoint_every=2)
-    from cnnlab.engine.fit import Callbacks
-
     train = TensorLoader(images[:192], labels[:192], 32, augment="flip", seed=0)
     val = TensorLoader(images[192:], labels[192:], 64, shuffle=False)
     with pytest.raises(Kill):
         fit(_toy_model(), train, val, cfg, tmp_path / "killed", progress=False,
-            callbacks=Callbacks(on_step_end=[kill_at_step]))
+            callbacks=[KillAt()])
     ckpt = load_checkpoint(tmp_path / "killed" / "last.pt")
     assert (ckpt["epoch"], ckpt["step"]) == (1, 2)
     resumed, _ = _run(tmp_path, "killed", epochs=2, checkpoint_every=2)

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from cnnlab.cli import main
+from cnnlab.errors import CnnlabError
 from cnnlab.explain.formulas import compare_kernels, conv_example, conv_output, dense_params, receptive_field
 
 
@@ -54,7 +56,7 @@ def test_compare_kernels_course_numbers():
     assert compare_kernels(10).value.macs_3x3 == compare_kernels(10).value.macs_5x5
     assert compare_kernels(11).value.macs_3x3 < compare_kernels(11).value.macs_5x5
     assert compare_kernels(9).value.macs_3x3 > compare_kernels(9).value.macs_5x5
-    with pytest.raises(ValueError):
+    with pytest.raises(CnnlabError, match="needs --input 5 or more"):
         compare_kernels(4)
 
 
@@ -79,3 +81,11 @@ def test_conv_example_is_the_course_answer():
     patch = torch.tensor([[1.0, 0, 2], [5, 4, 2], [3, 4, 5]]).view(1, 1, 3, 3)
     kernel = torch.tensor([[-1.0, 0, 1]] * 3).view(1, 1, 3, 3)
     assert torch.nn.functional.conv2d(patch, kernel, torch.ones(1)).item() == 1  # PyTorch agrees
+
+
+@pytest.mark.parametrize("x", ["1", "4"])
+def test_compare_kernels_on_a_too_small_input_is_one_line_from_the_cli(x, capsys):
+    assert main(["explain", "compare-kernels", "--input", x]) == 2
+    err = capsys.readouterr().err
+    assert err == f"cnnlab: error: compare-kernels needs --input 5 or more: a 5x5 valid convolution does not fit a " \
+                  f"{x}x{x} input\n"

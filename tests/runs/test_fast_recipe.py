@@ -1,15 +1,16 @@
 """fast-cifar and the fast recipe: the network, the recipe's defaults and hooks, and a tiny real run through the CLI."""
+import itertools
 import json
 import pickle
 
 import pytest
 import torch
 
+from cnnlab.callbacks import LambdaCallback
 from cnnlab.cli import main
 from cnnlab.data.loader import TensorLoader, plan_epoch
 from cnnlab.engine import fit
 from cnnlab.engine.evaluate import tta_views
-from cnnlab.engine.fit import Callbacks
 from cnnlab.engine.optim import Muon, lr_factor, orthogonalize
 from cnnlab.runs.budget import Costs, plan_epochs
 from cnnlab.runs.config import RunConfig
@@ -93,9 +94,11 @@ def test_stem_bias_stops_taking_gradients_after_its_horizon_and_gets_them_back_a
     cfg = RunConfig(model="fast-cifar", epochs=8, batch_size=8, precision="fp32", channels_last=False,
                     tta="none").fit_config()
     seen = []
-    record = lambda step, loss: seen.append((step, model.stem.bias.requires_grad, model.stem.bias.detach().clone()))
+    steps = itertools.count(1)
+    record = lambda _batch, _logs: seen.append((next(steps), model.stem.bias.requires_grad,
+                                                model.stem.bias.detach().clone()))
     fit(model, TensorLoader(images, labels, 8), None, cfg, tmp_path / "run", progress=False,
-        optimizer_factory=fast_optimizer, callbacks=Callbacks(on_step_end=[record]))
+        optimizer_factory=fast_optimizer, callbacks=[LambdaCallback(on_train_batch_end=record)])
     horizon = round(3 / 8 * 32)  # steps: 8 epochs × 4; the callback counts completed steps
     assert [grad for _, grad, _ in seen] == [s <= horizon for s, _, _ in seen]
     assert all(torch.equal(bias, seen[-1][2]) for s, _, bias in seen if s >= horizon)  # no update after it

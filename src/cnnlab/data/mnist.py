@@ -73,11 +73,29 @@ def load_idx_dataset(name: str, split: str = "train", root: str | Path | None = 
         raise CnnlabError(f"unknown split {split!r} for {name}: choose one of {', '.join(source.splits)}")
     folder = (Path(root) if root else cache_dir()) / source.folder
     image_file, label_file = source.splits[split]
-    images = read_idx(_obtain(source, folder, image_file, download), ndim=3)
-    labels = read_idx(_obtain(source, folder, label_file, download), ndim=1)
+    try:
+        image_path, label_path = (_obtain(source, folder, f, download) for f in (image_file, label_file))
+    except CnnlabError as err:
+        raise _naming_every_missing_file(err, source, folder) from None
+    images, labels = read_idx(image_path, ndim=3), read_idx(label_path, ndim=1)
     _check_pair(images, labels, len(source.classes), folder / label_file[0])
     return ImageSet(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
                     list(source.classes), f"{name}-{split}")
+
+
+def missing_files(source: IdxSource, folder: Path) -> list[str]:
+    """The dataset's IDX files (all splits: a run reads train and test) that are not in ``folder``."""
+    return [name for pair in source.splits.values() for name, _, _ in pair if not (folder / name).is_file()]
+
+
+def _naming_every_missing_file(err: CnnlabError, source: IdxSource, folder: Path) -> CnnlabError:
+    """``err`` (about one file), completed with every other file still missing, so one trip fetches them all."""
+    missing = missing_files(source, folder)
+    if len(missing) < 2:
+        return err
+    return CnnlabError(f"{err} — {source.name} needs {len(missing)} files that are not in {folder}: "
+                       f"{', '.join(missing)}; download them all from {source.mirrors[0]} and place them there "
+                       "(or point --data-dir at a folder that has them)")
 
 
 def _obtain(source: IdxSource, folder: Path, file: IdxFile, download: bool) -> Path:

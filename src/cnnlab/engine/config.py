@@ -21,6 +21,11 @@ class FitConfig:
     weight_decay: float = 0.0
     schedule: str = "constant"
     warmup_epochs: float = 0.0
+    decay: float = 0.0  # inverse-time schedule: lr / (1 + decay·step), Keras' optimizer ``decay``
+    step_size: float | None = None  # step schedule: epochs between drops by ``gamma``
+    gamma: float = 0.1
+    decay_rate: float = 0.96  # exponential schedule: lr · decay_rate ** (step / decay_steps)
+    decay_steps: int | None = None
     label_smoothing: float = 0.0
     precision: str = "fp32"
     val_every: int = 1

@@ -1,8 +1,9 @@
 """The fit loop: train, validate, keep ``best.pt`` and ``last.pt``, resume exactly where a run stopped.
 
 Exact resume rests on three facts: the loader's order and augmentation are a pure function of
-``(seed, epoch)``; the checkpoint holds model, optimizer, torch RNG, the step reached inside the
-epoch and the running sums of that epoch; the learning rate is a pure function of the global step.
+``(seed, epoch)``; the checkpoint holds model, optimizer, gradient scaler, torch RNG, the step reached
+inside the epoch, the running sums of that epoch and the callbacks' state; the learning rate is a pure
+function of the global step times the multiplier callbacks steer (checkpointed too).
 """
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ import math
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -24,12 +24,14 @@ from ..data.loader import TensorLoader
 from ..errors import CnnlabError
 from ..faults import fault_point
 from . import distributed as D
+from .callbacks import Callback, CallbackList
 from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from .config import FitConfig
 from .evaluate import evaluate_metrics
 from .history import History
-from .optim import OptimizerFactory, group_horizon_steps, group_lr, make_optimizer
-from .precision import autocast
+from .loss import aux_loss_weights, training_loss
+from .optim import OptimizerFactory, decay_of, group_horizon_steps, group_lr, make_optimizer
+from .precision import autocast, grad_scaler
 
 ResumeCheck = Callable[[dict], None]  # raises when a saved checkpoint belongs to another experiment
 SYNC_EVERY = 10  # steps between reads of the running loss from the device (progress bar, divergence check)
@@ -50,14 +52,6 @@ class EpochSums:
 
     def as_dict(self) -> dict[str, float]:
         return {"loss": self.loss, "correct": self.correct, "seen": self.seen, "seconds": self.seconds}
-
-
-@dataclass
-class Callbacks:
-    """Hooks a caller can attach: ``on_epoch_end(epoch, row)`` and ``on_step_end(global_step, loss)``."""
-
-    on_epoch_end: list[Callable[[int, dict], None]] = field(default_factory=list)
-    on_step_end: list[Callable[[int, float], None]] = field(default_factory=list)
 
 
 class _StopFlag:
@@ -102,18 +96,23 @@ class Trainer:
     ``fit()`` runs the whole loop. The step API — ``seek``, ``set_lr``, ``train_step``, ``train_epoch``,
     ``finish_epoch`` — lets a caller drive or time parts of it (the budget planner, the benchmarks).
     ``extra`` is stored in every checkpoint as it is (the runs layer's run card and config).
+    ``callbacks`` (``engine.callbacks``, Keras' hooks) may set ``stop_training`` — the run is then finished —
+    and steer the learning rate through ``scale_lr``.
     """
 
     def __init__(self, model: nn.Module, train_loader: TensorLoader, val_loader: TensorLoader | None,
-                 cfg: FitConfig, run_dir: Path, extra: dict | None = None, callbacks: Callbacks | None = None,
+                 cfg: FitConfig, run_dir: Path, extra: dict | None = None, callbacks: Sequence[Callback] = (),
                  progress: bool = True, optimizer_factory: OptimizerFactory | None = None) -> None:
         self.model = model
         self.train_loader, self.val_loader = train_loader, val_loader
         self.cfg, self.run_dir, self.extra = cfg, Path(run_dir), dict(extra or {})
-        self.callbacks = callbacks or Callbacks()
         self.progress = progress and D.is_main()
         self.device = train_loader.device
         self.optimizer = (optimizer_factory or make_optimizer)(model, cfg)
+        self.scaler = grad_scaler(self.device, cfg.precision)
+        self.aux_weights = aux_loss_weights(D.unwrap(model))
+        self.stop_training = False  # set by a callback: the run ends after this batch/epoch, and stays finished
+        self.lr_multiplier = 1.0  # steered by callbacks (ReduceLROnPlateau, LearningRateScheduler)
         self.history = History()
         self.best = -math.inf
         self.epoch, self.step = 0, 0  # completed epochs; completed steps inside the current epoch
@@ -121,7 +120,10 @@ class Trainer:
         self.steps_per_epoch = len(train_loader)
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
+        self.decay = decay_of(cfg, self.steps_per_epoch)
         self._finished: set[nn.Parameter] = set()  # frozen by set_lr once their group's horizon passed
+        self.callbacks = CallbackList(callbacks or (), self)
+        self._callback_states: dict[str, dict] = {}  # from the checkpoint, loaded after on_train_begin
 
     # ---- checkpoint state -------------------------------------------------------------------
     def state(self) -> dict:
@@ -135,7 +137,9 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch, "step": self.step, "partial": self._global_sums().as_dict(),
             "rng": rng, **({"rng_ranks": rng_ranks} if len(rng_ranks) > 1 else {}),
-            "history": self.history.to_dict(), "best_val_accuracy": self.best, **self.extra,
+            "history": self.history.to_dict(), "best_val_accuracy": self.best,
+            "scaler": self.scaler.state_dict(), "lr_multiplier": self.lr_multiplier,
+            "stop_training": self.stop_training, "callbacks": self.callbacks.state_dict(), **self.extra,
         }
 
     def save(self, name: str) -> None:
@@ -154,6 +158,11 @@ class Trainer:
         self.sums = EpochSums(**ckpt["partial"]) if D.is_main() else EpochSums()  # the sums are global
         self.history = History(ckpt["history"])
         self.best = float(ckpt["best_val_accuracy"])
+        if ckpt.get("scaler") and self.scaler.is_enabled():  # a run resumed in another precision starts afresh
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.lr_multiplier = float(ckpt.get("lr_multiplier", 1.0))
+        self.stop_training = bool(ckpt.get("stop_training", False))
+        self._callback_states = dict(ckpt.get("callbacks", {}))
         rngs = ckpt.get("rng_ranks", [ckpt["rng"]])
         if D.rank() >= len(rngs):  # resumed on more processes than saved it
             torch.manual_seed(D.rank_seed(self.cfg.seed))
@@ -182,15 +191,43 @@ class Trainer:
         """Stand at ``step`` of ``epoch`` (0-based), without training: the schedule and the loader follow."""
         self.epoch, self.step = epoch, step
 
+    @property
+    def global_step(self) -> int:
+        """Steps completed since the start of the run."""
+        return self.epoch * self.steps_per_epoch + self.step
+
+    def _group_lr(self, group: dict) -> float:
+        """A group's rate at the current step: the schedule's (``optim.group_lr``) times the callbacks' multiplier."""
+        return self.lr_multiplier * group_lr(group, self.cfg.lr, self.global_step, self.total_steps,
+                                             self.cfg.schedule, self.warmup_steps, self.decay)
+
+    def current_lr(self) -> float:
+        """The first group's learning rate for the next step."""
+        return self._group_lr(self.optimizer.param_groups[0])
+
+    def scale_lr(self, factor: float) -> None:
+        """Multiply every group's learning rate by ``factor`` from the next step on (on top of the schedule)."""
+        if not (math.isfinite(factor) and factor >= 0):
+            raise CnnlabError(f"a learning-rate factor must be finite and >= 0 (got {factor})")
+        self.lr_multiplier *= factor
+
+    def metric_names(self) -> tuple[str, ...]:
+        """The keys an epoch's logs can hold (validation ones only with validation data)."""
+        names = ("loss", "accuracy", "lr", "seconds", "images_per_sec")
+        if self.val_loader is None:
+            return names
+        return (*names, "val_loss", "val_accuracy",
+                *(("tta_val_loss", "tta_val_accuracy") if self.cfg.tta != "none" else ()))
+
     def set_lr(self) -> float:
-        """Set every group's lr for the current step (``optim.group_lr``); returns the first group's.
+        """Set every group's lr for the current step (schedule × multiplier); returns the first group's.
 
         A group past its horizon also stops asking for gradients (single process: DDP expects a fixed
         set), so backward skips the work that fed it, e.g. the fast recipe's stem bias after 3/8 of the run.
         """
-        g = self.epoch * self.steps_per_epoch + self.step
+        g = self.global_step
         for group in self.optimizer.param_groups:
-            group["lr"] = group_lr(group, self.cfg.lr, g, self.total_steps, self.cfg.schedule, self.warmup_steps)
+            group["lr"] = self._group_lr(group)
             if g >= group_horizon_steps(group, self.total_steps) and not D.is_distributed():
                 for p in group["params"]:
                     if p.requires_grad:
@@ -205,23 +242,28 @@ class Trainer:
         self._finished.clear()
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimisation step; the loss and the count of correct predictions stay on the device (no sync)."""
+        """One optimisation step; the loss and the count of correct predictions stay on the device (no sync).
+
+        A network returning auxiliary logits adds their weighted losses (``engine.loss``); under fp16 the
+        gradient scaler scales the loss and skips a step whose gradients overflowed.
+        """
         with autocast(self.device, self.cfg.precision):
-            logits = self.model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
+            output = self.model(x)
+        loss, logits = training_loss(output, y, self.aux_weights, self.cfg.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         fault_point("step")
         return loss.detach(), (logits.argmax(1) == y).sum()
 
-    def _flush(self, pending: list[tuple[torch.Tensor, torch.Tensor, int]]) -> float:
+    def _flush(self, pending: list[tuple[torch.Tensor, torch.Tensor, int]]) -> None:
         """Read the pending steps' losses from the device at once, stop at a non-finite one, add them to the sums.
 
-        Returns the last step's loss. The weights a non-finite step produced are never saved (``save``).
+        The weights a non-finite step produced are never saved (``save``).
         """
         if not pending:
-            return math.nan
+            return
         values = torch.stack([torch.stack([loss.float(), correct.float()]) for loss, correct, _ in pending]).tolist()
         bad = next((i for i, (loss, _) in enumerate(values) if not math.isfinite(loss)), None)
         if D.any_rank(bad is not None, self.device):
@@ -232,11 +274,17 @@ class Trainer:
             self.sums.correct += correct
             self.sums.seen += n
         pending.clear()
-        return values[-1][0]
+
+    def _running_logs(self) -> dict[str, float]:
+        """This epoch's running loss and accuracy (Keras' batch logs)."""
+        seen = max(self.sums.seen, 1.0)
+        return {"loss": self.sums.loss / seen, "accuracy": self.sums.correct / seen}
 
     def train_epoch(self, stop: _StopFlag | None = None) -> None:
-        """Train from the current step to the end of the current epoch (a Ctrl-C flag, when given, can stop it)."""
+        """Train from the current step to the end of the current epoch (a Ctrl-C flag, when given, can stop it;
+        a batch callback's ``stop_training`` ends the epoch early)."""
         stop = stop or _StopFlag()
+        batches = self.callbacks.wants_batches
         loader = self.train_loader
         loader.set_epoch(self.epoch, self.step)
         bar = tqdm(total=self.steps_per_epoch, initial=self.step, disable=not self.progress, leave=True,
@@ -245,15 +293,17 @@ class Trainer:
         t0, seen0 = time.perf_counter(), self.sums.seen
         pending: list[tuple[torch.Tensor, torch.Tensor, int]] = []
         for x, y in loader:
+            if batches:
+                self.callbacks.call("on_train_batch_begin", self.step, {})
             self.set_lr()
             loss, correct = self.train_step(x, y)
             self.step += 1
             pending.append((loss, correct, len(y)))
             bar.update(1)
-            if self.callbacks.on_step_end or self.step % SYNC_EVERY == 0 or self.step == self.steps_per_epoch:
-                last = self._flush(pending)
-                for cb in self.callbacks.on_step_end:
-                    cb(self.epoch * self.steps_per_epoch + self.step, last)
+            if batches or self.step % SYNC_EVERY == 0 or self.step == self.steps_per_epoch:
+                self._flush(pending)
+                if batches:
+                    self.callbacks.call("on_train_batch_end", self.step - 1, self._running_logs())
                 if self.progress:
                     rate = (self.sums.seen - seen0) * D.world_size() / max(time.perf_counter() - t0, 1e-9)
                     bar.set_postfix(loss=f"{self.sums.loss / self.sums.seen:.4f}",
@@ -270,12 +320,16 @@ class Trainer:
                     raise TrainingInterrupted(
                         f"interrupted at epoch {self.epoch + 1}, step {self.step}: saved {self.run_dir / 'last.pt'}; "
                         "run the same command again to resume")
+            if batches and D.any_rank(self.stop_training, self.device):
+                self.stop_training = True
+                break
         self._flush(pending)
         bar.close()
         self.sums.seconds += time.perf_counter() - t0
 
     def finish_epoch(self) -> dict:
-        """Validate when due, record the epoch in the history, save ``best.pt``/``last.pt``; returns its row."""
+        """Validate when due, record the epoch in the history, run the callbacks' ``on_epoch_end``, save
+        ``best.pt``/``last.pt`` (with what the callbacks decided); returns the epoch's row."""
         total = self._global_sums()
         loss, correct, seen = total.loss, total.correct, total.seen
         row = {"epoch": self.epoch + 1, "loss": loss / seen, "accuracy": correct / seen,
@@ -292,9 +346,12 @@ class Trainer:
         improved = validate and row["val_accuracy"] > self.best
         if improved:
             self.best = row["val_accuracy"]
+        self.callbacks.call("on_epoch_end", self.epoch - 1, epoch_logs(row))
+        self.stop_training = D.any_rank(self.stop_training, self.device)
+        if improved:
             self.save("best.pt")
         self.save("last.pt")
-        if D.is_main():
+        if D.is_main():  # the epoch's line is printed once its checkpoints are on disk
             self.history.save(self.run_dir)
             print(format_row(row, self.cfg.epochs, improved), file=sys.stderr, flush=True)
         return row
@@ -310,7 +367,9 @@ class Trainer:
         self.restore(ckpt)
         if D.is_main():
             where = f"epoch {self.epoch + 1}, step {self.step}" if self.step else f"the end of epoch {self.epoch}"
-            print(f"Resuming {self.run_dir} from {where} of {self.cfg.epochs} (last.pt).", file=sys.stderr, flush=True)
+            print(f"Resuming {self.run_dir} from {where} of {self.cfg.epochs} (last.pt)." if not self.stop_training
+                  else f"{self.run_dir} was stopped by a callback after epoch {self.epoch}: it is finished "
+                       "(start over with --fresh to train it again).", file=sys.stderr, flush=True)
             if len(self.history):  # a kill between last.pt and history.json left the history one epoch behind
                 self.history.save(self.run_dir)
         return True
@@ -329,18 +388,32 @@ class Trainer:
                               "then run the same command again to resume") from None
 
     def _epochs(self) -> History:
+        if self.stop_training or self.epoch >= self.cfg.epochs:  # finished: nothing to train, no hook to call
+            return self.history
         with _StopFlag().installed() as stop, contextlib.ExitStack() as cleanup:
             cleanup.callback(self._release_finished)
-            while self.epoch < self.cfg.epochs:
+            self.callbacks.call("on_train_begin", {})
+            self.callbacks.load_state_dict(self._callback_states)
+            logs: dict[str, float] = {}
+            while self.epoch < self.cfg.epochs and not self.stop_training:
+                if self.step == 0:
+                    self.callbacks.call("on_epoch_begin", self.epoch, {})
                 self.train_epoch(stop)
-                row = self.finish_epoch()
-                for cb in self.callbacks.on_epoch_end:
-                    cb(self.epoch, row)
+                logs = epoch_logs(self.finish_epoch())
                 if D.any_rank(stop.signum is not None, self.device):
                     raise TrainingInterrupted(
                         f"interrupted after epoch {self.epoch}: saved {self.run_dir / 'last.pt'}; "
                         "run the same command again to resume")
+            if self.stop_training and D.is_main():
+                print(f"Training stopped by a callback after epoch {self.epoch} of {self.cfg.epochs}: the run is "
+                      "finished.", file=sys.stderr, flush=True)
+            self.callbacks.call("on_train_end", logs)
         return self.history
+
+
+def epoch_logs(row: dict) -> dict[str, float]:
+    """An epoch's row as Keras' ``logs``: every metric, without the epoch number (callbacks get it apart)."""
+    return {k: v for k, v in row.items() if k != "epoch"}
 
 
 def format_row(row: dict, epochs: int, improved: bool) -> str:
@@ -355,13 +428,14 @@ def format_row(row: dict, epochs: int, improved: bool) -> str:
 
 
 def fit(model: nn.Module, train_loader: TensorLoader, val_loader: TensorLoader | None, cfg: FitConfig,
-        run_dir: Path, extra: dict | None = None, resume: bool = True, callbacks: Callbacks | None = None,
+        run_dir: Path, extra: dict | None = None, resume: bool = True, callbacks: Sequence[Callback] = (),
         progress: bool = True, optimizer_factory: OptimizerFactory | None = None,
         check_resume: ResumeCheck | None = None) -> History:
     """Train ``model`` as ``cfg`` says, writing checkpoints and history into ``run_dir``; returns the History.
 
     With ``resume`` and an existing ``run_dir/last.pt`` the run continues from it (``Trainer.resume``).
     ``optimizer_factory`` (model, cfg) → optimizer replaces ``make_optimizer`` (a recipe's parameter groups, say).
+    ``callbacks`` are Keras' (``engine.callbacks``): they may stop the run or steer its learning rate.
     """
     trainer = Trainer(model, train_loader, val_loader, cfg, Path(run_dir), extra, callbacks, progress,
                       optimizer_factory)
@@ -370,4 +444,4 @@ def fit(model: nn.Module, train_loader: TensorLoader, val_loader: TensorLoader |
     return trainer.fit()
 
 
-__all__ = ["Callbacks", "ResumeCheck", "Trainer", "TrainingInterrupted", "fit", "format_row"]
+__all__ = ["ResumeCheck", "Trainer", "TrainingInterrupted", "epoch_logs", "fit", "format_row"]

@@ -22,7 +22,10 @@ from . import distributed as D
 from .config import FitConfig
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "muon")
-SCHEDULES = ("constant", "cosine", "onecycle", "linear")
+SCHEDULES = ("constant", "cosine", "onecycle", "linear", "inverse-time", "step", "exponential")
+# The parameter each Keras-style decay cannot do without, and every parameter it reads (FitConfig field names).
+SCHEDULE_NEEDS = {"inverse-time": "decay", "step": "step_size", "exponential": "decay_steps"}
+SCHEDULE_PARAMS = {"inverse-time": ("decay",), "step": ("step_size", "gamma"), "exponential": ("decay_rate", "decay_steps")}
 DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.01, "muon": 0.05}  # when a run leaves lr unset
 OptimizerFactory = Callable[[nn.Module, FitConfig], torch.optim.Optimizer]
 
@@ -85,11 +88,51 @@ def make_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
     return adam(groups, lr=cfg.lr, eps=KERAS_ADAM_EPS, fused=fused)
 
 
-def lr_factor(step: int, total: int, schedule: str, warmup: int = 0) -> float:
-    """Multiplier of the base learning rate at ``step`` of ``total`` (a pure function: resumable)."""
+@dataclass(frozen=True)
+class Decay:
+    """The Keras-style decays' parameters, counted in steps (``decay_of`` converts a FitConfig's epochs)."""
+
+    decay: float = 0.0  # inverse-time: 1 / (1 + decay·t), Keras' optimizer ``decay`` (SGD(decay=1e-3))
+    step_size: int = 1  # step: gamma ** floor(t / step_size)
+    gamma: float = 0.1
+    decay_rate: float = 0.96  # exponential: decay_rate ** (t / decay_steps), Keras' ExponentialDecay
+    decay_steps: int = 1
+
+
+NO_DECAY = Decay()
+
+
+def missing_schedule_param(schedule: str, values: dict[str, float | None]) -> str | None:
+    """The parameter ``schedule`` needs that ``values`` leaves unset (None or 0), else None."""
+    need = SCHEDULE_NEEDS.get(schedule)
+    return need if need is not None and not values.get(need) else None
+
+
+def decay_of(cfg: FitConfig, steps_per_epoch: int) -> Decay:
+    """A FitConfig's decay parameters in steps (``step_size`` is given in epochs); one clear error when one is missing."""
+    missing = missing_schedule_param(cfg.schedule, {name: getattr(cfg, name) for name in SCHEDULE_NEEDS.values()})
+    if missing:
+        raise CnnlabError(f"the {cfg.schedule} schedule needs {missing} (FitConfig.{missing} is unset)")
+    step_size = max(1, round(cfg.step_size * steps_per_epoch)) if cfg.step_size else 1
+    return Decay(cfg.decay, step_size, cfg.gamma, cfg.decay_rate, cfg.decay_steps or 1)
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup: int = 0, decay: Decay = NO_DECAY) -> float:
+    """Multiplier of the base learning rate at ``step`` of ``total`` (a pure function: resumable).
+
+    After ``warmup`` steps of linear warm-up: cosine, onecycle and linear run over the rest of the run;
+    the Keras-style decays count ``t`` steps from the end of the warm-up, with ``decay``'s parameters.
+    """
     if warmup and step < warmup:
         return (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
+    steps = step - warmup
+    if schedule == "inverse-time":
+        return 1.0 / (1.0 + decay.decay * steps)
+    if schedule == "step":
+        return decay.gamma ** (steps // decay.step_size)
+    if schedule == "exponential":
+        return decay.decay_rate ** (steps / decay.decay_steps)
+    t = steps / max(1, total - warmup)
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
     if schedule == "onecycle":  # linear up for 25%, linear down to ~0 (the 1cycle policy's shape)
@@ -99,10 +142,11 @@ def lr_factor(step: int, total: int, schedule: str, warmup: int = 0) -> float:
     return 1.0
 
 
-def group_lr(group: dict, base_lr: float, step: int, total_steps: int, schedule: str, warmup: int = 0) -> float:
+def group_lr(group: dict, base_lr: float, step: int, total_steps: int, schedule: str, warmup: int = 0,
+             decay: Decay = NO_DECAY) -> float:
     """A param group's learning rate at global ``step``: the schedule until its ``horizon``, 0 after it."""
     total = group_horizon_steps(group, total_steps)
-    factor = lr_factor(step, total, schedule, warmup) if step < total else 0.0
+    factor = lr_factor(step, total, schedule, warmup, decay) if step < total else 0.0
     return base_lr * group.get("lr_scale", 1.0) * factor
 
 
@@ -192,5 +236,6 @@ def make_muon(model: nn.Module, lr: float, momentum: float, batch_size: int, wei
     return Muon(muon_groups(model, lr, batch_size, weight_decay, roles), lr=lr, momentum=momentum)
 
 
-__all__ = ["DEFAULT_LR", "OPTIMIZERS", "Muon", "OptimizerFactory", "Role", "SCHEDULES", "group_horizon_steps", "group_lr",
-           "lr_factor", "make_muon", "make_optimizer", "muon_groups", "orthogonalize"]
+__all__ = ["DEFAULT_LR", "Decay", "OPTIMIZERS", "Muon", "OptimizerFactory", "Role", "SCHEDULES", "SCHEDULE_NEEDS",
+           "SCHEDULE_PARAMS", "decay_of", "group_horizon_steps", "group_lr", "lr_factor", "make_muon", "make_optimizer",
+           "missing_schedule_param", "muon_groups", "orthogonalize"]

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from ..errors import CnnlabError
 from ..layers import Padding, conv_out_size
 
 
@@ -109,7 +110,8 @@ class KernelComparison:
 def compare_kernels(x: int) -> Worked:
     """The course's comparison: params 18 vs 25, MACs 18x²-108x+180 vs 25x²-200x+400, cheaper for x > 10."""
     if x < 5:
-        raise ValueError(f"a 5x5 valid convolution needs an input of at least 5x5, got {x}x{x}")
+        raise CnnlabError(f"compare-kernels needs --input 5 or more: a 5x5 valid convolution does not fit a "
+                          f"{x}x{x} input")
     two = _poly_add(_valid_conv_macs(3, 0), _valid_conv_macs(3, 2))
     one = _valid_conv_macs(5, 0)
     even = _break_even(two, one)

@@ -2,10 +2,12 @@
 
 One forward pass on zeros (eval mode, no grad) does everything at once:
 
-- forward hooks record each layer's output shape (NCHW, rendered ``(N, C, H, W)``);
+- forward hooks record each layer's output shape (NCHW, rendered ``(N, C, H, W)``); a block that is
+  never called as a whole (a head whose layers a model calls one by one) shows its last layer's output;
 - ``torch.utils.flop_counter.FlopCounterMode`` counts FLOPs per module; MACs = FLOPs / 2
   (it counts convolutions and matrix products, as Keras/thop-style MAC counts do; BN, activations
-  and pooling count 0);
+  and pooling count 0). The papers' "FLOPs" (ResNet-50: 3.8 G) are multiply-adds, i.e. MACs; the
+  summary names both: ``total_macs`` and ``total_flops`` (= 2 × MACs);
 - a ``TorchFunctionMode`` follows every tensor derived from the input and composes its receptive
   field along the path the data really takes (``r_out = r_in + (k - 1)·d·j_in``, ``j_out = j_in·s``
   for every convolution and pooling; the maximum over inputs where branches meet, e.g. Inception's
@@ -168,9 +170,19 @@ class Summary:
         return self.non_trainable_params + self.bn_moving_stats
 
     @property
+    def total_flops(self) -> int:
+        """Forward floating-point operations per image: 2 per multiply-add (a multiply and an add)."""
+        return 2 * self.total_macs
+
+    @property
+    def gmacs(self) -> float:
+        """Multiply-adds per image in billions: the number the papers call FLOPs (ResNet-50: 3.8-4.1 G)."""
+        return self.total_macs / 1e9
+
+    @property
     def gflops(self) -> float:
-        """Forward FLOPs per image in billions (2 FLOPs per MAC)."""
-        return 2 * self.total_macs / 1e9
+        """Forward FLOPs per image in billions (2 per MAC): twice the papers' "FLOPs"."""
+        return self.total_flops / 1e9
 
     def __str__(self) -> str:
         return render(self)
@@ -221,10 +233,22 @@ def _row_field(field: Field | None) -> tuple[Pair | str | None, Pair | None]:
     return (WHOLE_INPUT, None) if field.size is None else (field.size, field.jump)
 
 
-def _module_macs(flops: dict[str, dict], root: str, name: str, batch_size: int) -> int:
-    """MACs of one module (all its calls) per image, from FlopCounterMode's per-module table."""
+def _module_macs(flops: dict[str, dict], root: str, name: str, module: nn.Module, batch_size: int) -> int:
+    """MACs of one module (all its calls) per image, from FlopCounterMode's per-module table; a module never
+    entered itself (its layers called one by one) counts what its children counted."""
     key = f"{root}.{name}" if name else root
-    return sum(flops.get(key, {}).values()) // 2 // batch_size
+    if key in flops:
+        return sum(flops[key].values()) // 2 // batch_size
+    return sum(_module_macs(flops, root, f"{name}.{child}" if name else child, sub, batch_size)
+               for child, sub in module.named_children())
+
+
+def _record_of(records: dict[str, tuple], name: str) -> tuple:
+    """A module's (shapes, field) from its own call, else from the last call of a module inside it."""
+    if name in records:
+        return records[name][1:]
+    inside = [r for n, r in records.items() if not name or n.startswith(name + ".")]
+    return max(inside, key=lambda r: r[0])[1:] if inside else ((), None)
 
 
 def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -242,10 +266,10 @@ def summarize(model: nn.Module, input_size: tuple[int, int, int], batch_size: in
 
     def hook_for(name: str):
         def hook(module, inputs, output):
-            records.setdefault(name, (_shapes(output), _field_of(tracker, output)))
+            records.setdefault(name, (len(records), _shapes(output), _field_of(tracker, output)))
         return hook
 
-    handles = [m.register_forward_hook(hook_for(n)) for n, m in shown]
+    handles = [m.register_forward_hook(hook_for(n)) for n, m in model.named_modules()]
     was_training = model.training
     model.eval()
     try:
@@ -259,10 +283,10 @@ def summarize(model: nn.Module, input_size: tuple[int, int, int], batch_size: in
     root = type(model).__name__
     rows = []
     for name, module in shown:
-        outputs, field = records.get(name, ((), None))
+        outputs, field = _record_of(records, name)
         rf, jump = _row_field(field)
         rows.append(Row(name or root, type(module).__name__, _module_depth(name), outputs,
-                        _count(module.parameters()), _module_macs(flops, root, name, batch_size), rf, jump))
+                        _count(module.parameters()), _module_macs(flops, root, name, module, batch_size), rf, jump))
     params = list(model.parameters())
     trainable = _count(p for p in params if p.requires_grad)
     return Summary(root, tuple(input_size), batch_size, tuple(rows), _shapes(out), _count(iter(params)),
@@ -314,7 +338,8 @@ def render(s: Summary) -> str:
         f"Non-trainable params: {s.non_trainable_params:,}",
         f"Keras total params: {s.keras_total_params:,} (adds {s.bn_moving_stats:,} BatchNorm moving "
         f"mean/variance values, non-trainable in Keras: {s.keras_non_trainable_params:,})",
-        f"MACs per image: {s.total_macs:,} ({s.gflops:.4f} GFLOPs)",
+        f"MACs per image: {s.total_macs:,} = {s.gmacs:.4g} G multiply-adds (what the papers call FLOPs)",
+        f"FLOPs per image (2×MACs): {s.total_flops:,} = {s.gflops:.4g} G",
         "RF: receptive field in input pixels (all = whole image); Jump: input pixels between outputs.",
     ]
     return "\n".join(table + totals)
@@ -324,5 +349,5 @@ def summary_to_dict(s: Summary) -> dict[str, Any]:
     """JSON-ready dict of a summary (shapes per sample, batch dimension dropped)."""
     d = asdict(s)
     d.update(keras_total_params=s.keras_total_params, keras_non_trainable_params=s.keras_non_trainable_params,
-             gflops=s.gflops)
+             total_flops=s.total_flops, gmacs=s.gmacs, gflops=s.gflops)
     return d

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..layers import Conv2d, Dropout, MaxPool2d
-from .base import ZooModel, feature_shape
+from .base import ZooModel, all_but_last, feature_shape
 from .registry import register_model
 from .weights import TORCHVISION_LAYOUT, TORCHVISION_URL as TV, Weights
 
@@ -72,7 +72,7 @@ class AlexNet(ZooModel):
         return self.features(x)
 
     def forward_pre_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier[:-1](torch.flatten(self.avgpool(x), 1))
+        return all_but_last(self.classifier, torch.flatten(self.avgpool(x), 1))
 
 
 @register_model("alexnet", family="alexnet", input_size=(3, 227, 227), source="Krizhevsky et al. 2012 / seed 004",

@@ -55,6 +55,14 @@ class ZooModel(nn.Module):
         return nn.Linear(self.num_features, num_classes, device=device, dtype=dtype)
 
 
+def all_but_last(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``layers[:-1](x)`` without building a new Sequential: each layer runs as the model's own module, so hooks
+    and counters (``explain.summary``'s MACs per layer) see it under its name."""
+    for layer in list(layers)[:-1]:
+        x = layer(x)
+    return x
+
+
 def feature_shape(features: nn.Module, in_channels: int, input_size: tuple[int, int]) -> tuple[int, ...]:
     """(C, H, W) that ``features`` outputs for one image, computed on the meta device (no arithmetic)."""
     probe = copy.deepcopy(features).to("meta").eval()

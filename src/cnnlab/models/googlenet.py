@@ -118,9 +118,13 @@ class GoogLeNetOutputs(NamedTuple):
     aux_logits1: torch.Tensor
 
 
+AUX_LOSS_WEIGHT = 0.3  # the paper adds each auxiliary head's loss weighted by 0.3
+
+
 class GoogLeNet(ZooModel):
-    """Inception v1. With ``aux_logits=True`` a training-mode forward returns ``GoogLeNetOutputs``
-    (the paper adds 0.3 x each aux loss); in eval mode it always returns plain logits."""
+    """Inception v1. With ``aux_logits=True`` a training-mode forward returns ``GoogLeNetOutputs`` and
+    ``aux_loss_weights`` tells the engine to add 0.3 x each aux loss (``engine.loss``); in eval mode it
+    always returns plain logits."""
 
     classifier_name = "fc"
 
@@ -146,6 +150,7 @@ class GoogLeNet(ZooModel):
             if aux_logits and name in AUX_AFTER:
                 self.add_module(AUX_AFTER[name], AuxHead(channels, num_classes, bn))
         self.aux_logits = aux_logits
+        self.aux_loss_weights = (AUX_LOSS_WEIGHT,) * len(AUX_AFTER) if aux_logits else ()
         self.avgpool = GlobalPool2d("avg")
         self.dropout = Dropout(dropout)
         self.num_classes, self.num_features = num_classes, channels

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..layers import BatchNorm2d, Conv2d, Dropout, GlobalPool2d, MaxPool2d, keras_init_
-from .base import ZooModel, feature_shape
+from .base import ZooModel, all_but_last, feature_shape
 from .resnet import Bottleneck, make_stage
 from .registry import register_model
 from .vgg import VGG
@@ -86,7 +86,7 @@ class TFLearnCifar(ZooModel):
         return self.features(x)
 
     def forward_pre_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier[:-1](torch.flatten(x, 1))
+        return all_but_last(self.classifier, torch.flatten(x, 1))
 
 
 @register_model("alexnet-vgg", family="hybrid", num_classes=100, source="seed 003 (AlexNet + VGG)", options=VGG)

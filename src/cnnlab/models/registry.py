@@ -8,12 +8,15 @@ loaded by ``create_model(name, pretrained=...)``.
 """
 from __future__ import annotations
 
+import ast
 import difflib
 import fnmatch
 import inspect
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from torch import nn
 
@@ -160,6 +163,74 @@ def check_options(name: str, kwargs: dict[str, Any]) -> None:
         s = "s" if len(unknown) > 1 else ""
         raise CnnlabError(f"{name} takes no option{s} {', '.join(map(repr, unknown))} "
                           f"(it takes: {', '.join(accepted)})")
+
+
+def typed_options(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` checked by ``check_options``, with text values (``--model-option KEY=VALUE``) converted to the
+    type the factory declares for them: ``"true"`` → True for a bool, ``"0.3"`` → 0.3 for a float …"""
+    reserved = [k for k in kwargs if k in (*COMMON_OPTIONS, "pretrained")]
+    if reserved:
+        raise CnnlabError(f"{reserved[0]} is not a model option: cnnlab sets it from the data and its own options "
+                          "(--num-classes / --input for a summary, the dataset and --resize / --pretrained for a run)")
+    check_options(name, kwargs)
+    hints = option_types(name)
+    return {k: parse_option(f"{name} option {k}", v, hints.get(k)) if isinstance(v, str) else v
+            for k, v in kwargs.items()}
+
+
+def option_types(name: str) -> dict[str, Any]:
+    """The annotated type of each keyword ``create_model(name, ...)`` takes (those it can resolve)."""
+    if is_spec_path(name):
+        from ..spec import build, build_spec_file
+
+        sources: list[Callable[..., Any]] = [build, build_spec_file]
+    else:
+        info = model_info(name)
+        sources = [c for c in (info.options, info.factory) if c is not None]
+    hints: dict[str, Any] = {}
+    for fn in sources:
+        target = fn.__init__ if inspect.isclass(fn) else fn
+        try:
+            hints = typing.get_type_hints(target) | hints
+        except (NameError, TypeError):  # an annotation that does not resolve: that keyword stays text
+            continue
+    return hints
+
+
+BOOLEAN_TEXT = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def parse_option(what: str, text: str, hint: Any) -> Any:
+    """``text`` as a value of type ``hint`` (bool, int, float, a Literal's choices, X | None); one clear error."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is None or hint is str or hint is Any:
+        return text
+    if origin in (typing.Union, types.UnionType):
+        if text.lower() == "none" and type(None) in args:
+            return None
+        for member in (a for a in args if a is not type(None)):
+            try:
+                return parse_option(what, text, member)
+            except CnnlabError:
+                continue
+        raise CnnlabError(f"{what} cannot be {text!r} (it takes {hint})")
+    if origin is Literal:
+        if text not in args:
+            raise CnnlabError(f"{what} must be one of {', '.join(map(str, args))} (got {text!r})")
+        return text
+    if hint is bool:
+        if text.lower() not in BOOLEAN_TEXT:
+            raise CnnlabError(f"{what} takes true or false, not {text!r}")
+        return BOOLEAN_TEXT[text.lower()]
+    if hint in (int, float):
+        try:
+            return hint(text)
+        except ValueError:
+            raise CnnlabError(f"{what} takes {'a whole number' if hint is int else 'a number'}, not {text!r}") from None
+    try:  # tuples, lists …: a Python literal such as (3, 32, 32)
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise CnnlabError(f"{what} takes {hint}, which {text!r} does not spell: set it from Python instead") from None
 
 
 def accepted_options(name: str) -> tuple[str, ...] | None:

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..layers import Conv2d, Dropout, MaxPool2d
 from .alexnet import krizhevsky_lrn
-from .base import ZooModel, feature_shape
+from .base import ZooModel, all_but_last, feature_shape
 from .registry import register_model
 from .weights import TORCHVISION_URL as TV, Transforms, Weights
 
@@ -72,7 +72,7 @@ class VGG(ZooModel):
         return self.features(x)
 
     def forward_pre_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier[:-1](torch.flatten(self.avgpool(x), 1))
+        return all_but_last(self.classifier, torch.flatten(self.avgpool(x), 1))
 
 
 def _vgg(cfg: str, num_classes: int, in_channels: int, input_size: tuple[int, int], **kw) -> VGG:

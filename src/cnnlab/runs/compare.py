@@ -93,7 +93,7 @@ def run_stats(run_dir: Path) -> RunStats:
     trained = load_trained(run_dir, "last")
     summary = summarize(trained.model, trained.card.input_shape)
     h = History.load(run_dir)
-    return RunStats(Path(trained.card.model_name).stem, str(run_dir), summary.total_params, 2 * summary.total_macs,
+    return RunStats(Path(trained.card.model_name).stem, str(run_dir), summary.total_params, summary.total_flops,
                     len(h), h.last("loss"), h.last("accuracy"), h.last("val_loss"), h.last("val_accuracy"),
                     h.best("val_accuracy"), _mean(h.history["seconds"]), _mean(h.history["images_per_sec"]))
 

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 from ..data.loader import AUGMENTS
 from ..engine.config import FitConfig
 from ..engine.evaluate import TTAS
-from ..engine.optim import DEFAULT_LR, OPTIMIZERS, SCHEDULES
+from ..engine.optim import DEFAULT_LR, OPTIMIZERS, SCHEDULE_NEEDS, SCHEDULE_PARAMS, SCHEDULES, missing_schedule_param
 from ..engine.precision import PRECISIONS
 from ..errors import CnnlabError
 
@@ -29,6 +29,7 @@ MAX_RESIZE = 4096  # pixels per side: larger images of a whole dataset do not fi
 LABEL_MODES = ("fine", "coarse")
 FREEZE = ("none", "backbone")
 POOLINGS = ("none", "avg", "max")
+MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
 
 ENGINE = FitConfig()  # the loop's own defaults are the course recipe's: declared once, in engine/config.py
 IDENTITY = "identity"  # defines what a run *is*: resuming with another value would mix two experiments
@@ -50,7 +51,10 @@ class Option:
     high_closed: bool = False
     metavar: str | None = None
     role: str = SETTING
-    cli: bool = True  # False: Python only (a dict, say)
+    cli: bool = True  # False: Python only
+    nargs: str | None = None  # "?": the flag may stand alone, meaning ``const``
+    const: Any = None
+    flag: str | None = None  # the CLI spelling when it is not --field-name (a dict field is a repeatable KEY=VALUE)
 
     def problem(self, value: Any) -> str | None:
         """What is wrong with ``value`` (None when it is acceptable)."""
@@ -102,8 +106,18 @@ class RunConfig:
                        high=FLOAT32_MAX)
     momentum: float = option(ENGINE.momentum, float, "SGD/Muon momentum", low=0, high=1)
     weight_decay: float = option(ENGINE.weight_decay, float, "L2 weight decay (biases and norms excluded)", low=0)
-    schedule: str = option(ENGINE.schedule, str, "learning-rate schedule", choices=SCHEDULES)
+    schedule: str = option(ENGINE.schedule, str, "learning-rate schedule; inverse-time, step and exponential are "
+                           "Keras' decays (see --decay, --step-size, --decay-steps)", choices=SCHEDULES)
     warmup_epochs: float = option(ENGINE.warmup_epochs, float, "linear warm-up, in epochs", low=0, high=FLOAT32_MAX)
+    decay: float = option(ENGINE.decay, float, "inverse-time schedule: lr / (1 + DECAY·step), Keras' SGD(decay=…); "
+                          "setting it selects that schedule", low=0, high=FLOAT32_MAX, metavar="DECAY")
+    step_size: float = option(ENGINE.step_size, float, "step schedule: multiply the learning rate by --gamma every "
+                              "EPOCHS epochs", low=0, low_open=True, high=FLOAT32_MAX, metavar="EPOCHS")
+    gamma: float = option(ENGINE.gamma, float, "step schedule's factor", low=0, low_open=True, high=1, high_closed=True)
+    decay_rate: float = option(ENGINE.decay_rate, float, "exponential schedule: lr · RATE^(step / --decay-steps), "
+                               "Keras' ExponentialDecay", low=0, low_open=True, high=1, high_closed=True, metavar="RATE")
+    decay_steps: int = option(ENGINE.decay_steps, int, "exponential schedule: steps over which the rate falls by "
+                              "--decay-rate", low=1, metavar="STEPS")
     label_smoothing: float = option(ENGINE.label_smoothing, float, "", low=0, high=1)
     augment: str = option("none", str, "training-time augmentation", choices=AUGMENTS, role=IDENTITY)
     val: str = option("test", str, "'test' (the course's validation_data) or a fraction of train, e.g. 0.1",
@@ -112,8 +126,9 @@ class RunConfig:
     seed: int = option(ENGINE.seed, int, "seeds weights, order and augmentation", low=0, high=MAX_SEED, high_closed=True,
                        role=IDENTITY)
     eval_batch_size: int = option(500, int, "", low=1, role=LENGTH_OR_HARDWARE)
-    precision: str = option(ENGINE.precision, str, "bf16: autocast (fast on CPUs with AMX/AVX512-BF16 and on recent GPUs)",
-                            choices=PRECISIONS, role=LENGTH_OR_HARDWARE)
+    precision: str = option(ENGINE.precision, str, "bf16: autocast (fast on CPUs with AMX/AVX512-BF16 and on recent "
+                            "GPUs); fp16: autocast with a gradient scaler (CUDA's mixed precision; correct but rarely "
+                            "faster on a CPU)", choices=PRECISIONS, role=LENGTH_OR_HARDWARE)
     channels_last: bool = option(False, bool, "NHWC memory layout (faster convolutions with bf16 on CPUs and GPUs)",
                                  role=LENGTH_OR_HARDWARE)
     tta: str = option(ENGINE.tta, str, "test-time augmentation of the final evaluation: flips, or flips and "
@@ -126,10 +141,22 @@ class RunConfig:
                            "(SyncBatchNorm)", role=LENGTH_OR_HARDWARE)
     checkpoint_every: int = option(ENGINE.checkpoint_every, int, "also save last.pt every STEPS steps inside an epoch (0: at epoch ends)",
                                    low=0, metavar="STEPS", role=LENGTH_OR_HARDWARE)
+    early_stopping: int = option(None, int, "stop when --monitor has not improved for PATIENCE epochs (Keras' "
+                                 "EarlyStopping); a stopped run is finished: re-running it trains no more",
+                                 low=0, metavar="PATIENCE")
+    reduce_lr_on_plateau: int = option(None, int, "multiply the learning rate by 0.1 when --monitor has not improved "
+                                       "for PATIENCE epochs (Keras' ReduceLROnPlateau; PATIENCE alone: 10)", low=0,
+                                       nargs="?", const=10, metavar="PATIENCE")
+    monitor: str = option("val_loss", str, "what --early-stopping and --reduce-lr-on-plateau watch", choices=MONITORS)
+    tensorboard: str = option(None, str, "write TensorBoard logs into DIR, relative to the run directory (DIR alone: "
+                              "RUN_DIR/tensorboard); needs cnnlab[tensorboard]", nargs="?", const="tensorboard",
+                              metavar="DIR")
     limit_train: int = option(None, int, "use only the first N training images", low=1, metavar="N")
     limit_val: int = option(None, int, "use only the first N validation images", low=1, metavar="N")
     device: str = option("auto", str, "auto (CUDA when present), cpu, cuda, cuda:1 …", role=LENGTH_OR_HARDWARE)
-    model_kwargs: dict = option(None, dict, "keyword arguments of the model's factory", cli=False, role=IDENTITY)
+    model_kwargs: dict = option(None, dict, "a keyword of the model's factory, typed by it, e.g. stride_in_1x1=true "
+                                "(resnet50) or aux_logits=true (googlenet); repeatable", flag="--model-option",
+                                metavar="KEY=VALUE", role=IDENTITY)
     rgb: bool = option(False, bool, "repeat a grayscale channel three times (MNIST → RGB)", role=IDENTITY)
     resize: int = option(None, int, "resize images to NxN (e.g. 32 for VGG16 on MNIST)", low=1, high=MAX_RESIZE,
                          high_closed=True, metavar="N", role=IDENTITY)
@@ -151,6 +178,8 @@ class RunConfig:
 
         recipe = get_recipe(self.recipe) if self.recipe else recipe_of_model(self.model)
         defaults = dict(recipe.defaults) if recipe else {}
+        if self.schedule is None and self.decay:  # Keras' SGD(decay=…) means time-based decay, whatever the recipe
+            defaults["schedule"] = "inverse-time"
         for name, opt in option_fields():
             value = getattr(self, name)
             if value is None:
@@ -158,6 +187,10 @@ class RunConfig:
             object.__setattr__(self, name, _coerce(value, opt))
         object.__setattr__(self, "recipe", recipe.name if recipe else None)
         self.validate()
+        if self.model_kwargs:
+            from ..models.registry import typed_options
+
+            object.__setattr__(self, "model_kwargs", typed_options(self.model, self.model_kwargs))
 
     def validate(self) -> "RunConfig":
         """Raise a one-line CnnlabError for the first value that cannot work."""
@@ -167,7 +200,20 @@ class RunConfig:
                 raise CnnlabError(f"{flag(name)} {problem}")
         self.val_fraction()
         self.head_widths()
+        self._check_schedule()
         return self
+
+    def _check_schedule(self) -> None:
+        """The schedule has the parameter it needs, and no other schedule's parameter is set."""
+        missing = missing_schedule_param(self.schedule, {n: getattr(self, n) for n in SCHEDULE_NEEDS.values()})
+        if missing:
+            raise CnnlabError(f"--schedule {self.schedule} needs {flag(missing)}")
+        defaults = dict(option_fields())
+        for schedule, params in SCHEDULE_PARAMS.items():
+            stray = [p for p in params if schedule != self.schedule and getattr(self, p) != defaults[p].default]
+            if stray:
+                raise CnnlabError(f"{flag(stray[0])} belongs to --schedule {schedule}, but this run's schedule is "
+                                  f"{self.schedule}: drop it, or pass --schedule {schedule}")
 
     @property
     def transfer(self) -> bool:
@@ -201,7 +247,9 @@ class RunConfig:
         """The engine's share of this run: how to train, without the model's name or the dataset."""
         return FitConfig(epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer, lr=self.base_lr,
                          momentum=self.momentum, weight_decay=self.weight_decay, schedule=self.schedule,
-                         warmup_epochs=self.warmup_epochs, label_smoothing=self.label_smoothing,
+                         warmup_epochs=self.warmup_epochs, decay=self.decay, step_size=self.step_size,
+                         gamma=self.gamma, decay_rate=self.decay_rate, decay_steps=self.decay_steps,
+                         label_smoothing=self.label_smoothing,
                          precision=self.precision, val_every=self.val_every, tta=self.tta,
                          checkpoint_every=self.checkpoint_every, seed=self.seed)
 
@@ -264,9 +312,10 @@ def cli_options() -> list[tuple[str, Option]]:
 
 
 def flag(name: str) -> str:
-    """A field's CLI spelling: ``batch_size`` → ``--batch-size``."""
-    return "--" + name.replace("_", "-")
+    """A field's CLI spelling: ``batch_size`` → ``--batch-size`` (``model_kwargs`` → ``--model-option``)."""
+    opt = dict(option_fields()).get(name)
+    return opt.flag if opt is not None and opt.flag else "--" + name.replace("_", "-")
 
 
-__all__ = ["FREEZE", "IDENTITY", "LABEL_MODES", "LENGTH_OR_HARDWARE", "Option", "POOLINGS", "RunConfig", "cli_options",
+__all__ = ["FREEZE", "IDENTITY", "LABEL_MODES", "LENGTH_OR_HARDWARE", "MONITORS", "Option", "POOLINGS", "RunConfig", "cli_options",
            "fields_with_role", "flag", "option_fields"]

@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -21,7 +22,8 @@ from ..models import create_model
 from ..engine import distributed as D
 from ..engine.checkpoint import load_checkpoint, load_model_state
 from ..engine.evaluate import predict_logits
-from ..engine.fit import Callbacks, Trainer
+from ..engine.callbacks import Callback, EarlyStopping, ReduceLROnPlateau, TensorBoard
+from ..engine.fit import Trainer
 from ..engine.history import History
 from ..io import remove_stale_temps
 from ..models.transfer import backbone_kwargs, build_transfer, load_pretrained, transfer_meta
@@ -180,10 +182,26 @@ def identity_check(cfg: RunConfig, run_dir: Path):
     return check
 
 
+def config_callbacks(cfg: RunConfig) -> list[Callback]:
+    """The callbacks the run's options ask for (--early-stopping, --reduce-lr-on-plateau, --tensorboard)."""
+    callbacks: list[Callback] = []
+    if cfg.early_stopping is not None:
+        callbacks.append(EarlyStopping(cfg.monitor, patience=cfg.early_stopping, verbose=1))
+    if cfg.reduce_lr_on_plateau is not None:
+        callbacks.append(ReduceLROnPlateau(cfg.monitor, patience=cfg.reduce_lr_on_plateau, verbose=1))
+    if cfg.tensorboard is not None:
+        callbacks.append(TensorBoard(cfg.tensorboard))
+    return callbacks
+
+
 def train_run(cfg: RunConfig, run_dir: Path | None = None, fresh: bool = False, progress: bool = True,
-              callbacks: Callbacks | None = None) -> History:
-    """Train (or resume) the run ``cfg`` describes in ``run_dir`` (default: runs/MODEL-DATASET); returns its History."""
+              callbacks: Sequence[Callback] = ()) -> History:
+    """Train (or resume) the run ``cfg`` describes in ``run_dir`` (default: runs/MODEL-DATASET); returns its History.
+
+    ``callbacks`` (``cnnlab.callbacks``) run after those the options ask for.
+    """
     started = time.perf_counter()
+    callbacks = [*config_callbacks(cfg), *callbacks]
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
     device = pick_device(cfg.device)
     D.init_from_env(device)
@@ -297,13 +315,17 @@ class EvalResult:
         return (self.confusion.diag() / totals).tolist()
 
 
-def evaluate_run(path: Path, split: str = "test", data_dir: str | None = None, which: str = "best",
+def evaluate_run(path: Path, split: str | None = None, data_dir: str | None = None, which: str = "best",
                  batch_size: int = 500) -> EvalResult:
-    """Evaluate a trained run on a split (train, test, or val: the images it validated on) of its dataset."""
+    """Evaluate a trained run on a split (train, test, or val: the images it validated on) of its dataset.
+
+    By default the test split; for an image folder, which has none, the run's own validation images.
+    """
     trained = load_trained(path, which)
     card, saved = trained.card, trained.config
     cfg = replace(saved, dataset=card.dataset or saved.dataset, data_dir=data_dir or saved.data_dir,
                   limit_train=None, limit_val=None)
+    split = split or ("val" if is_folder(cfg.dataset) else "test")
     if split == "test" and is_folder(cfg.dataset):
         raise CnnlabError(f"the image folder {cfg.dataset} has no test split: use --split val (the part held out "
                           "for validation) or --split train")
