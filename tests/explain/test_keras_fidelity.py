@@ -24,7 +24,8 @@ from torch import nn
 from cnnlab import CnnlabError
 from cnnlab.data.loader import TensorLoader
 from cnnlab.engine.config import FitConfig
-from cnnlab.engine.fit import Callbacks, fit
+from cnnlab.engine.callbacks import LambdaCallback
+from cnnlab.engine.fit import fit
 from cnnlab.explain.keras_import import load_keras_weights
 from cnnlab.layers import Dropout
 from cnnlab.models.course import spec_path
@@ -103,11 +104,11 @@ def course_config() -> FitConfig:
 
 def train(model: nn.Module, data: dict, steps: int, tmp_path: Path) -> list[float]:
     """``steps`` steps of the engine's own fit loop; the loss of each."""
-    losses: list[float] = []
+    means: list[float] = []  # the epoch's running mean loss after each batch (Keras' batch logs)
     run = tmp_path / f"run{steps}"
     fit(model, loader_of(data, steps), None, course_config(), run, resume=False, progress=False,
-        callbacks=Callbacks(on_step_end=[lambda step, loss: losses.append(loss)]))
-    return losses
+        callbacks=[LambdaCallback(on_train_batch_end=lambda batch, logs: means.append(logs["loss"]))])
+    return [(k + 1) * m - k * (means[k - 1] if k else 0.0) for k, m in enumerate(means)]  # equal batches
 
 
 def first_gradients(model: nn.Module, data: dict) -> dict[str, torch.Tensor]:
