@@ -117,7 +117,9 @@ def test_image_folder_trains_with_val_fraction(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(run), "--split", "val"]) == 0
     assert "on val (3 images)" in capsys.readouterr().out
-    assert main(["eval", str(run)]) == 2
+    assert main(["eval", str(run)]) == 0  # an image folder has no test split: its own validation images
+    assert "on val (3 images)" in capsys.readouterr().out
+    assert main(["eval", str(run), "--split", "test"]) == 2
     assert "--split val" in capsys.readouterr().err
     assert main(["train", "baseline-cifar", "--dataset", str(folder), "--run-dir", str(tmp_path / "r2")]) == 2
     assert "--val 0.2" in capsys.readouterr().err
