@@ -8,6 +8,8 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from ..engine.checkpoint import load_checkpoint, load_model_state
 from ..engine.evaluate import predict_logits
 from ..engine.fit import Callbacks, Trainer
 from ..engine.history import History
-from ..io import remove_stale_temps
+from ..io import remove_stale_temps, run_dir_lock
 from ..models.transfer import backbone_kwargs, build_transfer, load_pretrained, transfer_meta
 from .budget import fit_to_budget, resumed_epochs
 from .card import Preprocess, RunCard
@@ -180,13 +182,38 @@ def identity_check(cfg: RunConfig, run_dir: Path):
     return check
 
 
+@contextmanager
+def training_lock(run_dir: Path, device: torch.device) -> Iterator[None]:
+    """Rank 0 holds ``run_dir``'s lock (``io.run_dir_lock``) for the whole run; every rank stops if it could not."""
+    refused: CnnlabError | None = None
+    with ExitStack() as held:
+        if D.is_main():
+            try:
+                held.enter_context(run_dir_lock(run_dir))
+            except CnnlabError as e:
+                refused = e
+        if D.any_rank(refused is not None, device):
+            raise refused or CnnlabError(f"rank {D.rank()} stops: rank 0 could not lock {run_dir} (see its message)")
+        yield
+
+
 def train_run(cfg: RunConfig, run_dir: Path | None = None, fresh: bool = False, progress: bool = True,
               callbacks: Callbacks | None = None) -> History:
-    """Train (or resume) the run ``cfg`` describes in ``run_dir`` (default: runs/MODEL-DATASET); returns its History."""
+    """Train (or resume) the run ``cfg`` describes in ``run_dir`` (default: runs/MODEL-DATASET); returns its History.
+
+    The directory is locked for the whole run: a second process training there is refused with one line.
+    """
     started = time.perf_counter()
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
     device = pick_device(cfg.device)
     D.init_from_env(device)
+    with training_lock(run_dir, device):
+        return _train_locked(cfg, run_dir, device, started, fresh, progress, callbacks)
+
+
+def _train_locked(cfg: RunConfig, run_dir: Path, device: torch.device, started: float, fresh: bool, progress: bool,
+                  callbacks: Callbacks | None) -> History:
+    """``train_run`` once the run directory is this process's: clean up, load, build, resume, fit."""
     if fresh and D.is_main():
         start_fresh(run_dir)
     if D.is_main():
