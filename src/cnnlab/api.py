@@ -64,6 +64,7 @@ def train(model: str, *, run_dir: PathLike | None = None, fresh: bool = False, p
     """
     from .runs.run import train_run
 
+    check_model_name(model)
     cfg = run_config(model, options)
     _announce_cpu_tuning()
     return train_run(cfg, Path(run_dir) if run_dir else None, fresh=fresh, progress=progress, callbacks=callbacks)

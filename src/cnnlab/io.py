@@ -137,8 +137,13 @@ def _command_line() -> str:
     return shlex.join([program, *sys.argv[1:]])[:300]
 
 
-def make_run_dir(directory: Path) -> None:
-    """Create a run directory, or one line saying why it cannot be (a file in the way, no permission)."""
+def make_run_dir(directory: Path) -> Path | None:
+    """Create a run directory, or one line saying why it cannot be (a file in the way, no permission).
+
+    Returns the topmost directory it had to create (None when ``directory`` existed), so a run that
+    fails before writing anything can leave the disk as it found it (``remove_empty``).
+    """
+    created = next((p for p in reversed((directory, *directory.parents)) if not p.exists()), None)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
@@ -149,6 +154,18 @@ def make_run_dir(directory: Path) -> None:
     except OSError as e:
         raise CnnlabError(f"cannot create --run-dir {directory}: {e.strerror or e}. Choose a directory you "
                           "can write.") from None
+    return created
+
+
+def remove_empty(directory: Path, top: Path) -> None:
+    """Remove ``directory`` and its parents up to ``top`` while they are empty."""
+    for d in (directory, *directory.parents):
+        try:
+            d.rmdir()
+        except OSError:
+            return
+        if d == top:
+            return
 
 
 def _holder(fd: int) -> str:
@@ -165,7 +182,7 @@ def run_dir_lock(directory: str | os.PathLike) -> Iterator[None]:
     temporary files; a holder that died (even by SIGKILL) has released the lock already.
     """
     directory = Path(directory)
-    make_run_dir(directory)
+    created = make_run_dir(directory)
 
     def refuse(fd: int) -> None:
         raise CnnlabError(f"{directory} is being trained by {_holder(fd)}; wait for it, or choose another --run-dir")
@@ -173,9 +190,13 @@ def run_dir_lock(directory: str | os.PathLike) -> Iterator[None]:
     def unusable(e: OSError) -> CnnlabError:
         return CnnlabError(f"cannot lock --run-dir {directory}: {e.strerror or e}. Choose a directory you can write.")
 
-    with exclusive_lock(directory / LOCK_NAME, unusable, refuse) as fd:
-        _write_holder(fd)
-        yield
+    try:
+        with exclusive_lock(directory / LOCK_NAME, unusable, refuse) as fd:
+            _write_holder(fd)
+            yield
+    finally:
+        if created:  # a run that failed before writing anything leaves no empty directory behind
+            remove_empty(directory, created)
 
 
 def _write_holder(fd: int) -> None:
@@ -187,5 +208,5 @@ def _write_holder(fd: int) -> None:
         pass
 
 
-__all__ = ["LOCK_NAME", "atomic_write_bytes", "atomic_write_text", "exclusive_lock", "make_run_dir",
+__all__ = ["LOCK_NAME", "atomic_write_bytes", "atomic_write_text", "exclusive_lock", "make_run_dir", "remove_empty",
            "remove_stale_temps", "run_dir_lock"]

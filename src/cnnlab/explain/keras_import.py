@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CnnlabError
+from ..data.files import open_regular
+from ..errors import CnnlabError, first_line
 from ..layers import SeparableConv2d
 
 KINDS = ("conv", "separable", "dense", "bn")
@@ -67,9 +68,9 @@ def _natural_key(path: str) -> list:
 def _legacy_layers(root) -> list[tuple[str, list[np.ndarray]]]:
     """(layer name, arrays) in the order of the ``layer_names`` attribute (Keras 2 ``.h5``)."""
     out = []
-    for name in map(_text, root.attrs["layer_names"]):
-        group = root[name]
-        out.append((name, [np.asarray(group[_text(w)]) for w in group.attrs.get("weight_names", [])]))
+    for name in _names(root.attrs, "layer_names", "the file"):
+        group = _member(root, name, "layer_names")
+        out.append((name, [_array(group, w, name) for w in _names(group.attrs, "weight_names", name)]))
     return out
 
 
@@ -83,8 +84,69 @@ def _keras3_layers(f) -> list[tuple[str, list[np.ndarray]]]:
         owner = path.rsplit("/vars", 1)[0]
         if not _NOT_LAYERS.match(owner):
             group = f[path]
-            layers.append((owner, [np.asarray(group[k]) for k in sorted(group.keys(), key=int)]))
+            layers.append((owner, [_array(group, k, path) for k in _numbered(group.keys(), path)]))
     return layers
+
+
+# ---- reading the file: every malformed part is one line naming it ----------------------------------------
+class _Malformed(Exception):
+    """A part of the HDF5 file that is not what a Keras weights file holds (turned into one CnnlabError)."""
+
+
+def _names(attrs, key: str, where: str) -> list[str]:
+    """A string-list attribute (``layer_names``, ``weight_names``); absent means none."""
+    value = attrs.get(key, [])
+    names = np.atleast_1d(value)
+    if isinstance(value, (bytes, str)) or not all(isinstance(v, (bytes, str)) for v in names):
+        raise _Malformed(f"the {key} attribute of {where} is not a list of names")
+    return [_text(v) for v in names]
+
+
+def _member(group, name: str, listed_in: str):
+    """The group ``name`` that ``listed_in`` names."""
+    member = group.get(name)
+    if member is None or not hasattr(member, "keys"):
+        raise _Malformed(f"{listed_in} names {name!r}, but the file has no such group")
+    return member
+
+
+def _numbered(keys, where: str) -> list[str]:
+    """A ``vars`` group's variable names in order: Keras 3 numbers them 0, 1, 2 …"""
+    keys = list(keys)
+    odd = next((k for k in keys if not k.isdigit()), None)
+    if odd is not None:
+        raise _Malformed(f"variable {odd!r} of {where} is not numbered (Keras names them 0, 1, 2 …)")
+    return sorted(keys, key=int)
+
+
+def _array(group, name: str, where: str) -> np.ndarray:
+    """A numeric dataset of ``group``, read whole."""
+    dataset = group.get(name)
+    if dataset is None or not hasattr(dataset, "dtype") or not hasattr(dataset, "shape"):
+        raise _Malformed(f"{where} lists the weight {name!r}, but the file holds no such array")
+    value = np.asarray(dataset[()])
+    if value.dtype.kind not in "fiu":
+        raise _Malformed(f"the weight {name!r} of {where} holds {value.dtype} data, not numbers")
+    return value
+
+
+def _external_link(f) -> str | None:
+    """The first link to another file, if any: a weights file must be self-contained."""
+    h5py = _h5py()
+    found: list[str] = []
+    f.visititems_links(lambda name, link: found.append(f"{name} → {link.filename}")
+                       if isinstance(link, h5py.ExternalLink) else None)
+    return found[0] if found else None
+
+
+def _read_layers(fh) -> list[tuple[str, list[np.ndarray]]]:
+    """(layer, arrays) of an open HDF5 file, in either layout."""
+    with _h5py().File(fh, "r") as f:
+        link = _external_link(f)
+        if link:
+            raise _Malformed(f"it refers to another file ({link}); only self-contained weights files are read")
+        root = f["model_weights"] if "model_weights" in f else f
+        return _legacy_layers(root) if "layer_names" in root.attrs else _keras3_layers(f)
 
 
 def _kind(name: str, arrays: list[np.ndarray]) -> str:
@@ -103,14 +165,20 @@ def _kind(name: str, arrays: list[np.ndarray]) -> str:
 
 
 def read_keras_layers(h5_path: str | os.PathLike) -> list[KerasLayer]:
-    """The weighted layers of a Keras HDF5 weights file, in order, with their kinds."""
-    h5py = _h5py()
+    """The weighted layers of a Keras HDF5 weights file, in order, with their kinds.
+
+    Only a regular file is opened (never a FIFO or device); a malformed file is one CnnlabError naming it.
+    """
+    where = os.fspath(h5_path)
+    fix = "pass the file written by Keras' model.save_weights (.weights.h5) or model.save (.h5)"
     try:
-        with h5py.File(h5_path, "r") as f:
-            root = f["model_weights"] if "model_weights" in f else f
-            raw = _legacy_layers(root) if "layer_names" in root.attrs else _keras3_layers(f)
-    except OSError as e:
-        raise CnnlabError(f"cannot read Keras weights {os.fspath(h5_path)!r}: {e}") from None
+        with open_regular(h5_path) as fh:
+            raw = _read_layers(fh)
+    except _Malformed as e:
+        raise CnnlabError(f"{where} is not a Keras weights file as cnnlab reads them: {e}; {fix}") from None
+    except (OSError, KeyError, ValueError, TypeError) as e:  # missing, unreadable, or h5py's errors for damage
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else first_line(e)
+        raise CnnlabError(f"cannot read Keras weights {where!r}: {reason}; {fix}") from None
     return [KerasLayer(name, _kind(name, arrays), tuple(arrays)) for name, arrays in raw if arrays]
 
 

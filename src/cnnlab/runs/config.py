@@ -72,12 +72,18 @@ class Option:
         return low_ok and high_ok
 
     def bounds_text(self) -> str:
-        """``>= 0``, ``in [0, 1)``, ``positive and finite in float32`` …"""
+        """``>= 0``, ``in [0, 1)``, ``in [0, 4294967295]``, ``positive and finite in float32`` …"""
         if self.low is not None and self.high is not None and self.high != FLOAT32_MAX:
-            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{']' if self.high_closed else ')'}"
-        text = "positive" if self.low == 0 and self.low_open else f">= {self.low:g}" if self.low is not None else ""
+            return (f"in {'(' if self.low_open else '['}{_bound(self.low)}, {_bound(self.high)}"
+                    f"{']' if self.high_closed else ')'}")
+        text = "positive" if self.low == 0 and self.low_open else f">= {_bound(self.low)}" if self.low is not None else ""
         finite = "finite in float32" if self.high == FLOAT32_MAX else "finite"
         return f"{text} and {finite}" if text else finite
+
+
+def _bound(value: float) -> str:
+    """A bound as written: whole numbers in full (4294967295, not 4.29497e+09), others as %g."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 2**63 else f"{value:g}"
 
 
 def option(default: Any, type_: type, help: str = "", **kw: Any) -> Any:

@@ -93,11 +93,24 @@ def load_splits(cfg: RunConfig) -> Splits:
         val = load_split(cfg, "test")
     else:
         train, val = train.split(frac, seed=cfg.seed)
+        check_every_class_trains(cfg, train, val)
     if cfg.limit_train:
         train = train.subset(cfg.limit_train)
     if cfg.limit_val:
         val = val.subset(cfg.limit_val)
     return Splits(train, val)
+
+
+def check_every_class_trains(cfg: RunConfig, train: ImageSet, val: ImageSet) -> None:
+    """Refuse a --val fraction that leaves a class with no training image (a class of one image, say)."""
+    k = len(train.classes)
+    in_train = torch.bincount(train.labels, minlength=k)
+    if bool((in_train > 0).all()):
+        return
+    c = int((in_train == 0).nonzero()[0])
+    total = int(torch.bincount(val.labels, minlength=k)[c])
+    raise CnnlabError(f"--val {cfg.val} of {cfg.dataset} leaves class {train.classes[c]!r} without a training image "
+                      f"(it has {total} in all): add images of it, or lower --val")
 
 
 def make_loaders(cfg: RunConfig, splits: Splits, device: torch.device) -> tuple[TensorLoader, TensorLoader]:
@@ -286,7 +299,7 @@ def load_trained(path: Path, which: str = "best", device: str = "cpu") -> Traine
     ckpt = load_checkpoint(ckpt_path, map_location=device)
     card = RunCard.from_checkpoint(ckpt, str(ckpt_path))
     model = build_model(card).to(device)
-    load_model_state(model, ckpt["model"], str(ckpt_path))
+    load_model_state(model, ckpt.get("model"), str(ckpt_path))
     model.eval()
     return Trained(model, card, saved_config(ckpt, card, str(ckpt_path)), ckpt_path)
 
