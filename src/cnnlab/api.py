@@ -116,9 +116,16 @@ def summary(model: str, *, input: tuple[int, int, int] | None = None, num_classe
     """The Keras-style table of a network (a ``Summary``; print it): shapes, parameters, MACs, receptive field."""
     from .explain.summary import summarize
     from .models import create_model, default_input_size
+    from .models.registry import input_too_small
 
     c, h, w = input or default_input_size(model)
-    return summarize(create_model(model, num_classes=num_classes, in_channels=c, input_size=(h, w)), (c, h, w))
+    try:
+        return summarize(create_model(model, num_classes=num_classes, in_channels=c, input_size=(h, w)), (c, h, w))
+    except RuntimeError as e:
+        too_small = input_too_small(e, model, (h, w), "pass a larger --input, e.g. 3x32x32")
+        if too_small is None:
+            raise
+        raise too_small from None
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,12 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"cnnlab: error: {message} (see `{self.prog} --help`)\n")
 
 
+MAX_CHANNELS, MAX_SIDE = 64, 1024  # an --input beyond them would not fit one image's activations in memory
+MAX_CLASSES = 100_000  # ImageNet-21k has 21,841
+
+
 def parse_shape(text: str) -> tuple[int, int, int]:
-    """``3x32x32`` (or ``3,32,32``) → (3, 32, 32)."""
+    """``3x32x32`` (or ``3,32,32``) → (3, 32, 32); at most MAX_CHANNELS channels and MAX_SIDE pixels a side."""
     parts = text.lower().replace(",", "x").replace("×", "x").split("x")
     try:
         dims = tuple(int(p) for p in parts)
@@ -29,7 +33,17 @@ def parse_shape(text: str) -> tuple[int, int, int]:
         dims = ()
     if len(dims) != 3 or min(dims) < 1:
         raise argparse.ArgumentTypeError(f"expected CxHxW such as 3x32x32, not {text!r}")
+    if dims[0] > MAX_CHANNELS or max(dims[1:]) > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"at most {MAX_CHANNELS} channels and {MAX_SIDE} pixels a side, not {text!r}")
     return dims  # type: ignore[return-value]
+
+
+def class_count(text: str) -> int:
+    """A number of classes: a whole number in [1, MAX_CLASSES]."""
+    value = positive_int(text)
+    if value > MAX_CLASSES:
+        raise argparse.ArgumentTypeError(f"at most {MAX_CLASSES:,} classes (got {value})")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -295,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("summary", cmd_summary, "Keras-style table: output shapes, params, multiply-adds, receptive field")
     p.add_argument("model", help="registered name or .cbapd spec file")
     p.add_argument("--input", type=parse_shape, help="CxHxW (default: the network's own)")
-    p.add_argument("--num-classes", type=positive_int)
+    p.add_argument("--num-classes", type=class_count)
 
     add_explain_parsers(command("explain", cmd_explain, "the course's formulas, worked with your numbers"))
 
@@ -354,6 +368,12 @@ def printable_names() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """True for MemoryError and for torch's allocation failures (CPU and CUDA), which are RuntimeErrors."""
+    text = str(error)
+    return isinstance(error, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr (exit 2), Ctrl-C exits 130.
 
@@ -377,6 +397,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except CnnlabError as e:
         print(f"cnnlab: error: {e}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:  # the allocator's refusal, wherever a size came from
+        if not out_of_memory(e):
+            raise
+        print(f"cnnlab: error: out of memory ({str(e).strip()[:120] or type(e).__name__}): use a smaller --batch-size, "
+              "--eval-batch-size, --resize or --input", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cnnlab: interrupted", file=sys.stderr)

@@ -20,6 +20,7 @@ from ..data import ImageSet, canonical_name, dataset_info, load_dataset
 from ..data.loader import TensorLoader
 from ..errors import CnnlabError
 from ..models import create_model
+from ..models.registry import input_too_small
 from ..engine import distributed as D
 from ..engine.checkpoint import load_checkpoint, load_model_state
 from ..engine.evaluate import predict_logits
@@ -162,11 +163,10 @@ def build_model(card: RunCard) -> nn.Module:
             return build_transfer(factory, card.transfer, card.num_classes, card.in_channels, card.input_size)
         return factory()
     except RuntimeError as e:
-        if "too small" not in str(e):
+        too_small = input_too_small(e, card.model_name, card.input_size, "use larger inputs, e.g. --resize 32")
+        if too_small is None:
             raise
-        h, w = card.input_size
-        raise CnnlabError(f"{card.model_name} cannot take {h}x{w} images (a feature map shrinks to "
-                          "nothing): use larger inputs, e.g. --resize 32") from None
+        raise too_small from None
 
 
 def parameter_counts(model: nn.Module) -> str:
