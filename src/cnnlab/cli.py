@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
@@ -368,6 +369,14 @@ def printable_names() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
+def os_problem(error: OSError) -> str:
+    """``cannot use PATH: File name too long; …`` for an operating-system error that reached the command line."""
+    name = os.fsdecode(error.filename) if error.filename is not None else ""
+    shown = name if len(name) <= 100 else name[:60] + "…" + name[-30:]
+    return (f"cannot use {shown or 'a file'}: {error.strerror or error}; check that the path exists, is short enough "
+            "and is readable (and writable where output goes)")
+
+
 def out_of_memory(error: BaseException) -> bool:
     """True for MemoryError and for torch's allocation failures (CPU and CUDA), which are RuntimeErrors."""
     text = str(error)
@@ -397,6 +406,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except CnnlabError as e:
         print(f"cnnlab: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path the system refuses where cnnlab has no more specific word (too long a name, …)
+        print(f"cnnlab: error: {os_problem(e)}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as e:  # the allocator's refusal, wherever a size came from
         if not out_of_memory(e):

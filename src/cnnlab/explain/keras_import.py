@@ -176,7 +176,9 @@ def read_keras_layers(h5_path: str | os.PathLike) -> list[KerasLayer]:
             raw = _read_layers(fh)
     except _Malformed as e:
         raise CnnlabError(f"{where} is not a Keras weights file as cnnlab reads them: {e}; {fix}") from None
-    except (OSError, KeyError, ValueError, TypeError) as e:  # missing, unreadable, or h5py's errors for damage
+    except CnnlabError:
+        raise
+    except Exception as e:  # missing, unreadable, or damage: h5py raises OSError, KeyError, RuntimeError, …
         reason = e.strerror if isinstance(e, OSError) and e.strerror else first_line(e)
         raise CnnlabError(f"cannot read Keras weights {where!r}: {reason}; {fix}") from None
     return [KerasLayer(name, _kind(name, arrays), tuple(arrays)) for name, arrays in raw if arrays]

@@ -16,12 +16,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..data.files import open_regular
 from ..data.loader import AUGMENTS
 from ..engine.config import FitConfig
 from ..engine.evaluate import TTAS
 from ..engine.optim import DEFAULT_LR, OPTIMIZERS, SCHEDULES
 from ..engine.precision import PRECISIONS
-from ..errors import CnnlabError
+from ..errors import CnnlabError, first_line
 
 FLOAT32_MAX = 3.4028234663852886e38  # a larger learning rate overflows inside the optimizer
 MAX_SEED = 2**32 - 1  # numpy's and the loader's seed range
@@ -229,10 +230,12 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: Path) -> "RunConfig":
+        """A saved config.json (a regular file only); a damaged one is one line naming it."""
         try:
-            data = json.loads(Path(path).read_text())
+            with open_regular(path) as fh:
+                data = json.loads(fh.read().decode("utf-8"))
         except (OSError, ValueError) as e:
-            raise CnnlabError(f"cannot read run configuration {path}: {e}") from None
+            raise CnnlabError(f"cannot read run configuration {path}: {first_line(e)}") from None
         if not isinstance(data, dict):
             raise CnnlabError(f"cannot read run configuration {path}: not a JSON object")
         return cls.from_dict(data)
