@@ -374,6 +374,7 @@ def test_a_pretrained_file_that_is_text_is_one_line(tmp_path, capsys):
     ('{"epoch": [1], "loss": ["low"]}', "'loss' is not a list of numbers"),
     ('{"epoch": [1, 2], "loss": [0.5]}', "columns have different lengths"),
     (b"\xff\xfe\x00", "is damaged (not JSON"),
+    ("{}", "holds no finished epoch yet"),
 ])
 def test_plot_of_a_corrupt_history_is_one_line(tmp_path, content, words, capsys):
     run = tmp_path / "run"
@@ -449,6 +450,7 @@ def test_import_keras_never_opens_a_device(tmp_path, capsys):
     (["--seed", "-1", "--val", "0.2"], "--seed must be in [0, 4294967295] (got -1)"),
     (["--seed", str(2**64 + 1)], "--seed must be in [0, 4294967295]"),
     (["--resize", "100000"], "--resize must be in [1, 4096] (got 100000)"),
+    (["--limit-val", "0"], "--limit-val: must be at least 1 (got 0)"),
 ])
 def test_values_that_once_ended_in_a_traceback_are_one_line(tmp_path, argv, words, capsys):
     assert words in fails(["train", "baseline-cifar", *QUICK, "--run-dir", str(tmp_path / "run"), *argv], capsys)

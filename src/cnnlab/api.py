@@ -165,7 +165,10 @@ def plot(run: PathLike, *, out: PathLike | None = None) -> Path:
     run = Path(run)
     if not (run / "history.json").exists():
         raise CnnlabError(f"{run} has no history.json: pass a run directory written by `cnnlab train`")
-    return plot_history(History.load(run).to_dict(), out or run / "curves.png")
+    history = History.load(run)
+    if not len(history):
+        raise CnnlabError(f"{run / 'history.json'} holds no finished epoch yet: plot it once an epoch has ended")
+    return plot_history(history.to_dict(), out or run / "curves.png")
 
 
 def compare(models: Sequence[str], *, out: PathLike = "report", run_dir: PathLike = "runs", fresh: bool = False,
