@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES_PER_ROUND = 15.5  # cases one example of every test in tests/test_fuzz.py runs together, on average
+CASES_PER_ROUND = 11  # cases one example of every test in tests/test_fuzz.py runs together, on average
 
 
 def run_fuzz(examples: int, report: Path, extra: list[str]) -> int:

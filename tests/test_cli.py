@@ -429,7 +429,13 @@ def _external(f) -> None:
     f.create_group("layers/conv2d/vars")["0"] = h5py.ExternalLink("/etc/passwd", "/x")
 
 
+def _declared_huge(f) -> None:
+    """A compressed array that declares 2 GB of zeros and takes a few KB on disk."""
+    f.create_dataset("layers/conv2d/vars/0", shape=(1 << 29,), dtype="f4", chunks=(1 << 20,), compression="gzip")
+
+
 @pytest.mark.parametrize("build,words", [
+    (_declared_huge, "holds 536,870,912 numbers, more than any layer has"),
     (_named_variable, "variable 'kernel' of layers/conv2d/vars is not numbered"),
     (_legacy_without_group, "layer_names names 'conv2d', but the file has no such group"),
     (_external, "it refers to another file (layers/conv2d/vars/0 → /etc/passwd)"),

@@ -105,7 +105,7 @@ def read_torch_file(path: Path, map_location: str | torch.device = "cpu", fix: s
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a cnnlab checkpoint without running any pickled code; one clear error for bad files (``read_torch_file``)."""
+    """A cnnlab checkpoint, checked and loaded without running code (``read_torch_file``), with its format marker."""
     state = read_torch_file(path, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CnnlabError(f"{path} is not a cnnlab checkpoint (no '{FORMAT}' marker)")

@@ -34,6 +34,7 @@ from ..errors import CnnlabError, first_line
 from ..layers import SeparableConv2d
 
 KINDS = ("conv", "separable", "dense", "bn")
+MAX_WEIGHTS = 1 << 28  # numbers in one Keras weight array: VGG16's largest holds 103 million
 _NOT_LAYERS = re.compile(r"^(optimizer|compile_metrics|compile_loss|loss_tracker|metrics)(/|$)")
 Chw = tuple[int, int, int]
 
@@ -124,6 +125,8 @@ def _array(group, name: str, where: str) -> np.ndarray:
     dataset = group.get(name)
     if dataset is None or not hasattr(dataset, "dtype") or not hasattr(dataset, "shape"):
         raise _Malformed(f"{where} lists the weight {name!r}, but the file holds no such array")
+    if dataset.size > MAX_WEIGHTS:  # compressed, a file of a few MB can declare terabytes
+        raise _Malformed(f"the weight {name!r} of {where} holds {dataset.size:,} numbers, more than any layer has")
     value = np.asarray(dataset[()])
     if value.dtype.kind not in "fiu":
         raise _Malformed(f"the weight {name!r} of {where} holds {value.dtype} data, not numbers")
