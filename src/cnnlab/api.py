@@ -68,6 +68,7 @@ def train(model: str, *, run_dir: PathLike | None = None, fresh: bool = False, p
     """
     from .runs.run import train_run
 
+    check_model_name(model)
     cfg = run_config(model, options)
     _announce_cpu_tuning()
     return train_run(cfg, Path(run_dir) if run_dir else None, fresh=fresh, progress=progress,
@@ -126,12 +127,18 @@ def summary(model: str, *, input: tuple[int, int, int] | None = None, num_classe
     by it: ``{"stride_in_1x1": "true"}``)."""
     from .explain.summary import summarize
     from .models import create_model, default_input_size
-    from .models.registry import typed_options
+    from .models.registry import input_too_small, typed_options
 
     c, h, w = input or default_input_size(model)
     kwargs = typed_options(model, model_kwargs or {})
-    net = create_model(model, num_classes=num_classes, in_channels=c, input_size=(h, w), **kwargs)
-    return summarize(net, (c, h, w), depth=depth)
+    try:
+        net = create_model(model, num_classes=num_classes, in_channels=c, input_size=(h, w), **kwargs)
+        return summarize(net, (c, h, w), depth=depth)
+    except RuntimeError as e:
+        too_small = input_too_small(e, model, (h, w), "pass a larger --input, e.g. 3x32x32")
+        if too_small is None:
+            raise
+        raise too_small from None
 
 
 @dataclass(frozen=True)
@@ -171,7 +178,10 @@ def plot(run: PathLike, *, out: PathLike | None = None) -> Path:
     run = Path(run)
     if not (run / "history.json").exists():
         raise CnnlabError(f"{run} has no history.json: pass a run directory written by `cnnlab train`")
-    return plot_history(History.load(run).to_dict(), out or run / "curves.png")
+    history = History.load(run)
+    if not len(history):
+        raise CnnlabError(f"{run / 'history.json'} holds no finished epoch yet: plot it once an epoch has ended")
+    return plot_history(history.to_dict(), out or run / "curves.png")
 
 
 def compare(models: Sequence[str], *, out: PathLike = "report", run_dir: PathLike = "runs", fresh: bool = False,

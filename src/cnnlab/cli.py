@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
@@ -20,8 +21,12 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"cnnlab: error: {message} (see `{self.prog} --help`)\n")
 
 
+MAX_CHANNELS, MAX_SIDE = 64, 1024  # an --input beyond them would not fit one image's activations in memory
+MAX_CLASSES = 100_000  # ImageNet-21k has 21,841
+
+
 def parse_shape(text: str) -> tuple[int, int, int]:
-    """``3x32x32`` (or ``3,32,32``) → (3, 32, 32)."""
+    """``3x32x32`` (or ``3,32,32``) → (3, 32, 32); at most MAX_CHANNELS channels and MAX_SIDE pixels a side."""
     parts = text.lower().replace(",", "x").replace("×", "x").split("x")
     try:
         dims = tuple(int(p) for p in parts)
@@ -29,7 +34,17 @@ def parse_shape(text: str) -> tuple[int, int, int]:
         dims = ()
     if len(dims) != 3 or min(dims) < 1:
         raise argparse.ArgumentTypeError(f"expected CxHxW such as 3x32x32, not {text!r}")
+    if dims[0] > MAX_CHANNELS or max(dims[1:]) > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"at most {MAX_CHANNELS} channels and {MAX_SIDE} pixels a side, not {text!r}")
     return dims  # type: ignore[return-value]
+
+
+def class_count(text: str) -> int:
+    """A number of classes: a whole number in [1, MAX_CLASSES]."""
+    value = positive_int(text)
+    if value > MAX_CLASSES:
+        raise argparse.ArgumentTypeError(f"at most {MAX_CLASSES:,} classes (got {value})")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -309,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("summary", cmd_summary, "Keras-style table: output shapes, params, multiply-adds, receptive field")
     p.add_argument("model", help="registered name or .cbapd spec file")
     p.add_argument("--input", type=parse_shape, help="CxHxW (default: the network's own)")
-    p.add_argument("--num-classes", type=positive_int)
+    p.add_argument("--num-classes", type=class_count)
     p.add_argument("--depth", type=positive_int, help="one row per module at this depth (default: every layer)")
     p.add_argument("--model-option", action="append", type=key_value, metavar="KEY=VALUE",
                    help="a keyword of the model's factory, e.g. stride_in_1x1=true for the paper's ResNet-50 "
@@ -372,6 +387,20 @@ def printable_names() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
+def os_problem(error: OSError) -> str:
+    """``cannot use PATH: File name too long; …`` for an operating-system error that reached the command line."""
+    name = os.fsdecode(error.filename) if error.filename is not None else ""
+    shown = name if len(name) <= 100 else name[:60] + "…" + name[-30:]
+    return (f"cannot use {shown or 'a file'}: {error.strerror or error}; check that the path exists, is short enough "
+            "and is readable (and writable where output goes)")
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """True for MemoryError and for torch's allocation failures (CPU and CUDA), which are RuntimeErrors."""
+    text = str(error)
+    return isinstance(error, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr (exit 2), Ctrl-C exits 130.
 
@@ -395,6 +424,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except CnnlabError as e:
         print(f"cnnlab: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path the system refuses where cnnlab has no more specific word (too long a name, …)
+        print(f"cnnlab: error: {os_problem(e)}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:  # the allocator's refusal, wherever a size came from
+        if not out_of_memory(e):
+            raise
+        print(f"cnnlab: error: out of memory ({str(e).strip()[:120] or type(e).__name__}): use a smaller --batch-size, "
+              "--eval-batch-size, --resize or --input", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cnnlab: interrupted", file=sys.stderr)

@@ -8,7 +8,6 @@ resumed with an HTTP Range request by the next run, or started over if the serve
 """
 from __future__ import annotations
 
-import fcntl
 import glob
 import http.client
 import os
@@ -26,6 +25,7 @@ from urllib.parse import urlparse
 from tqdm import tqdm
 
 from ..errors import CnnlabError
+from ..io import exclusive_lock
 from .files import file_md5, read_error
 
 DATA_ENV = "CNNLAB_DATA"
@@ -101,43 +101,17 @@ def _make_folder(folder: Path) -> None:
 
 @contextmanager
 def _locked(target: Path, show: bool) -> Iterator[None]:
-    """Hold an exclusive flock on NAME.lock, so no two processes (or threads) write the same NAME.part.
+    """Hold an exclusive lock on NAME.lock (``io.exclusive_lock``), so no two processes write the same NAME.part."""
+    def unusable(err: OSError) -> CnnlabError:
+        return CnnlabError(f"cannot download into {target.parent}: {err.strerror}; point --data-dir or "
+                           f"{DATA_ENV} at a folder you can write")
 
-    The lock file is removed on release; a waiter that then holds a lock on the removed file sees that
-    the name now refers to another file (or none) and locks again. The kernel drops the lock of a process
-    that dies, even by SIGKILL.
-    """
-    lock = target.with_name(target.name + ".lock")
-    told = False
-    while True:
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as err:
-            raise CnnlabError(f"cannot download into {target.parent}: {err.strerror}; point --data-dir or "
-                              f"{DATA_ENV} at a folder you can write") from err
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if show and not told:
-                print(f"waiting for another process that is downloading {target.name}", file=sys.stderr)
-                told = True
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        if _same_file(fd, lock):
-            break
-        os.close(fd)
-    try:
+    def waiting(_fd: int) -> None:
+        if show:
+            print(f"waiting for another process that is downloading {target.name}", file=sys.stderr)
+
+    with exclusive_lock(target.with_name(target.name + ".lock"), unusable, waiting):
         yield
-    finally:
-        lock.unlink(missing_ok=True)
-        os.close(fd)
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    """True if the open descriptor is still the file at path."""
-    try:
-        return os.path.samestat(os.fstat(fd), os.stat(path))
-    except FileNotFoundError:
-        return False
 
 
 def _reuse(target: Path, md5: str) -> Path:

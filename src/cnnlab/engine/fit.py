@@ -21,11 +21,11 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data.loader import TensorLoader
-from ..errors import CnnlabError
+from ..errors import CnnlabError, first_line
 from ..faults import fault_point
 from . import distributed as D
 from .callbacks import Callback, CallbackList
-from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from .checkpoint import check_fields, load_checkpoint, load_model_state, non_finite, save_checkpoint
 from .config import FitConfig
 from .evaluate import evaluate_metrics
 from .history import History
@@ -35,6 +35,8 @@ from .precision import autocast, grad_scaler
 
 ResumeCheck = Callable[[dict], None]  # raises when a saved checkpoint belongs to another experiment
 SYNC_EVERY = 10  # steps between reads of the running loss from the device (progress bar, divergence check)
+RESUME_FIELDS = {"model": dict, "optimizer": dict, "epoch": int, "step": int, "partial": dict, "history": dict,
+                 "best_val_accuracy": (int, float), "rng": dict}  # what last.pt must hold to resume from
 
 
 class TrainingInterrupted(CnnlabError):
@@ -144,7 +146,7 @@ class Trainer:
 
     def save(self, name: str) -> None:
         """Rank 0 writes ``name``; a checkpoint never holds non-finite weights (the previous one is kept)."""
-        if not bool(torch.stack([p.isfinite().all() for p in self.model.parameters()]).all()):
+        if non_finite(D.unwrap(self.model).state_dict()):  # parameters, or buffers such as BatchNorm statistics
             raise self._diverged("weights became non-finite", self.epoch + (self.step > 0),
                                  self.step or self.steps_per_epoch)
         state = self.state()
@@ -156,7 +158,7 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
         self.sums = EpochSums(**ckpt["partial"]) if D.is_main() else EpochSums()  # the sums are global
-        self.history = History(ckpt["history"])
+        self.history = History.from_dict(ckpt["history"], f"the history inside {self.run_dir / 'last.pt'}")
         self.best = float(ckpt["best_val_accuracy"])
         if ckpt.get("scaler") and self.scaler.is_enabled():  # a run resumed in another precision starts afresh
             self.scaler.load_state_dict(ckpt["scaler"])
@@ -341,6 +343,8 @@ class Trainer:
             D.sync_buffers(self.model)
             tta = self.cfg.tta if self.epoch + 1 == self.cfg.epochs else "none"  # augmented views at the end only
             row.update(evaluate_metrics(D.without_ddp(self.model), self.val_loader, self.cfg.precision, tta))
+            if not math.isfinite(row["val_loss"]):  # finite but overflowing weights: nothing worth saving
+                raise self._diverged(f"validation loss became {row['val_loss']}", self.epoch + 1, self.steps_per_epoch)
         self.history.append(**row)
         self.epoch, self.step, self.sums = self.epoch + 1, 0, EpochSums()
         improved = validate and row["val_accuracy"] > self.best
@@ -362,9 +366,14 @@ class Trainer:
         if not last.exists():
             return False
         ckpt = load_checkpoint(last, map_location=self.device)
+        check_fields(ckpt, RESUME_FIELDS, str(last))
         if check:
             check(ckpt)
-        self.restore(ckpt)
+        try:
+            self.restore(ckpt)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:  # a foreign or damaged state
+            raise CnnlabError(f"{last} is damaged (its training state does not load: {first_line(e, 120)}): "
+                              "pass --fresh to start over, or use another --run-dir") from None
         if D.is_main():
             where = f"epoch {self.epoch + 1}, step {self.step}" if self.step else f"the end of epoch {self.epoch}"
             print(f"Resuming {self.run_dir} from {where} of {self.cfg.epochs} (last.pt)." if not self.stop_training
@@ -383,7 +392,7 @@ class Trainer:
         except RuntimeError as e:
             if not D.lost_peer(e):
                 raise
-            raise CnnlabError(f"another process of this torchrun job stopped ({str(e).splitlines()[0][:160]}); "
+            raise CnnlabError(f"another process of this torchrun job stopped ({first_line(e)}); "
                               f"{self.run_dir / 'last.pt'} is intact: see torchrun's failure summary for the cause, "
                               "then run the same command again to resume") from None
 

@@ -36,10 +36,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CnnlabError
+from ..data.files import open_regular
+from ..errors import CnnlabError, first_line
 from ..layers import SeparableConv2d
 
 KINDS = ("conv", "separable", "dense", "bn")
+MAX_WEIGHTS = 1 << 28  # numbers in one Keras weight array: VGG16's largest holds 103 million
 _NOT_LAYERS = re.compile(r"^(optimizer|compile_metrics|compile_loss|loss_tracker|metrics)(/|$)")
 Chw = tuple[int, int, int]
 
@@ -166,6 +168,30 @@ def _checkpoint_layers(prefix: str) -> Raw:
     return layers
 
 
+# ---- reading the file: every malformed part is one line naming it ----------------------------------------
+class _Malformed(Exception):
+    """A part of the HDF5 file that is not what a Keras weights file holds (turned into one CnnlabError)."""
+
+
+def _external_link(f) -> str | None:
+    """The first link to another file, if any: a weights file must be self-contained."""
+    h5py = _h5py()
+    found: list[str] = []
+    f.visititems_links(lambda name, link: found.append(f"{name} → {link.filename}")
+                       if isinstance(link, h5py.ExternalLink) else None)
+    return found[0] if found else None
+
+
+def _read_layers(fh) -> Raw:
+    """(layer, arrays) of an open HDF5 file, in either layout."""
+    with _h5py().File(fh, "r") as f:
+        link = _external_link(f)
+        if link:
+            raise _Malformed(f"it refers to another file ({link}); only self-contained weights files are read")
+        root = f["model_weights"] if "model_weights" in f else f
+        return _legacy_layers(root) if "layer_names" in root.attrs else _keras3_layers(f)
+
+
 def _kind(name: str, arrays: list[np.ndarray]) -> str:
     """Layer kind from its variables' shapes: conv, separable, dense or bn."""
     dims = [a.ndim for a in arrays]
@@ -182,14 +208,22 @@ def _kind(name: str, arrays: list[np.ndarray]) -> str:
 
 
 def _h5_layers(h5_path: str | os.PathLike) -> Raw:
-    """The layers of a Keras HDF5 weights file (Keras 3 or legacy Keras 2) in the file's order."""
-    h5py = _h5py()
+    """The layers of a Keras HDF5 weights file (Keras 3 or legacy Keras 2) in the file's order.
+
+    Only a regular file is opened (never a FIFO or device); a malformed file is one CnnlabError naming it.
+    """
+    where = os.fspath(h5_path)
+    fix = "pass the file written by Keras' model.save_weights (.weights.h5) or model.save (.h5)"
     try:
-        with h5py.File(h5_path, "r") as f:
-            root = f["model_weights"] if "model_weights" in f else f
-            return _legacy_layers(root) if "layer_names" in root.attrs else _keras3_layers(f)
-    except OSError as e:
-        raise CnnlabError(f"cannot read Keras weights {os.fspath(h5_path)!r}: {e}") from None
+        with open_regular(h5_path) as fh:
+            return _read_layers(fh)
+    except _Malformed as e:
+        raise CnnlabError(f"{where} is not a Keras weights file as cnnlab reads them: {e}; {fix}") from None
+    except CnnlabError:
+        raise
+    except Exception as e:  # missing, unreadable, or damage: h5py raises OSError, KeyError, RuntimeError, ValueError …
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else first_line(e)
+        raise CnnlabError(f"cannot read Keras weights {where!r}: {reason}; {fix}") from None
 
 
 def read_keras_layers(path: str | os.PathLike) -> list[KerasLayer]:

@@ -258,6 +258,14 @@ def keyword_parameters(fn: Callable[..., Any]) -> tuple[list[str], bool]:
     return named, any(p.kind is p.VAR_KEYWORD for p in params)
 
 
+def input_too_small(error: RuntimeError, name: str, size: tuple[int, int], fix: str) -> CnnlabError | None:
+    """The one line for a network whose feature map shrinks to nothing on ``size`` images (None for other errors)."""
+    if "too small" not in str(error):
+        return None
+    h, w = size
+    return CnnlabError(f"{name} cannot take {h}x{w} images (a feature map shrinks to nothing): {fix}")
+
+
 def default_input_size(name: str) -> tuple[int, int, int]:
     """(C, H, W) the named network (or spec file) was designed for."""
     if is_spec_path(name):

@@ -16,12 +16,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..data.files import open_regular
 from ..data.loader import AUGMENTS
 from ..engine.config import FitConfig
 from ..engine.evaluate import TTAS
 from ..engine.optim import DEFAULT_LR, OPTIMIZERS, SCHEDULE_NEEDS, SCHEDULE_PARAMS, SCHEDULES, missing_schedule_param
 from ..engine.precision import PRECISIONS
-from ..errors import CnnlabError
+from ..errors import CnnlabError, first_line
 
 FLOAT32_MAX = 3.4028234663852886e38  # a larger learning rate overflows inside the optimizer
 MAX_SEED = 2**32 - 1  # numpy's and the loader's seed range
@@ -77,12 +78,18 @@ class Option:
         return low_ok and high_ok
 
     def bounds_text(self) -> str:
-        """``>= 0``, ``in [0, 1)``, ``positive and finite in float32`` …"""
+        """``>= 0``, ``in [0, 1)``, ``in [0, 4294967295]``, ``positive and finite in float32`` …"""
         if self.low is not None and self.high is not None and self.high != FLOAT32_MAX:
-            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{']' if self.high_closed else ')'}"
-        text = "positive" if self.low == 0 and self.low_open else f">= {self.low:g}" if self.low is not None else ""
+            return (f"in {'(' if self.low_open else '['}{_bound(self.low)}, {_bound(self.high)}"
+                    f"{']' if self.high_closed else ')'}")
+        text = "positive" if self.low == 0 and self.low_open else f">= {_bound(self.low)}" if self.low is not None else ""
         finite = "finite in float32" if self.high == FLOAT32_MAX else "finite"
         return f"{text} and {finite}" if text else finite
+
+
+def _bound(value: float) -> str:
+    """A bound as written: whole numbers in full (4294967295, not 4.29497e+09), others as %g."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 2**63 else f"{value:g}"
 
 
 def option(default: Any, type_: type, help: str = "", **kw: Any) -> Any:
@@ -272,10 +279,12 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: Path) -> "RunConfig":
+        """A saved config.json (a regular file only); a damaged one is one line naming it."""
         try:
-            data = json.loads(Path(path).read_text())
+            with open_regular(path) as fh:
+                data = json.loads(fh.read().decode("utf-8"))
         except (OSError, ValueError) as e:
-            raise CnnlabError(f"cannot read run configuration {path}: {e}") from None
+            raise CnnlabError(f"cannot read run configuration {path}: {first_line(e)}") from None
         if not isinstance(data, dict):
             raise CnnlabError(f"cannot read run configuration {path}: not a JSON object")
         return cls.from_dict(data)

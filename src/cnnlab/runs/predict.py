@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..data.folder import DECODE_ERRORS, IMAGE_EXTENSIONS, Skipped, read_image
-from ..errors import CnnlabError
+from ..errors import CnnlabError, first_line
 from .card import RunCard
 
 ONNX_META_KEY = "cnnlab"  # ONNX metadata_props key holding the model description as JSON
@@ -114,22 +114,40 @@ def onnx_predictor(path: Path) -> tuple[Logits, RunCard]:
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for bad files
-        raise CnnlabError(f"{path} is not a loadable ONNX model ({str(e).splitlines()[0][:160]})") from None
+        raise CnnlabError(f"{path} is not a loadable ONNX model ({first_line(e)})") from None
     meta = session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY)
     if meta is None:
         raise CnnlabError(f"{path} lacks cnnlab's model description (class names, input size): export it with "
                           "`cnnlab export RUN_DIR --onnx`")
+    try:
+        card = RunCard.from_dict(json.loads(meta), str(path))
+    except ValueError:
+        raise CnnlabError(f"{path}: its cnnlab model description is not valid JSON; export it again with "
+                          "`cnnlab export RUN_DIR --onnx`") from None
+    check_onnx_shapes(session, card, path)
     name = session.get_inputs()[0].name
 
     def logits_of(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {name: x.numpy()})[0])
 
-    try:
-        card = json.loads(meta)
-    except ValueError:
-        raise CnnlabError(f"{path}: its cnnlab model description is not valid JSON; export it again with "
-                          "`cnnlab export RUN_DIR --onnx`") from None
-    return logits_of, RunCard.from_dict(card, str(path))
+    return logits_of, card
+
+
+def check_onnx_shapes(session, card: RunCard, path: Path) -> None:
+    """Refuse an ONNX model whose input or output does not have the shape its cnnlab description states."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    fits = (len(inputs) == 1 and _dims(inputs[0].shape)[1:] == list(card.input_shape)
+            and len(outputs) == 1 and _dims(outputs[0].shape)[1:] in ([card.num_classes], [None]))
+    if not fits:
+        raise CnnlabError(f"{path}: its network (inputs {[i.shape for i in inputs]}, outputs "
+                          f"{[o.shape for o in outputs]}) does not match its cnnlab description "
+                          f"({'x'.join(map(str, card.input_shape))} images, {card.num_classes} classes); export it "
+                          "again with `cnnlab export RUN_DIR --onnx`")
+
+
+def _dims(shape: Sequence) -> list[int | None]:
+    """An ONNX shape with its symbolic dimensions (the batch, say) as None."""
+    return [d if isinstance(d, int) else None for d in shape]
 
 
 def format_prediction(p: Prediction) -> str:

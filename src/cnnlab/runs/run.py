@@ -8,6 +8,8 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -19,13 +21,14 @@ from ..data import ImageSet, canonical_name, dataset_info, load_dataset
 from ..data.loader import TensorLoader
 from ..errors import CnnlabError
 from ..models import create_model
+from ..models.registry import input_too_small
 from ..engine import distributed as D
 from ..engine.checkpoint import load_checkpoint, load_model_state
 from ..engine.evaluate import predict_logits
 from ..engine.callbacks import Callback, EarlyStopping, ReduceLROnPlateau, TensorBoard
 from ..engine.fit import Trainer
 from ..engine.history import History
-from ..io import remove_stale_temps
+from ..io import remove_stale_temps, run_dir_lock
 from ..models.transfer import backbone_kwargs, build_transfer, load_pretrained, transfer_meta
 from .budget import fit_to_budget, resumed_epochs
 from .card import Preprocess, RunCard
@@ -93,11 +96,24 @@ def load_splits(cfg: RunConfig) -> Splits:
         val = load_split(cfg, "test")
     else:
         train, val = train.split(frac, seed=cfg.seed)
+        check_every_class_trains(cfg, train, val)
     if cfg.limit_train:
         train = train.subset(cfg.limit_train)
     if cfg.limit_val:
         val = val.subset(cfg.limit_val)
     return Splits(train, val)
+
+
+def check_every_class_trains(cfg: RunConfig, train: ImageSet, val: ImageSet) -> None:
+    """Refuse a --val fraction that leaves a class with no training image (a class of one image, say)."""
+    k = len(train.classes)
+    in_train = torch.bincount(train.labels, minlength=k)
+    if bool((in_train > 0).all()):
+        return
+    c = int((in_train == 0).nonzero()[0])
+    total = int(torch.bincount(val.labels, minlength=k)[c])
+    raise CnnlabError(f"--val {cfg.val} of {cfg.dataset} leaves class {train.classes[c]!r} without a training image "
+                      f"(it has {total} in all): add images of it, or lower --val")
 
 
 def make_loaders(cfg: RunConfig, splits: Splits, device: torch.device) -> tuple[TensorLoader, TensorLoader]:
@@ -149,11 +165,10 @@ def build_model(card: RunCard) -> nn.Module:
             return build_transfer(factory, card.transfer, card.num_classes, card.in_channels, card.input_size)
         return factory()
     except RuntimeError as e:
-        if "too small" not in str(e):
+        too_small = input_too_small(e, card.model_name, card.input_size, "use larger inputs, e.g. --resize 32")
+        if too_small is None:
             raise
-        h, w = card.input_size
-        raise CnnlabError(f"{card.model_name} cannot take {h}x{w} images (a feature map shrinks to "
-                          "nothing): use larger inputs, e.g. --resize 32") from None
+        raise too_small from None
 
 
 def parameter_counts(model: nn.Module) -> str:
@@ -194,17 +209,40 @@ def config_callbacks(cfg: RunConfig) -> list[Callback]:
     return callbacks
 
 
+@contextmanager
+def training_lock(run_dir: Path, device: torch.device) -> Iterator[None]:
+    """Rank 0 holds ``run_dir``'s lock (``io.run_dir_lock``) for the whole run; every rank stops if it could not."""
+    refused: CnnlabError | None = None
+    with ExitStack() as held:
+        if D.is_main():
+            try:
+                held.enter_context(run_dir_lock(run_dir))
+            except CnnlabError as e:
+                refused = e
+        if D.any_rank(refused is not None, device):
+            raise refused or CnnlabError(f"rank {D.rank()} stops: rank 0 could not lock {run_dir} (see its message)")
+        yield
+
+
 def train_run(cfg: RunConfig, run_dir: Path | None = None, fresh: bool = False, progress: bool = True,
               callbacks: Sequence[Callback] = ()) -> History:
     """Train (or resume) the run ``cfg`` describes in ``run_dir`` (default: runs/MODEL-DATASET); returns its History.
 
-    ``callbacks`` (``cnnlab.callbacks``) run after those the options ask for.
+    ``callbacks`` (``cnnlab.callbacks``) run after those the options ask for. The directory is locked for
+    the whole run: a second process training there is refused with one line.
     """
     started = time.perf_counter()
     callbacks = [*config_callbacks(cfg), *callbacks]
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
     device = pick_device(cfg.device)
     D.init_from_env(device)
+    with training_lock(run_dir, device):
+        return _train_locked(cfg, run_dir, device, started, fresh, progress, callbacks)
+
+
+def _train_locked(cfg: RunConfig, run_dir: Path, device: torch.device, started: float, fresh: bool, progress: bool,
+                  callbacks: Sequence[Callback]) -> History:
+    """``train_run`` once the run directory is this process's: clean up, load, build, resume, fit."""
     if fresh and D.is_main():
         start_fresh(run_dir)
     if D.is_main():
@@ -277,7 +315,7 @@ def load_trained(path: Path, which: str = "best", device: str = "cpu") -> Traine
     ckpt = load_checkpoint(ckpt_path, map_location=device)
     card = RunCard.from_checkpoint(ckpt, str(ckpt_path))
     model = build_model(card).to(device)
-    load_model_state(model, ckpt["model"], str(ckpt_path))
+    load_model_state(model, ckpt.get("model"), str(ckpt_path))
     model.eval()
     return Trained(model, card, saved_config(ckpt, card, str(ckpt_path)), ckpt_path)
 
