@@ -82,11 +82,11 @@ def _natural_key(path: str) -> list:
 def _legacy_layers(root) -> Raw:
     """Layers in the order of the ``layer_names`` attribute (Keras 2 ``.h5``), a nested model's split by owner."""
     out: Raw = []
-    for name in map(_text, root.attrs["layer_names"]):
-        group = root[name]
+    for name in _names(root.attrs, "layer_names", "the file"):
+        group = _member(root, name, "layer_names")
         owners: dict[str, list[np.ndarray]] = {}
-        for weight in map(_text, group.attrs.get("weight_names", [])):
-            owners.setdefault(weight.rsplit("/", 1)[0], []).append(np.asarray(group[weight]))
+        for weight in _names(group.attrs, "weight_names", name):
+            owners.setdefault(weight.rsplit("/", 1)[0], []).append(_array(group, weight, name))
         for owner, arrays in owners.items():
             path = name if len(owners) == 1 else f"{name}/{owner}"
             out.append((path, arrays, owner.rsplit("/", 1)[-1]))
@@ -106,7 +106,7 @@ def _keras3_layers(f) -> Raw:
         if not _NOT_LAYERS.match(owner):
             group = f[path]
             name = group.attrs.get("name")
-            layers.append((owner, [np.asarray(group[k]) for k in sorted(group.keys(), key=int)],
+            layers.append((owner, [_array(group, k, path) for k in _numbered(group.keys(), path)],
                            None if name is None else _text(name)))
     return layers
 
@@ -171,6 +171,45 @@ def _checkpoint_layers(prefix: str) -> Raw:
 # ---- reading the file: every malformed part is one line naming it ----------------------------------------
 class _Malformed(Exception):
     """A part of the HDF5 file that is not what a Keras weights file holds (turned into one CnnlabError)."""
+
+
+def _names(attrs, key: str, where: str) -> list[str]:
+    """A string-list attribute (``layer_names``, ``weight_names``); absent means none."""
+    value = attrs.get(key, [])
+    names = np.atleast_1d(value)
+    if isinstance(value, (bytes, str)) or not all(isinstance(v, (bytes, str)) for v in names):
+        raise _Malformed(f"the {key} attribute of {where} is not a list of names")
+    return [_text(v) for v in names]
+
+
+def _member(group, name: str, listed_in: str):
+    """The group ``name`` that ``listed_in`` names."""
+    member = group.get(name)
+    if member is None or not hasattr(member, "keys"):
+        raise _Malformed(f"{listed_in} names {name!r}, but the file has no such group")
+    return member
+
+
+def _numbered(keys, where: str) -> list[str]:
+    """A ``vars`` group's variable names in order: Keras 3 numbers them 0, 1, 2 …"""
+    keys = list(keys)
+    odd = next((k for k in keys if not k.isdigit()), None)
+    if odd is not None:
+        raise _Malformed(f"variable {odd!r} of {where} is not numbered (Keras names them 0, 1, 2 …)")
+    return sorted(keys, key=int)
+
+
+def _array(group, name: str, where: str) -> np.ndarray:
+    """A numeric dataset of ``group``, read whole."""
+    dataset = group.get(name)
+    if dataset is None or not hasattr(dataset, "dtype") or not hasattr(dataset, "shape"):
+        raise _Malformed(f"{where} lists the weight {name!r}, but the file holds no such array")
+    if dataset.size > MAX_WEIGHTS:  # compressed, a file of a few MB can declare terabytes
+        raise _Malformed(f"the weight {name!r} of {where} holds {dataset.size:,} numbers, more than any layer has")
+    value = np.asarray(dataset[()])
+    if value.dtype.kind not in "fiu":
+        raise _Malformed(f"the weight {name!r} of {where} holds {value.dtype} data, not numbers")
+    return value
 
 
 def _external_link(f) -> str | None:
