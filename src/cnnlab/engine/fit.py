@@ -18,7 +18,6 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from ..data.loader import TensorLoader
 from ..errors import CnnlabError
@@ -30,6 +29,7 @@ from .evaluate import evaluate_metrics
 from .history import History
 from .optim import OptimizerFactory, group_horizon_steps, group_lr, make_optimizer
 from .precision import autocast
+from .progress import progress_bar
 
 ResumeCheck = Callable[[dict], None]  # raises when a saved checkpoint belongs to another experiment
 SYNC_EVERY = 10  # steps between reads of the running loss from the device (progress bar, divergence check)
@@ -239,8 +239,7 @@ class Trainer:
         stop = stop or _StopFlag()
         loader = self.train_loader
         loader.set_epoch(self.epoch, self.step)
-        bar = tqdm(total=self.steps_per_epoch, initial=self.step, disable=not self.progress, leave=True,
-                   desc=f"Epoch {self.epoch + 1}/{self.cfg.epochs}", unit="batch", dynamic_ncols=True, file=sys.stderr)
+        bar = progress_bar(self.steps_per_epoch, self.step, f"Epoch {self.epoch + 1}/{self.cfg.epochs}", self.progress)
         self.model.train()
         t0, seen0 = time.perf_counter(), self.sums.seen
         pending: list[tuple[torch.Tensor, torch.Tensor, int]] = []
