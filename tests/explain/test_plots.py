@@ -126,7 +126,8 @@ def test_error_curves_are_one_minus_accuracy_training_dashed():
     train_ax, val_ax = fig.axes
     (train,) = train_ax.lines
     assert train.get_linestyle() == "--" and list(train.get_ydata()) == pytest.approx([0.7, 0.5, 0.4, 0.3])
-    assert list(val_ax.lines[0].get_xdata()) == [2, 4] and list(val_ax.lines[0].get_ydata()) == pytest.approx([0.55, 0.4])
+    (val,) = val_ax.lines
+    assert list(val.get_xdata()) == [2, 4] and list(val.get_ydata()) == pytest.approx([0.55, 0.4])
     assert with_error(HISTORY)["val_error"][0] is None
     with pytest.raises(CnnlabError, match="unknown curves 'loss'.*accuracy-loss, error"):
         runs_figure({"a": HISTORY}, "loss")

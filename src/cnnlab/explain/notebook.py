@@ -16,7 +16,8 @@ import numpy as np
 from .summary import Summary, _table_lines
 
 STYLE = ("<style>.cnnlab table{border-collapse:collapse;margin:4px 0}"
-         ".cnnlab th,.cnnlab td{border:1px solid #ccc;padding:2px 8px;text-align:right;font-variant-numeric:tabular-nums}"
+         ".cnnlab th,.cnnlab td{border:1px solid #ccc;padding:2px 8px;text-align:right;"
+         "font-variant-numeric:tabular-nums}"
          ".cnnlab th:first-child,.cnnlab td:first-child{text-align:left;white-space:pre}"
          ".cnnlab img{max-width:100%}</style>")
 CONFUSION_TABLE_MAX = 20  # classes up to which the confusion matrix is an HTML table; beyond, a picture

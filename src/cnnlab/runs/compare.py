@@ -131,7 +131,8 @@ def describe(base: RunConfig) -> str:
             + (f", first {base.limit_train} training images" if base.limit_train else ""))
 
 
-CURVE_TITLES = {"accuracy-loss": "accuracy and loss of every run", "error": "training and validation error of every run"}
+CURVE_TITLES = {"accuracy-loss": "accuracy and loss of every run",
+                "error": "training and validation error of every run"}
 
 
 def markdown_report(rows: list[list[str]], settings: str, curves: str, view: str = "accuracy-loss") -> str:
