@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("show", cmd_show, "a grid of a dataset's first images, each titled with its class (PNG)")
     p.add_argument("dataset", help="digits, cifar10, cifar100, mnist, fashion-mnist or an image folder")
     p.add_argument("-n", "--n", type=positive_int, default=16, help="how many images (default: 16)")
-    p.add_argument("--split", default="train", help="train or test (an image folder: train or val)")
+    p.add_argument("--split", default="train", help="train or test (an image folder: train, all of its images)")
     p.add_argument("--data-dir", help="where datasets are cached/extracted")
     p.add_argument("--out", type=Path, help="default: DATASET-SPLIT.png")
 
