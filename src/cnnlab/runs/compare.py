@@ -9,7 +9,6 @@ accuracy, seconds per epoch and training images per second. The curves are accur
 """
 from __future__ import annotations
 
-import html
 import math
 import sys
 from dataclasses import dataclass
@@ -144,7 +143,8 @@ def markdown_report(rows: list[list[str]], settings: str, curves: str, view: str
 
 def html_report(rows: list[list[str]], settings: str, png: bytes) -> str:
     """report.html: a self-contained page (the curves PNG inlined as base64)."""
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>cnnlab comparison</title></head><body>"
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>cnnlab comparison</title>"
+            "<style>body{font-family:sans-serif;margin:2em}</style></head><body>"
             f"{block('<h1>Comparison</h1>', report_html(rows, settings, png))}</body></html>\n")
 
 
