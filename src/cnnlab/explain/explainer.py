@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from torch.utils.weak import WeakTensorKeyDictionary
 
 from .. import layers as L
 from ..io import atomic_write_text
@@ -47,6 +48,7 @@ MAX_BYTES = 9_000_000  # the default page size cap: a course network's page stay
 THUMBS_PER_CELL = 6  # validation images kept per confusion-matrix cell
 MAX_MATRIX_CLASSES = 20  # a larger confusion matrix is shown for the classes with the most errors
 ASSETS = ("page.html", "page.css", "page.js")
+DATA_TAG = '<script id="cnnlab-data" type="application/json">'
 
 _ACTIVATIONS: dict[type, str] = {
     nn.ReLU: "relu", nn.ReLU6: "relu6", nn.LeakyReLU: "leaky_relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh",
@@ -83,6 +85,11 @@ class ExplainerPage:
     def size(self) -> int:
         """Bytes of the HTML file."""
         return len(self.html.encode())
+
+    def data(self) -> dict[str, Any]:
+        """The numbers the page carries, read back from its HTML (what its script draws)."""
+        start = self.html.index(DATA_TAG) + len(DATA_TAG)
+        return json.loads(self.html[start:self.html.index("</script>", start)])
 
     def save(self, path: str | os.PathLike) -> "ExplainerPage":
         """Write the page atomically; the returned page knows its path."""
@@ -150,15 +157,34 @@ def _shown(x: torch.Tensor, limit: int) -> torch.Tensor:
     return x[:, :limit]
 
 
-def _conv_op(m: nn.Conv2d, x: torch.Tensor, k: int, blobs: Blobs) -> dict[str, Any] | None:
-    """What the panel needs to redo one output of a convolution: geometry, shown weights, the whole input."""
+def _conv_op(m: nn.Conv2d, x: torch.Tensor, y: torch.Tensor, k: int, k_in: int, blobs: Blobs) -> dict | None:
+    """What the panel needs to redo a unit of the first ``k`` output maps: the geometry, the first ``k_in`` input
+    channels with their weights, and per unit the sum over the other input channels (PyTorch's float32 conv)."""
     if m.padding_mode != "zeros" or x.dim() != 4:
         return None
     size = tuple(x.shape[-2:])
     pad = m.padding_before(size) if isinstance(m, L.Conv2d) else _torch_padding(m.padding, m.kernel_size, m.dilation)
-    return {"kind": "conv", "k": list(m.kernel_size), "s": list(m.stride), "d": list(m.dilation), "pad": list(pad),
-            "groups": m.groups, "cin": int(x.shape[1]), "in_hw": list(size), "w": blobs.add(m.weight[:k].detach()),
-            "b": None if m.bias is None else blobs.add(m.bias[:k].detach()), "x": [blobs.add(xi) for xi in x]}
+    cin_per = x.shape[1] // m.groups
+    w_cin = min(cin_per, k_in) if m.groups == 1 else cin_per
+    op = {"kind": "conv", "k": list(m.kernel_size), "s": list(m.stride), "d": list(m.dilation), "pad": list(pad),
+          "groups": m.groups, "cin": int(x.shape[1]), "cin_stored": k_in, "w_cin": w_cin, "in_hw": list(size),
+          "cout_stored": k, "w": blobs.add(m.weight[:k, :w_cin].detach()),
+          "b": None if m.bias is None else blobs.add(m.bias[:k].detach()),
+          "x": [blobs.add(xi) for xi in x[:, :k_in]]}
+    if k_in < x.shape[1]:
+        op["rest"] = [blobs.add(r) for r in _conv_rest(m, x, y, k, k_in, pad)]
+    return op
+
+
+def _conv_rest(m: nn.Conv2d, x: torch.Tensor, y: torch.Tensor, k: int, k_in: int, pad: Sequence[int]) -> torch.Tensor:
+    """The first ``k`` output maps of the convolution over input channels ``k_in`` onwards only (no bias)."""
+    rest = x.clone()
+    rest[:, :k_in] = 0
+    (h, w), (kh, kw), (sh, sw), (dh, dw) = x.shape[-2:], m.kernel_size, m.stride, m.dilation
+    bottom = (y.shape[-2] - 1) * sh + (kh - 1) * dh + 1 - h - pad[0]
+    right = (y.shape[-1] - 1) * sw + (kw - 1) * dw + 1 - w - pad[1]
+    padded = torch.nn.functional.pad(rest, [pad[1], right, pad[0], bottom])
+    return torch.nn.functional.conv2d(padded, m.weight, None, m.stride, 0, m.dilation, m.groups)[:, :k]
 
 
 def _torch_padding(padding: Any, kernel: Sequence[int], dilation: Sequence[int]) -> tuple[int, int]:
@@ -168,26 +194,24 @@ def _torch_padding(padding: Any, kernel: Sequence[int], dilation: Sequence[int])
     return (0, 0) if padding == "valid" else tuple(_pair(padding))
 
 
-def _bn_op(m: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, k: int, blobs: Blobs) -> dict[str, Any] | None:
-    """The four numbers per channel (mean, variance, γ, β) and the shown channels' inputs."""
+def _bn_op(m: nn.modules.batchnorm._BatchNorm, k: int) -> dict[str, Any] | None:
+    """The four numbers of each of the first ``k`` channels: moving mean and variance, γ and β."""
     if m.running_mean is None or m.training:
         return None
     ones = torch.ones_like(m.running_mean)
     gamma = m.weight if m.weight is not None else ones
     beta = m.bias if m.bias is not None else torch.zeros_like(ones)
     return {"kind": "bn", "mean": _floats(m.running_mean[:k]), "var": _floats(m.running_var[:k]),
-            "gamma": _floats(gamma[:k].detach()), "beta": _floats(beta[:k].detach()), "eps": m.eps,
-            "x": [blobs.add(xi) for xi in _shown(x, k)]}
+            "gamma": _floats(gamma[:k].detach()), "beta": _floats(beta[:k].detach()), "eps": m.eps}
 
 
-def _activation_op(m: nn.Module, x: torch.Tensor, k: int, blobs: Blobs) -> dict[str, Any]:
+def _activation_op(m: nn.Module) -> dict[str, Any]:
     param = {nn.LeakyReLU: "negative_slope", nn.ELU: "alpha", nn.GELU: "approximate"}.get(type(m))
-    return {"kind": "act", "fn": _ACTIVATIONS[type(m)], "param": getattr(m, param) if param else None,
-            "x": [blobs.add(xi) for xi in _shown(x, k)]}
+    return {"kind": "act", "fn": _ACTIVATIONS[type(m)], "param": getattr(m, param) if param else None}
 
 
-def _pool_op(m: nn.Module, x: torch.Tensor, k: int, blobs: Blobs) -> dict[str, Any] | None:
-    """A pooling window's geometry (TF ``same`` or explicit padding, ceil mode) and the shown channels' inputs."""
+def _pool_op(m: nn.Module, x: torch.Tensor) -> dict[str, Any] | None:
+    """A pooling window's geometry on input ``x``: TF ``same`` or explicit padding, ceil mode."""
     if x.dim() != 4:
         return None
     size = tuple(x.shape[-2:])
@@ -201,16 +225,15 @@ def _pool_op(m: nn.Module, x: torch.Tensor, k: int, blobs: Blobs) -> dict[str, A
         geometry = {"k": _pair(m.kernel_size), "s": _pair(m.stride), "d": _pair(getattr(m, "dilation", 1)),
                     "pad": _pair(m.padding), "same": False, "count_pad": bool(getattr(m, "count_include_pad", True)),
                     "ceil": bool(m.ceil_mode)}
-    return {"kind": "maxpool" if is_max else "avgpool", "in_hw": list(size), **geometry,
-            "x": [blobs.add(xi) for xi in _shown(x, k)]}
+    return {"kind": "maxpool" if is_max else "avgpool", "in_hw": list(size), **geometry}
 
 
-def _global_pool_op(m: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, blobs: Blobs) -> dict[str, Any] | None:
+def _global_pool_op(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any] | None:
     """Global average/max pooling (to a vector or to 1×1 maps): each unit is its map's mean or maximum."""
     if x.dim() != 4 or (y.dim() == 4 and tuple(y.shape[-2:]) != (1, 1)):
         return None
     mode = m.mode if isinstance(m, L.GlobalPool2d) else "max" if isinstance(m, nn.AdaptiveMaxPool2d) else "avg"
-    return {"kind": "gap", "mode": mode, "in_hw": list(x.shape[-2:]), "x": [blobs.add(xi) for xi in _shown(x, k)]}
+    return {"kind": "gap", "mode": mode, "in_hw": list(x.shape[-2:])}
 
 
 def _dense_terms(x: torch.Tensor, w: torch.Tensor, top: int) -> torch.Tensor:
@@ -232,32 +255,53 @@ def _dense_op(m: nn.Linear, x: torch.Tensor, units: int, blobs: Blobs, in_shape:
             "terms": [blobs.add(_dense_terms(xi, w, top)) for xi in x]}
 
 
+PER_UNIT = ("bn", "act", "maxpool", "avgpool", "gap", "dropout")  # ops that read their input channel by channel
+
+
 def describe_op(m: nn.Module, x: torch.Tensor, y: torch.Tensor, limit: int, blobs: Blobs,
-                flat_from: Sequence[int] | None = None) -> dict[str, Any] | None:
-    """The numbers the "one neuron" panel needs for layer ``m`` (input ``x``, output ``y``); None when unexplained."""
-    k = min(limit if x.dim() == 4 else MAX_UNITS, x.shape[1]) if x.dim() > 1 else 0
+                flat_from: Sequence[int] | None = None, source: str | None = None) -> dict[str, Any] | None:
+    """The numbers the "one neuron" panel needs for layer ``m`` (input ``x``, output ``y``); None when unexplained.
+
+    A channel-by-channel op whose input is the output of the layer ``source`` (whose units the page can
+    recompute) refers to it instead of storing its input: the page recomputes those values exactly.
+    """
+    k = stored_count(x, limit)
     op = _op(m, x, y, k, limit, blobs, flat_from)
-    if op is not None and "x" in op and op["kind"] != "conv":
-        op["stored"] = k  # channels (maps) or units whose input is stored
+    if op is not None and op["kind"] in PER_UNIT:
+        op.update({"stored": k}, **({"src": source} if source else {"x": [blobs.add(xi) for xi in _shown(x, k)]}))
     return op
+
+
+def stored_count(x: torch.Tensor, limit: int) -> int:
+    """Channels (of maps, at most ``limit``) or units (of vectors, at most MAX_UNITS) a layer keeps of ``x``."""
+    return min(limit if x.dim() == 4 else MAX_UNITS, x.shape[1]) if x.dim() > 1 else 0
+
+
+def computable(op: dict[str, Any] | None) -> int:
+    """How many leading channels/units of a layer's output the page can recompute from what it stores."""
+    if op is None or op["kind"] == "flatten":
+        return 0
+    if op["kind"] == "conv":
+        return op["cout_stored"]
+    return op["units"] if op["kind"] == "dense" else op["stored"]
 
 
 def _op(m: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, limit: int, blobs: Blobs,
         flat_from: Sequence[int] | None) -> dict[str, Any] | None:
     if isinstance(m, nn.Conv2d):
-        return _conv_op(m, x, min(limit, y.shape[1]), blobs)
+        return _conv_op(m, x, y, min(limit, y.shape[1]), min(limit, x.shape[1]), blobs)
     if isinstance(m, nn.modules.batchnorm._BatchNorm):
-        return _bn_op(m, x, k, blobs)
+        return _bn_op(m, k)
     if type(m) in _ACTIVATIONS:
-        return _activation_op(m, x, k, blobs)
+        return _activation_op(m)
     if isinstance(m, (L._Pool2d, nn.MaxPool2d, nn.AvgPool2d)):
-        return _pool_op(m, x, k, blobs)
+        return _pool_op(m, x)
     if isinstance(m, (L.GlobalPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-        return _global_pool_op(m, x, y, k, blobs)
+        return _global_pool_op(m, x, y)
     if isinstance(m, nn.Linear) and x.dim() == 2:
         return _dense_op(m, x, min(MAX_UNITS, y.shape[1]), blobs, flat_from)
     if isinstance(m, _DROPOUTS):
-        return {"kind": "dropout", "p": m.p, "x": [blobs.add(xi) for xi in _shown(x, k)]}
+        return {"kind": "dropout", "p": m.p}
     if isinstance(m, nn.Flatten) and x.dim() == 4:
         return {"kind": "flatten", "in_shape": list(x.shape[1:])}
     return None
@@ -292,10 +336,14 @@ class _Trace:
     used: int = 0
     full_after: str | None = None  # the last layer that fit under the cap, once one did not
     last_map_shape: list[int] | None = None
+    produced: WeakTensorKeyDictionary = field(default_factory=WeakTensorKeyDictionary)  # output → its layer
+    sources: dict[str, str | None] = field(default_factory=dict)
+    computable: dict[str, int] = field(default_factory=dict)
 
     def before(self, name: str):
         def hook(module, args):
             if name not in self.entries and args and isinstance(args[0], torch.Tensor):
+                self.sources[name] = self.produced.get(args[0])
                 self.inputs[name] = args[0].detach().clone()  # in-place ops (ReLU(inplace=True)) overwrite it
         return hook
 
@@ -305,7 +353,13 @@ class _Trace:
             if name in self.entries or not isinstance(output, torch.Tensor) or x is None:
                 return
             self.record(name, module, x, output.detach())
+            self.produced[output] = name
         return hook
+
+    def source(self, name: str, x: torch.Tensor) -> str | None:
+        """The layer whose output is ``name``'s input, when the page can recompute the units ``name`` reads."""
+        source = self.sources.pop(name, None)
+        return source if source and self.computable.get(source, 0) >= stored_count(x, self.max_maps) else None
 
     def record(self, name: str, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
         """Pictures and exact numbers of one layer, unless the cap was reached (then a note says so)."""
@@ -315,7 +369,7 @@ class _Trace:
         before = self.blobs.bytes
         flat_from = self.last_map_shape if isinstance(module, nn.Linear) else None
         entry = {"display": display(y, self.max_maps, self.blobs),
-                 "op": describe_op(module, x, y, self.max_maps, self.blobs, flat_from)}
+                 "op": describe_op(module, x, y, self.max_maps, self.blobs, flat_from, self.source(name, x))}
         cost = self.blobs.bytes - before + _entry_size(entry)
         if self.used + cost > self.max_bytes:
             self.full_after = next(reversed(self.entries), "the input") if self.entries else "the input"
@@ -323,6 +377,7 @@ class _Trace:
             return
         self.used += cost
         self.entries[name] = entry
+        self.computable[name] = computable(entry["op"])
         if isinstance(module, nn.Flatten) and x.dim() == 4:
             self.last_map_shape = list(x.shape[1:])  # the next Dense names its inputs by map and position
         elif not isinstance(module, (*_DROPOUTS, *_ACTIVATIONS)):

@@ -246,9 +246,24 @@ function selectUnit(layer, c, i, j) {
   return explainUnit();
 }
 
-function unitIndex(L, u) {
-  if (L.display && L.display.type === "maps") { const [h, w] = L.display.hw; return (u.c * h + u.i) * w + u.j; }
-  return u.c;
+const layerIndex = new Map(D.layers.map((L, i) => [L.name, i]));
+const valueCache = new Map();
+
+/* The value of unit (c, i, j) of layer li's output, recomputed from the stored numbers. */
+function valueAt(li, c, i, j, image) {
+  const key = `${li}:${c}:${i}:${j}:${image}`;
+  if (!valueCache.has(key)) {
+    const L = D.layers[li];
+    valueCache.set(key, COMPUTE[L.op.kind](L, L.op, { c, i, j }, image).then((r) => r.value));
+  }
+  return valueCache.get(key);
+}
+
+/* One input value of a channel-by-channel layer: stored, or recomputed from the layer that produced it. */
+async function inputAt(L, op, image, c, y, x) {
+  if (op.src !== undefined) return valueAt(layerIndex.get(op.src), c, y, x, image);
+  const [H, W] = op.in_hw || (L.shape.length === 3 ? L.shape.slice(1) : [1, 1]);
+  return (await floats(op.x[image]))[(c * H + y) * W + x];
 }
 
 async function explainUnit() {
@@ -258,13 +273,14 @@ async function explainUnit() {
   const where = L.display && L.display.type === "maps" ? `map ${u.c}, row ${u.i}, column ${u.j}` : `unit ${u.c}`;
   const parts = [el("div", { class: "neuron-head", text: `${L.name} (${L.type}) · ${where}` })];
   let value = null;
-  const explain = op && EXPLAIN[op.kind];
-  if (explain && op.stored !== undefined && u.c >= op.stored) {
-    parts.push(el("p", { class: "hint", text: `The inputs of only the first ${op.stored} ${L.display.type === "maps" ? "maps" : "units"} are stored on this page.` }));
-  } else if (explain) {
-    value = await explain(L, op, u, image, parts);
+  if (op && COMPUTE[op.kind] && u.c >= computable(op)) {
+    parts.push(el("p", { class: "hint", text: `The numbers of only the first ${computable(op)} ${L.display.type === "maps" ? "maps" : "units"} are stored on this page.` }));
+  } else if (op && COMPUTE[op.kind]) {
+    const r = await COMPUTE[op.kind](L, op, u, image);
+    RENDER[op.kind](L, op, u, r, parts);
+    value = r.value;
   } else {
-    parts.push(el("p", { class: "hint", text: `cnnlab has no step-by-step explanation for ${L.type}; the map shows its output.` }));
+    parts.push(el("p", { class: "hint", text: L.display ? `cnnlab has no step-by-step explanation for ${L.type}; the picture shows its output.` : (L.note || "") }));
   }
   if (state.unit !== u || state.image !== image) return;  // another click arrived meanwhile
   if (value !== null) {
@@ -273,6 +289,12 @@ async function explainUnit() {
   }
   body.replaceChildren(...parts);
   drawInput(windowOf(L, u.i, u.j));
+}
+
+function computable(op) {
+  if (op.kind === "conv") return op.cout_stored;
+  if (op.kind === "dense") return op.units;
+  return op.stored ?? Infinity;
 }
 
 function gridTable(rows, cols, cell, caption) {
@@ -302,33 +324,74 @@ function slideButton(u) {
 
 function stopSlide() { if (state.slide) clearInterval(state.slide); state.slide = null; }
 
-const EXPLAIN = {
-  async conv(L, op, u, image, parts) {
+/* What each kind of layer computes for one unit (from the stored numbers), then how the panel shows it. */
+const COMPUTE = {
+  async conv(L, op, u, image) {
     const [x, wts] = await Promise.all([floats(op.x[image]), floats(op.w)]);
     const bias = op.b ? (await floats(op.b))[u.c] : 0;
-    const [kh, kw] = op.k, [H, W] = op.in_hw, cout = L.shape[0];
+    const [kh, kw] = op.k, [H, W] = op.in_hw, cout = L.shape[0], [ho, wo] = L.shape.slice(1);
     const cinPer = op.cin / op.groups, group = Math.floor(u.c / (cout / op.groups));
     const r0 = u.i * op.s[0] - op.pad[0], c0 = u.j * op.s[1] - op.pad[1];
     const channels = [];
     let total = 0;
-    for (let ci = 0; ci < cinPer; ci++) {
+    for (let ci = 0; ci < Math.min(cinPer, op.w_cin); ci++) {
       const ch = group * cinPer + ci, kernel = [], patch = [];
+      if (ch >= op.cin_stored) continue;
       let partial = 0;
       for (let a = 0; a < kh; a++) for (let b = 0; b < kw; b++) {
         const y = r0 + a * op.d[0], xx = c0 + b * op.d[1];
         const inside = y >= 0 && y < H && xx >= 0 && xx < W;
-        const v = inside ? x[(ch * H + y) * W + xx] : 0, wv = wts[((u.c * cinPer + ci) * kh + a) * kw + b];
+        const v = inside ? x[(ch * H + y) * W + xx] : 0, wv = wts[((u.c * op.w_cin + ci) * kh + a) * kw + b];
         kernel.push(wv); patch.push(inside ? v : null); partial += wv * v;
       }
       total += partial;
       channels.push({ ch, kernel, patch, partial });
     }
-    const value = total + bias;
+    const rest = op.rest ? (await floats(op.rest[image]))[(u.c * ho + u.i) * wo + u.j] : 0;
+    return { value: total + rest + bias, total, rest, bias, channels, r0, c0, others: cinPer - channels.length };
+  },
+  async bn(L, op, u, image) {
+    const x = await inputAt(L, op, image, u.c, u.i, u.j);
+    const mean = op.mean[u.c], v = op.var[u.c], g = op.gamma[u.c], b = op.beta[u.c];
+    return { value: g * (x - mean) / Math.sqrt(v + op.eps) + b, x, mean, v, g, b };
+  },
+  async act(L, op, u, image) {
+    const x = await inputAt(L, op, image, u.c, u.i, u.j), [value, formula] = activation(op.fn, op.param, x);
+    return { value, x, formula };
+  },
+  async maxpool(L, op, u, image) { return pool(L, op, u, image, true); },
+  async avgpool(L, op, u, image) { return pool(L, op, u, image, false); },
+  async gap(L, op, u, image) {
+    const [H, W] = op.in_hw, jobs = [];
+    for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) jobs.push(inputAt(L, op, image, u.c, y, x));
+    const map = await Promise.all(jobs);
+    const value = op.mode === "max" ? Math.max(...map) : map.reduce((a, b) => a + b, 0) / map.length;
+    return { value, count: map.length };
+  },
+  async dense(L, op, u, image) {
+    const [terms, bias] = await Promise.all([floats(op.terms[image]), floats(op.bias)]);
+    const row = terms.subarray(u.c * (3 * op.top + 1), (u.c + 1) * (3 * op.top + 1)), rest = row[3 * op.top];
+    const top = [];
+    let sum = 0;
+    for (let t = 0; t < op.top; t++) {
+      const item = { idx: row[t], x: row[op.top + t], w: row[2 * op.top + t] };
+      sum += item.x * item.w;
+      top.push(item);
+    }
+    return { value: sum + rest + bias[u.c], sum, rest, bias: bias[u.c], top };
+  },
+  async dropout(L, op, u, image) { const x = await inputAt(L, op, image, u.c, u.i, u.j); return { value: x, x }; },
+  async flatten(L, op, u, image) { return { value: (await floats(L.display.img[image]))[u.c] }; },
+};
+
+const RENDER = {
+  conv(L, op, u, r, parts) {
+    const [kh, kw] = op.k, cinPer = op.cin / op.groups;
     parts.push(el("p", { class: "hint", text: `A ${kh}×${kw} kernel (stride ${pairText(op.s)}${op.d[0] > 1 || op.d[1] > 1 ? `, dilation ${pairText(op.d)}` : ""}) ` +
-      `over ${cinPer} input channel${cinPer > 1 ? "s" : ""}: input rows ${r0}…${r0 + (kh - 1) * op.d[0]}, columns ${c0}…${c0 + (kw - 1) * op.d[1]}. ` +
+      `over ${cinPer} input channel${cinPer > 1 ? "s" : ""}: input rows ${r.r0}…${r.r0 + (kh - 1) * op.d[0]}, columns ${r.c0}…${r.c0 + (kw - 1) * op.d[1]}. ` +
       `Padding before the input: ${op.pad[0]} row(s) on top, ${op.pad[1]} column(s) on the left (TF "same" puts any odd extra at the bottom/right); hatched cells are padding zeros.` }));
-    const shownChannels = channels.slice(0, 3);
-    for (const chn of shownChannels) {
+    const worked = r.channels.slice(0, 3);
+    for (const chn of worked) {
       parts.push(el("div", { class: "grids" },
         gridTable(kh, kw, (a, b) => [fmt(chn.kernel[a * kw + b], 3)], `kernel, input channel ${chn.ch}`),
         gridTable(kh, kw, (a, b) => chn.patch[a * kw + b] === null ? ["0", "pad"] : [fmt(chn.patch[a * kw + b], 3)],
@@ -341,78 +404,46 @@ const EXPLAIN = {
       }
       parts.push(el("div", { class: "sum", text: `${lines.join("\n")}\n= ${fmt(chn.partial, 6)}   (channel ${chn.ch})` }));
     }
-    if (channels.length > shownChannels.length) {
+    if (r.channels.length > worked.length) {
       const list = el("div", { class: "partials" });
-      channels.forEach((chn) => list.append(el("div", { text: `ch ${chn.ch}: ${fmt(chn.partial, 5)}` })));
-      parts.push(el("p", { class: "hint", text: `All ${channels.length} channels' sums (the first ${shownChannels.length} worked out above):` }), list);
+      r.channels.forEach((chn) => list.append(el("div", { text: `ch ${chn.ch}: ${fmt(chn.partial, 5)}` })));
+      parts.push(el("p", { class: "hint", text: `All ${r.channels.length} channels' sums (the first ${worked.length} worked out above):` }), list);
     }
-    parts.push(el("div", { class: "sum", text: `Σ over channels = ${fmt(total, 6)}\n+ bias ${par(bias)}\n= ${fmt(value, 6)}` }),
+    const others = r.others ? `\n+ the other ${r.others} input channels (their inputs are not stored: their sum, by PyTorch) ${par(r.rest)}` : "";
+    parts.push(el("div", { class: "sum", text: `Σ over channels ${r.channels.length ? `${r.channels[0].ch}…${r.channels[r.channels.length - 1].ch}` : ""} = ${fmt(r.total, 6)}${others}\n+ bias ${par(r.bias)}\n= ${fmt(r.value, 6)}` }),
                slideButton(u));
-    return value;
   },
-
-  async bn(L, op, u, image, parts) {
-    const x = (await floats(op.x[image]))[unitIndex(L, u)];
-    const mean = op.mean[u.c], v = op.var[u.c], g = op.gamma[u.c], b = op.beta[u.c];
-    const y = g * (x - mean) / Math.sqrt(v + op.eps) + b;
+  bn(L, op, u, r, parts) {
     parts.push(el("p", { class: "hint", text: "BatchNorm at inference: normalise with the moving mean and variance learnt in training, then scale by γ and shift by β (four numbers per channel)." }),
-      el("div", { class: "sum", text: `x = ${fmt(x, 6)} (this unit's input)\nmean = ${fmt(mean, 6)}, var = ${fmt(v, 6)}, ε = ${op.eps}\nγ = ${fmt(g, 6)}, β = ${fmt(b, 6)}\n` +
-        `γ·(x − mean)/√(var + ε) + β = ${par(g)}·(${fmt(x, 4)} − ${par(mean)})/√(${fmt(v, 4)} + ${op.eps}) + ${par(b)}\n= ${fmt(y, 6)}` }));
-    return y;
+      el("div", { class: "sum", text: `x = ${fmt(r.x, 6)} (this unit's input)\nmean = ${fmt(r.mean, 6)}, var = ${fmt(r.v, 6)}, ε = ${op.eps}\nγ = ${fmt(r.g, 6)}, β = ${fmt(r.b, 6)}\n` +
+        `γ·(x − mean)/√(var + ε) + β = ${par(r.g)}·(${fmt(r.x, 4)} − ${par(r.mean)})/√(${fmt(r.v, 4)} + ${op.eps}) + ${par(r.b)}\n= ${fmt(r.value, 6)}` }));
   },
-
-  async act(L, op, u, image, parts) {
-    const x = (await floats(op.x[image]))[unitIndex(L, u)];
-    const [y, formula] = activation(op.fn, op.param, x);
-    parts.push(el("div", { class: "sum", text: `x = ${fmt(x, 6)}\n${formula}\n= ${fmt(y, 6)}` }));
+  act(L, op, u, r, parts) {
+    parts.push(el("div", { class: "sum", text: `x = ${fmt(r.x, 6)}\n${r.formula}\n= ${fmt(r.value, 6)}` }));
     if (op.fn === "relu") parts.push(el("p", { class: "hint", text: "ReLU keeps positive values and turns negative ones into 0: the map keeps only where this feature was found." }));
-    return y;
   },
-
-  async maxpool(L, op, u, image, parts) { return pool(L, op, u, image, parts, true); },
-  async avgpool(L, op, u, image, parts) { return pool(L, op, u, image, parts, false); },
-
-  async gap(L, op, u, image, parts) {
-    const x = await floats(op.x[image]), size = op.in_hw[0] * op.in_hw[1];
-    const map = x.subarray(u.c * size, (u.c + 1) * size);
-    let value = op.mode === "max" ? -Infinity : 0;
-    for (const v of map) value = op.mode === "max" ? Math.max(value, v) : value + v;
-    if (op.mode !== "max") value /= map.length;
-    parts.push(el("div", { class: "sum", text: `${op.mode === "max" ? "maximum" : "mean"} of the ${map.length} values of map ${u.c}\n= ${fmt(value, 6)}` }));
-    return value;
+  maxpool(L, op, u, r, parts) { renderPool(op, u, r, parts, true); },
+  avgpool(L, op, u, r, parts) { renderPool(op, u, r, parts, false); },
+  gap(L, op, u, r, parts) {
+    parts.push(el("div", { class: "sum", text: `${op.mode === "max" ? "maximum" : "mean"} of the ${r.count} values of map ${u.c}\n= ${fmt(r.value, 6)}` }));
   },
-
-  async dense(L, op, u, image, parts) {
-    if (u.c >= op.units) { parts.push(el("p", { class: "hint", text: `Only the first ${op.units} units are explained.` })); return null; }
-    const [terms, bias] = await Promise.all([floats(op.terms[image]), floats(op.bias)]);
-    const row = terms.subarray(u.c * (3 * op.top + 1), (u.c + 1) * (3 * op.top + 1)), rest = row[3 * op.top];
-    let sum = 0;
+  dense(L, op, u, r, parts) {
     const table = el("table", { class: "grid" }, el("caption", { text: `the ${op.top} largest of ${op.inputs} products x·w` }),
       el("tr", {}, el("td", { text: "input" }), el("td", { text: "x" }), el("td", { text: "w" }), el("td", { text: "x·w" })));
-    for (let t = 0; t < op.top; t++) {
-      const idx = row[t], xv = row[op.top + t], wv = row[2 * op.top + t];
-      sum += xv * wv;
-      table.append(el("tr", {}, el("td", { text: inputName(op, idx) }), el("td", { text: fmt(xv, 4) }),
-                      el("td", { text: fmt(wv, 4) }), el("td", { text: fmt(xv * wv, 4) })));
+    for (const t of r.top) {
+      table.append(el("tr", {}, el("td", { text: inputName(op, t.idx) }), el("td", { text: fmt(t.x, 4) }),
+                      el("td", { text: fmt(t.w, 4) }), el("td", { text: fmt(t.x * t.w, 4) })));
     }
-    const value = sum + rest + bias[u.c];
-    parts.push(table, el("div", { class: "sum", text: `top ${op.top} products = ${fmt(sum, 6)}\n+ the other ${op.inputs - op.top} products = ${par(rest)}\n+ bias ${par(bias[u.c])}\n= ${fmt(value, 6)}` }));
-    return value;
+    parts.push(table, el("div", { class: "sum", text: `top ${op.top} products = ${fmt(r.sum, 6)}\n+ the other ${op.inputs - op.top} products = ${par(r.rest)}\n+ bias ${par(r.bias)}\n= ${fmt(r.value, 6)}` }));
   },
-
-  async dropout(L, op, u, image, parts) {
-    const x = (await floats(op.x[image]))[unitIndex(L, u)];
+  dropout(L, op, u, r, parts) {
     parts.push(el("p", { class: "hint", text: `Dropout (p = ${op.p}) zeroes units at random only while training; at inference it passes every value unchanged.` }),
-               el("div", { class: "sum", text: `x = ${fmt(x, 6)} → ${fmt(x, 6)}` }));
-    return x;
+               el("div", { class: "sum", text: `x = ${fmt(r.x, 6)} → ${fmt(r.x, 6)}` }));
   },
-
-  async flatten(L, op, u, image, parts) {
+  flatten(L, op, u, r, parts) {
     const [c, h, w] = op.in_shape, plane = h * w;
-    const value = (await floats(L.display.img[image]))[u.c];
     parts.push(el("p", { class: "hint", text: `Flatten lays the ${c} maps of ${h}×${w} out as one vector of ${c * plane}, map after map, row after row.` }),
                el("div", { class: "sum", text: `unit ${u.c} = map ${Math.floor(u.c / plane)}, row ${Math.floor((u.c % plane) / w)}, column ${u.c % w}` }));
-    return value;
   },
 };
 
@@ -436,7 +467,7 @@ function activation(fn, param, x) {
     case "leaky_relu": return [x >= 0 ? x : param * x, `LeakyReLU(x) = x ≥ 0 ? x : ${param}·x`];
     case "sigmoid": return [sig(x), `σ(x) = 1 / (1 + e^−x) = 1 / (1 + e^${par(-x)})`];
     case "tanh": return [Math.tanh(x), `tanh(${fmt(x, 4)})`];
-    case "silu": return [x * sig(x), `SiLU(x) = x·σ(x)`];
+    case "silu": return [x * sig(x), "SiLU(x) = x·σ(x)"];
     case "elu": return [x > 0 ? x : param * (Math.exp(x) - 1), `ELU(x) = x > 0 ? x : ${param}·(e^x − 1)`];
     case "hardswish": return [x * Math.min(6, Math.max(0, x + 3)) / 6, "Hardswish(x) = x·min(6, max(0, x + 3))/6"];
     case "hardsigmoid": return [Math.min(6, Math.max(0, x + 3)) / 6, "Hardsigmoid(x) = min(6, max(0, x + 3))/6"];
@@ -447,32 +478,32 @@ function activation(fn, param, x) {
   }
 }
 
-async function pool(L, op, u, image, parts, isMax) {
-  const x = await floats(op.x[image]), [H, W] = op.in_hw, [kh, kw] = op.k;
+async function pool(L, op, u, image, isMax) {
+  const [H, W] = op.in_hw, [kh, kw] = op.k;
   const r0 = u.i * op.s[0] - op.pad[0], c0 = u.j * op.s[1] - op.pad[1];
-  const cells = [];
-  let best = -Infinity, sum = 0, inside = 0;
+  const jobs = [];
   for (let a = 0; a < kh; a++) for (let b = 0; b < kw; b++) {
     const y = r0 + a * op.d[0], xx = c0 + b * op.d[1];
-    const ok = y >= 0 && y < H && xx >= 0 && xx < W;
-    const v = ok ? x[(u.c * H + y) * W + xx] : null;
-    cells.push(v);
-    if (ok) { best = Math.max(best, v); sum += v; inside += 1; }
+    jobs.push(y >= 0 && y < H && xx >= 0 && xx < W ? inputAt(L, op, image, u.c, y, xx) : null);
   }
-  let divisor = inside;
+  const cells = await Promise.all(jobs), real = cells.filter((v) => v !== null);
+  const sum = real.reduce((a, b) => a + b, 0);
+  let divisor = real.length;
   if (!isMax && !op.same && op.count_pad) {  /* PyTorch: padding cells count, cells past the padding do not */
-    const rows = Math.min(r0 + kh, H + op.pad[0]) - r0, cols = Math.min(c0 + kw, W + op.pad[1]) - c0;
-    divisor = rows * cols;
+    divisor = (Math.min(r0 + kh, H + op.pad[0]) - r0) * (Math.min(c0 + kw, W + op.pad[1]) - c0);
   }
-  const value = isMax ? best : sum / divisor;
-  parts.push(el("p", { class: "hint", text: `${isMax ? "Max" : "Average"} pooling, ${kh}×${kw} window, stride ${pairText(op.s)}, on map ${u.c}: input rows ${r0}…${r0 + (kh - 1) * op.d[0]}, columns ${c0}…${c0 + (kw - 1) * op.d[1]}.` +
+  return { value: isMax ? Math.max(...real) : sum / divisor, cells, sum, divisor, count: real.length, r0, c0 };
+}
+
+function renderPool(op, u, r, parts, isMax) {
+  const [kh, kw] = op.k;
+  parts.push(el("p", { class: "hint", text: `${isMax ? "Max" : "Average"} pooling, ${kh}×${kw} window, stride ${pairText(op.s)}, on map ${u.c}: input rows ${r.r0}…${r.r0 + (kh - 1) * op.d[0]}, columns ${r.c0}…${r.c0 + (kw - 1) * op.d[1]}.` +
     (op.same ? " TF \"same\" padding: padded cells never win a max and are left out of an average." : "") }),
     gridTable(kh, kw, (a, b) => {
-      const v = cells[a * kw + b];
-      return v === null ? ["pad", "pad"] : [fmt(v, 4), isMax && v === best ? "win" : ""];
+      const v = r.cells[a * kw + b];
+      return v === null ? ["pad", "pad"] : [fmt(v, 4), isMax && v === r.value ? "win" : ""];
     }, "the window"),
-    el("div", { class: "sum", text: isMax ? `max of the ${inside} values = ${fmt(value, 6)}` : `sum ${fmt(sum, 6)} / ${divisor} = ${fmt(value, 6)}` }));
-  return value;
+    el("div", { class: "sum", text: isMax ? `max of the ${r.count} values = ${fmt(r.value, 6)}` : `sum ${fmt(r.sum, 6)} / ${r.divisor} = ${fmt(r.value, 6)}` }));
 }
 
 /* ---------- softmax ---------- */
