@@ -79,9 +79,9 @@ def test_course_networks_and_fast_cifar_pages_stay_under_10_mb_and_explain_every
     page = build_page(net, torch.rand(4, *default_input_size(name)), list("abcd"), [str(k) for k in range(10)])
     data = page.data()
     assert page.size < 10_000_000
-    assert data["capped"] is None and page.layers == len(data["layers"])
+    assert data["capped"] == {"pictures": None, "numbers": None} and page.layers == len(data["layers"])
     called = [r for r in data["layers"] if r.get("note") != "not called in forward()"]  # fast-cifar's stem: F.conv2d
-    assert page.layers_with_data == len(called)
+    assert page.layers_pictured == len(called) and page.layers_explained >= len(called) - 2  # flatten, last Dense
     convs = [r for r in called if r["type"] == "Conv2d"]
     assert convs and all(r["op"]["kind"] == "conv" for r in convs)
 
@@ -90,16 +90,16 @@ def test_a_resnet50_page_caps_its_layers_and_says_where():
     net = create_model("resnet50").eval()
     page = build_page(net, torch.rand(1, 3, 224, 224), ["a"], [str(k) for k in range(1000)], max_bytes=2_500_000)
     data = page.data()
-    assert page.size < 3_000_000 and data["capped"]
-    assert 0 < page.layers_with_data < page.layers
-    assert data["layers"][-1]["note"].startswith("not stored: the page reached its size cap after")
+    assert page.size < 3_000_000 and data["capped"]["numbers"]
+    assert 0 < page.layers_explained < page.layers_pictured <= page.layers
+    assert data["layers"][-1]["note"].startswith("not pictured: the page reached its size cap (max_mb) after")
     assert len(data["logits"][0]) == 1000  # the answer is always there
 
 
 def test_the_receptive_field_window_is_exactly_where_the_unit_looks(strided_net):
     net = strided_net
     rows = {r.name: r for r in summarize(net, (3, 15, 15)).rows}
-    for name, (c, i, j) in (("stage1.p1", (1, 2, 3)), ("stage2.c1", (0, 1, 2)), ("stage2.p1", (3, 1, 0))):
+    for name, (c, i, j) in (("stage1.p1", (1, 2, 3)), ("stage2.c2", (0, 1, 2)), ("stage2.p2", (3, 1, 0))):
         x = torch.rand(1, 3, 15, 15, requires_grad=True)
         y = {}
         hook = net.get_submodule(name).register_forward_hook(lambda m, a, out: y.setdefault("y", out))

@@ -77,7 +77,8 @@ class ExplainerPage:
 
     html: str
     layers: int
-    layers_with_data: int
+    layers_pictured: int
+    layers_explained: int  # layers whose units the one-neuron panel explains with exact numbers
     images: int
     path: Path | None = None
 
@@ -320,29 +321,40 @@ def display(y: torch.Tensor, max_maps: int, blobs: Blobs) -> dict[str, Any] | No
 
 
 def _entry_size(entry: dict[str, Any]) -> int:
-    return len(json.dumps(entry.get("display"), separators=(",", ":")))
+    return len(json.dumps(entry, separators=(",", ":")))
+
+
+PICTURE_SHARE = 0.5  # pictures may take half of the cap: the rest is kept for the exact numbers
+CAP_NOTE = "the page reached its size cap (max_mb) after {}"
 
 
 @dataclass
 class _Trace:
-    """Per-layer records of one forward pass, filled in call order until the byte cap."""
+    """Per-layer records of two forward passes, in call order until the byte cap: first every layer's pictures,
+    then the exact numbers the one-neuron panel needs (so a capped page still pictures every layer it can)."""
 
-    modules: dict[str, nn.Module]
     max_maps: int
     max_bytes: int
+    phase: str = "pictures"
     blobs: Blobs = field(default_factory=Blobs)
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    done: set[str] = field(default_factory=set)  # layers recorded in this phase (a second call is not)
     inputs: dict[str, torch.Tensor] = field(default_factory=dict)
     used: int = 0
-    full_after: str | None = None  # the last layer that fit under the cap, once one did not
+    capped: dict[str, str | None] = field(default_factory=lambda: {"pictures": None, "numbers": None})
+    last: str = "the input"  # the last layer recorded in this phase
     last_map_shape: list[int] | None = None
     produced: WeakTensorKeyDictionary = field(default_factory=WeakTensorKeyDictionary)  # output → its layer
     sources: dict[str, str | None] = field(default_factory=dict)
     computable: dict[str, int] = field(default_factory=dict)
 
+    def start(self, phase: str) -> None:
+        self.phase, self.done, self.last = phase, set(), "the input"
+        self.produced = WeakTensorKeyDictionary()
+
     def before(self, name: str):
         def hook(module, args):
-            if name not in self.entries and args and isinstance(args[0], torch.Tensor):
+            if name not in self.done and args and isinstance(args[0], torch.Tensor):
                 self.sources[name] = self.produced.get(args[0])
                 self.inputs[name] = args[0].detach().clone()  # in-place ops (ReLU(inplace=True)) overwrite it
         return hook
@@ -350,10 +362,15 @@ class _Trace:
     def after(self, name: str):
         def hook(module, args, output):
             x = self.inputs.pop(name, None)
-            if name in self.entries or not isinstance(output, torch.Tensor) or x is None:
+            if name in self.done or not isinstance(output, torch.Tensor) or x is None:
                 return
-            self.record(name, module, x, output.detach())
+            self.done.add(name)
+            if self.phase == "pictures":
+                self.picture(name, output.detach())
+            else:
+                self.numbers(name, module, x, output.detach())
             self.produced[output] = name
+            self.last = name
         return hook
 
     def source(self, name: str, x: torch.Tensor) -> str | None:
@@ -361,34 +378,49 @@ class _Trace:
         source = self.sources.pop(name, None)
         return source if source and self.computable.get(source, 0) >= stored_count(x, self.max_maps) else None
 
-    def record(self, name: str, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Pictures and exact numbers of one layer, unless the cap was reached (then a note says so)."""
-        if self.full_after is not None:
-            self.entries[name] = {"note": f"not stored: the page reached its size cap after {self.full_after}"}
-            return
+    def fits(self, cost: int) -> bool:
+        """Take ``cost`` bytes of the budget, or say (once) where the page filled up."""
+        limit = self.max_bytes * (PICTURE_SHARE if self.phase == "pictures" else 1)
+        if self.capped[self.phase] is None and self.used + cost <= limit:
+            self.used += cost
+            return True
+        self.capped[self.phase] = self.capped[self.phase] or self.last
+        return False
+
+    def picture(self, name: str, y: torch.Tensor) -> None:
+        """A layer's pictures (maps or a vector), unless the cap was reached."""
         before = self.blobs.bytes
-        flat_from = self.last_map_shape if isinstance(module, nn.Linear) else None
-        entry = {"display": display(y, self.max_maps, self.blobs),
-                 "op": describe_op(module, x, y, self.max_maps, self.blobs, flat_from, self.source(name, x))}
-        cost = self.blobs.bytes - before + _entry_size(entry)
-        if self.used + cost > self.max_bytes:
-            self.full_after = next(reversed(self.entries), "the input") if self.entries else "the input"
-            self.entries[name] = {"note": f"not stored: the page reached its size cap after {self.full_after}"}
-            return
-        self.used += cost
+        shown = display(y, self.max_maps, self.blobs) if self.capped["pictures"] is None else None
+        entry = {"display": shown}
+        if not self.fits(self.blobs.bytes - before + _entry_size(entry)):
+            entry = {"note": "not pictured: " + CAP_NOTE.format(self.capped["pictures"])}
         self.entries[name] = entry
-        self.computable[name] = computable(entry["op"])
+
+    def numbers(self, name: str, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        """The exact numbers behind a pictured layer's units, unless the cap was reached."""
+        entry = self.entries[name]
+        flat_from = self.last_map_shape if isinstance(module, nn.Linear) else None
         if isinstance(module, nn.Flatten) and x.dim() == 4:
             self.last_map_shape = list(x.shape[1:])  # the next Dense names its inputs by map and position
         elif not isinstance(module, (*_DROPOUTS, *_ACTIVATIONS)):
             self.last_map_shape = None
+        if entry.get("display") is None:
+            return
+        before = self.blobs.bytes
+        op = describe_op(module, x, y, self.max_maps, self.blobs, flat_from, self.source(name, x)) \
+            if self.capped["numbers"] is None else None
+        if self.fits(self.blobs.bytes - before + len(json.dumps(op))):
+            entry["op"] = op
+            self.computable[name] = computable(op)
+        else:
+            entry["note"] = "pictures only, no exact numbers: " + CAP_NOTE.format(self.capped["numbers"])
 
 
 def trace(model: nn.Module, images: torch.Tensor, summary: Summary, max_maps: int = MAX_MAPS,
           max_bytes: int = MAX_BYTES) -> tuple[_Trace, torch.Tensor]:
-    """One eval-mode forward pass of ``images`` with a hook on every summary row; the trace and the logits."""
+    """Two eval-mode forward passes of ``images`` with hooks on every summary row: the trace and the logits."""
     modules = dict(model.named_modules())
-    t = _Trace(modules, max_maps, max_bytes)
+    t = _Trace(max_maps, max_bytes)
     handles = []
     for row in summary.rows:
         m = modules.get(row.name)
@@ -398,7 +430,9 @@ def trace(model: nn.Module, images: torch.Tensor, summary: Summary, max_maps: in
     model.eval()
     try:
         with torch.no_grad():
-            logits = model(images)
+            for phase in ("pictures", "numbers"):
+                t.start(phase)
+                logits = model(images)
     finally:
         for h in handles:
             h.remove()
@@ -468,9 +502,10 @@ def build_page(model: nn.Module, images: torch.Tensor, names: Sequence[str], cla
             "images": inputs, "logits": [_floats(row.float()) for row in logits.reshape(len(images), -1)],
             "layers": rows, "summary": str(summary), "total_params": summary.total_params,
             "total_macs": summary.total_macs, "max_maps": max_maps, "blobs": t.blobs.items, "story": story_json,
-            "capped": t.full_after}
-    with_data = sum(1 for r in rows if "display" in r and r["display"] is not None)
-    return ExplainerPage(render_page(data, title or summary.model_name), len(rows), with_data, len(inputs))
+            "capped": t.capped}
+    pictured = sum(1 for r in rows if r.get("display"))
+    explained = sum(1 for r in rows if r.get("op"))
+    return ExplainerPage(render_page(data, title or summary.model_name), len(rows), pictured, explained, len(inputs))
 
 
 __all__ = ["Blobs", "ExplainerPage", "MAX_BYTES", "MAX_MAPS", "Story", "build_page", "describe_op", "display",

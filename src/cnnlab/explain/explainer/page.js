@@ -280,7 +280,7 @@ async function explainUnit() {
     RENDER[op.kind](L, op, u, r, parts);
     value = r.value;
   } else {
-    parts.push(el("p", { class: "hint", text: L.display ? `cnnlab has no step-by-step explanation for ${L.type}; the picture shows its output.` : (L.note || "") }));
+    parts.push(el("p", { class: "hint", text: L.note || `cnnlab has no step-by-step explanation for ${L.type}; the picture shows its output.` }));
   }
   if (state.unit !== u || state.image !== image) return;  // another click arrived meanwhile
   if (value !== null) {
@@ -644,10 +644,11 @@ function showCell(S, t, p, td) {
 /* ---------- start ---------- */
 async function start() {
   document.getElementById("title").textContent = D.title;
-  const mapsShown = D.layers.filter((L) => L.display).length;
+  const pictured = D.layers.filter((L) => L.display).length, explained = D.layers.filter((L) => L.op).length;
   document.getElementById("subtitle").textContent = `${D.model}: ${D.layers.length} layers, ${D.total_params.toLocaleString("en")} parameters, ` +
-    `${D.total_macs.toLocaleString("en")} multiply-adds per image; ${mapsShown} layers pictured` +
-    (D.capped ? ` (the page reached its size cap after ${D.capped}; later layers are listed only)` : "") + ".";
+    `${D.total_macs.toLocaleString("en")} multiply-adds per image; ${pictured} layers pictured, ${explained} explained unit by unit` +
+    (D.capped.pictures ? ` (the page reached its size cap after ${D.capped.pictures}: later layers are listed only)` :
+     D.capped.numbers ? ` (the page reached its size cap after ${D.capped.numbers}: later layers are pictured without exact numbers)` : "") + ".";
   document.getElementById("summary-pre").textContent = D.summary;
   buildPicker();
   buildColumn();
