@@ -295,3 +295,14 @@ def test_a_read_only_disk_while_saving_is_one_line_and_keeps_the_previous_checkp
     line = fails(["train", spec, "--epochs", "2", *QUICK, "--run-dir", str(run)], capsys)
     assert "Read-only file system; the previous version (if any) is intact" in line
     assert (run / "last.pt").read_bytes() == before and not list(run.glob(".*.tmp"))
+
+
+def test_explainer_writes_one_page_and_an_unreadable_image_is_one_line(digits_run, tmp_path, capsys):
+    assert main(["explainer", str(digits_run), "--out", str(tmp_path / "p.html"), "--count", "2", "--max-maps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"explainer page → {tmp_path / 'p.html'}" in out and "2 images" in out and (tmp_path / "p.html").is_file()
+    bad = tmp_path / "x.png"
+    bad.write_text("not a picture")
+    assert main(["explainer", str(digits_run), str(bad), "--out", str(tmp_path / "q.html")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "none of the 1 image(s) could be read" in err and not (tmp_path / "q.html").exists()

@@ -158,3 +158,20 @@ def test_a_confusion_cell_lists_its_validation_images(browser, digits_page, tmp_
     box = page.evaluate("(() => { const r = document.getElementById('story').getBoundingClientRect(); "
                         "return [r.left + scrollX, r.top + scrollY, r.width, r.height]; })()")
     page.screenshot(shots(tmp_path) / "explainer-story.png", dict(zip(("x", "y", "width", "height"), box)))
+
+
+def test_a_course_resnet_page_recomputes_deep_units_through_its_blocks(browser, tmp_path):
+    torch.manual_seed(0)
+    net = cnnlab.create_model("resnet18-cifar").eval()
+    x = torch.rand(1, 3, 32, 32)
+    page_file = build_page(net, x, ["noise"], [str(k) for k in range(10)], max_maps=4).save(tmp_path / "r.html").path
+    real = leaf_outputs(net, x)
+    page = opened(browser, page_file)
+    assert page.problems() == []
+    layers = page.evaluate("D.layers.map(L => [L.name, L.type, !!L.op, L.op && (L.op.src || null)])")
+    for kind in ("Conv2d", "BatchNorm2d", "ReLU"):  # the deepest of each: BN and ReLU read their input via `src`
+        index, (name, _, _, _) = max((i, row) for i, row in enumerate(layers) if row[1] == kind and row[2])
+        y = real[name][0]
+        c, i, j = 1, y.shape[1] - 1, 0
+        assert click_unit(page, index, c, i, j) == pytest.approx(float(y[c, i, j]), abs=TOLERANCE), name
+    assert any(row[3] for row in layers if row[1] == "BatchNorm2d")

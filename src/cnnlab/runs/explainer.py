@@ -103,7 +103,7 @@ def explainer_run(run: Path, images: Sequence[str | os.PathLike] = (), out: Path
     data, note = validation_images(trained)
     pixels, names, labels = chosen_images(trained, images, data, count, note)
     card = trained.card
-    title = f"{card.model_name} · {card.dataset or 'unknown data'} · {trained.path}"
+    title = f"{card.model_name} · {card.dataset or 'unknown data'} · {run_dir.name}/{trained.path.name}"
     page = build_page(trained.model, pixels.float() / 255.0, names, card.classes, labels=labels,
                       story=training_story(trained, run_dir, data, note), title=title, max_maps=max_maps,
                       max_bytes=int(max_mb * 1e6))

@@ -284,7 +284,7 @@ async function explainUnit() {
   }
   if (state.unit !== u || state.image !== image) return;  // another click arrived meanwhile
   if (value !== null) {
-    parts.push(el("div", {}, "value = ", el("output", { id: "neuron-value", class: "value", "data-value": String(value),
+    parts.splice(1, 0, el("div", {}, "value = ", el("output", { id: "neuron-value", class: "value", "data-value": String(value),
       "data-unit": `${u.layer}:${u.c}:${u.i}:${u.j}:${image}`, text: fmt(value, 6) })));
   }
   body.replaceChildren(...parts);
@@ -583,8 +583,8 @@ function chart(title, series) {
     add("line", { x1: P.l, x2: W - P.r, y1: Y(v), y2: Y(v), stroke: "#e6e9ef" });
     add("text", { x: P.l - 6, y: Y(v) + 4, "text-anchor": "end" }, v.toFixed(3));
   }
-  for (let k = 0; k < n; k += Math.max(1, Math.ceil(n / 10))) add("text", { x: X(k), y: H - 10, "text-anchor": "middle" }, `${k + 1}`);
-  add("text", { x: W - P.r, y: H - 10, "text-anchor": "end" }, "epoch");
+  for (let k = 0; k < n; k += Math.max(1, Math.ceil(n / 10))) add("text", { x: X(k), y: H - 14, "text-anchor": "middle" }, `${k + 1}`);
+  add("text", { x: (P.l + W - P.r) / 2, y: H - 1, "text-anchor": "middle" }, "epoch");
   series.forEach((s, si) => {
     const pts = s.values.map((v, k) => (v === null ? null : [X(k), Y(v)])).filter(Boolean);
     if (pts.length > 1) add("polyline", { points: pts.map((p) => p.join(",")).join(" "), fill: "none", stroke: s.colour, "stroke-width": 2 });
