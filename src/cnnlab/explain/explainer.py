@@ -42,6 +42,7 @@ from ..io import atomic_write_text
 from .summary import Row, Summary, summarize
 
 MAX_MAPS = 16  # feature maps pictured per layer by default
+MAX_PICTURE = 64  # larger maps are pictured averaged down to this many pixels a side
 MAX_UNITS = 256  # units of a vector layer shown (and Dense units explained)
 TOP_TERMS = 8  # a Dense unit's largest contributions listed one by one
 MAX_BYTES = 9_000_000  # the default page size cap: a course network's page stays under 10 MB
@@ -119,6 +120,11 @@ class Blobs:
             self.bytes += len(self.items[key])
         return key
 
+    def rollback(self, count: int) -> None:
+        """Forget every array stored after the first ``count`` (a layer that did not fit under the cap)."""
+        for key in list(self.items)[count:]:
+            self.bytes -= len(self.items.pop(key))
+
 
 def png_base64(pixels: np.ndarray) -> str:
     """An H×W (gray) or H×W×3 (RGB) uint8 array as base64 PNG."""
@@ -135,13 +141,20 @@ def image_pixels(image: torch.Tensor) -> np.ndarray:
     return x[0].numpy() if x.shape[0] != 3 else x.permute(1, 2, 0).numpy()
 
 
-def map_sprite(maps: torch.Tensor) -> dict[str, Any]:
-    """K×H×W maps side by side in one 8-bit PNG, each scaled by its own min/max (stored to restore values)."""
+def map_sprite(maps: torch.Tensor, side: int = MAX_PICTURE) -> dict[str, Any]:
+    """K×H×W maps side by side in one 8-bit PNG, each scaled by its own min/max (stored to restore values).
+
+    Maps larger than ``side`` pixels are averaged down to fit it first (the page draws a map at most 96 px).
+    """
+    if max(maps.shape[-2:]) > side:
+        scale = side / max(maps.shape[-2:])
+        size = (max(1, round(maps.shape[-2] * scale)), max(1, round(maps.shape[-1] * scale)))
+        maps = torch.nn.functional.adaptive_avg_pool2d(maps, size)
     k, h, w = maps.shape
     lo, hi = maps.amin((1, 2)), maps.amax((1, 2))
     scaled = ((maps - lo[:, None, None]) / (hi - lo).clamp(min=1e-12)[:, None, None] * 255).round()
     strip = scaled.clamp(0, 255).to(torch.uint8).permute(1, 0, 2).reshape(h, k * w)
-    return {"png": png_base64(strip.numpy()), "min": _floats(lo), "max": _floats(hi)}
+    return {"png": png_base64(strip.numpy()), "min": _floats(lo), "max": _floats(hi), "hw": [h, w]}
 
 
 def _floats(values: torch.Tensor | Sequence[float]) -> list[float]:
@@ -389,10 +402,11 @@ class _Trace:
 
     def picture(self, name: str, y: torch.Tensor) -> None:
         """A layer's pictures (maps or a vector), unless the cap was reached."""
-        before = self.blobs.bytes
+        before, stored = self.blobs.bytes, len(self.blobs.items)
         shown = display(y, self.max_maps, self.blobs) if self.capped["pictures"] is None else None
         entry = {"display": shown}
         if not self.fits(self.blobs.bytes - before + _entry_size(entry)):
+            self.blobs.rollback(stored)
             entry = {"note": "not pictured: " + CAP_NOTE.format(self.capped["pictures"])}
         self.entries[name] = entry
 
@@ -406,13 +420,14 @@ class _Trace:
             self.last_map_shape = None
         if entry.get("display") is None:
             return
-        before = self.blobs.bytes
+        before, stored = self.blobs.bytes, len(self.blobs.items)
         op = describe_op(module, x, y, self.max_maps, self.blobs, flat_from, self.source(name, x)) \
             if self.capped["numbers"] is None else None
         if self.fits(self.blobs.bytes - before + len(json.dumps(op))):
             entry["op"] = op
             self.computable[name] = computable(op)
         else:
+            self.blobs.rollback(stored)
             entry["note"] = "pictures only, no exact numbers: " + CAP_NOTE.format(self.capped["numbers"])
 
 
@@ -491,18 +506,19 @@ def build_page(model: nn.Module, images: torch.Tensor, names: Sequence[str], cla
     training curves and confusion matrix. Pictures and numbers stop at ``max_bytes`` (see the module doc).
     """
     summary = summarize(model, tuple(images.shape[1:]))
-    story_json = _story_json(story)
-    budget = max_bytes - len(json.dumps(story_json)) - sum(len(_asset(n)) for n in ASSETS)
-    t, logits = trace(model, images.float(), summary, max_maps, budget)
-    rows = [_row_json(r, t.entries.get(r.name)) for r in summary.rows]
     inputs = [{"name": str(n), "label": None if labels is None else labels[i], "png": png_base64(image_pixels(x))}
               for i, (n, x) in enumerate(zip(names, images))]
     c, h, w = summary.input_size
     data = {"title": title, "model": summary.model_name, "input": [c, h, w], "classes": list(classes),
-            "images": inputs, "logits": [_floats(row.float()) for row in logits.reshape(len(images), -1)],
-            "layers": rows, "summary": str(summary), "total_params": summary.total_params,
-            "total_macs": summary.total_macs, "max_maps": max_maps, "blobs": t.blobs.items, "story": story_json,
-            "capped": t.capped}
+            "images": inputs, "summary": str(summary), "total_params": summary.total_params,
+            "total_macs": summary.total_macs, "max_maps": max_maps, "story": _story_json(story),
+            "layers": [_row_json(r, None) for r in summary.rows]}
+    outputs = math.prod(summary.outputs[0]) if summary.outputs else 0
+    fixed = len(json.dumps(data)) + 16 * len(images) * outputs + sum(len(_asset(n)) for n in ASSETS)
+    t, logits = trace(model, images.float(), summary, max_maps, max_bytes - fixed)
+    rows = [_row_json(r, t.entries.get(r.name)) for r in summary.rows]
+    data.update(layers=rows, blobs=t.blobs.items, capped=t.capped,
+                logits=[_floats(row.float()) for row in logits.reshape(len(images), -1)])
     pictured = sum(1 for r in rows if r.get("display"))
     explained = sum(1 for r in rows if r.get("op"))
     return ExplainerPage(render_page(data, title or summary.model_name), len(rows), pictured, explained, len(inputs))

@@ -120,25 +120,27 @@ function layout(i) {
   return { kind: "vector", cols, rows: Math.ceil(d.shown / cols), cellW: 9, cellH: 14, cell: 9 };
 }
 
+/* A layer's pictured values for one image: maps at their picture size (ph × pw, the map's own unless it was
+   averaged down), restored from the 8-bit sprite with each map's min/max; vectors as stored. */
 async function mapValues(i, image) {
   const d = D.layers[i].display, img = d.img[image];
-  if (d.type === "vector") return { values: await floats(img), m: 0 };
+  if (d.type === "vector") return { values: await floats(img) };
   const sprite = await png(img.png);
-  const [h, w] = d.hw, k = d.shown, values = new Float32Array(k * h * w);
+  const [ph, pw] = img.hw, k = d.shown, values = new Float32Array(k * ph * pw);
   for (let c = 0; c < k; c++) {
     const lo = img.min[c], span = img.max[c] - img.min[c];
-    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
-      values[(c * h + y) * w + x] = lo + sprite.rgba[(y * sprite.width + c * w + x) * 4] / 255 * span;
+    for (let y = 0; y < ph; y++) for (let x = 0; x < pw; x++) {
+      values[(c * ph + y) * pw + x] = lo + sprite.rgba[(y * sprite.width + c * pw + x) * 4] / 255 * span;
     }
   }
-  return { values };
+  return { values, ph, pw };
 }
 
 async function drawLayer(i) {
   const L = D.layers[i], d = L.display;
   if (!d) return;
   const canvas = document.querySelector(`canvas[data-layer="${i}"]`), g = layout(i);
-  const { values } = await mapValues(i, state.image);
+  const { values, ph, pw } = await mapValues(i, state.image);
   let m = 0;
   for (const v of values) m = Math.max(m, Math.abs(v));
   canvas.width = g.cols * (g.cellW + GAP) - GAP;
@@ -149,11 +151,11 @@ async function drawLayer(i) {
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   if (g.kind === "maps") {
     const tile = document.createElement("canvas");
-    tile.width = g.w; tile.height = g.h;
-    const tctx = tile.getContext("2d"), pixels = tctx.createImageData(g.w, g.h);
+    tile.width = pw; tile.height = ph;
+    const tctx = tile.getContext("2d"), pixels = tctx.createImageData(pw, ph);
     for (let c = 0; c < d.shown; c++) {
-      for (let p = 0; p < g.h * g.w; p++) {
-        const [r, gg, b] = colour(values[c * g.h * g.w + p], m);
+      for (let p = 0; p < ph * pw; p++) {
+        const [r, gg, b] = colour(values[c * ph * pw + p], m);
         pixels.data.set([r, gg, b, 255], p * 4);
       }
       tctx.putImageData(pixels, 0, 0);
@@ -194,10 +196,11 @@ function unitAt(i, canvas, e) {
 async function onHover(i, canvas, e, hover) {
   const u = unitAt(i, canvas, e);
   if (!u) { hover.textContent = ""; drawInput(null); return; }
-  const [c, y, x] = u, L = D.layers[i], { values } = await mapValues(i, state.image);
+  const [c, y, x] = u, L = D.layers[i], { values, ph, pw } = await mapValues(i, state.image);
   if (L.display.type === "maps") {
-    const [h, w] = L.display.hw;
-    hover.textContent = `map ${c}, row ${y}, col ${x}: ≈ ${fmt(values[(c * h + y) * w + x])}`;
+    const [h, w] = L.display.hw, py = Math.floor(y * ph / h), px = Math.floor(x * pw / w);
+    hover.textContent = `map ${c}, row ${y}, col ${x}: ≈ ${fmt(values[(c * ph + py) * pw + px])}` +
+      (ph < h ? ` (picture averaged over ${h / ph}×${w / pw} units)` : "");
   } else {
     hover.textContent = `unit ${c}: ${fmt(values[c])}`;
   }
