@@ -202,6 +202,5 @@ def import_keras(model: str, weights: PathLike, *, out: PathLike, classes: Seque
     return import_into_run(model, weights, out, classes, dataset, input)
 
 
-__all__ = ["EXPORT_FORMATS", "Exported", "Predictions", "check_model_name", "compare", "evaluate", "explainer", "export",
-           "import_keras", "plot",
-           "predict", "run_config", "summary", "train", "visualize"]
+__all__ = ["EXPORT_FORMATS", "Exported", "Predictions", "check_model_name", "compare", "evaluate", "explainer",
+           "export", "import_keras", "plot", "predict", "run_config", "summary", "train", "visualize"]

@@ -1,12 +1,13 @@
-"""Explain a model or a run: summary table, FLOPs, receptive field, the course's formulas, plots,
-Keras weight import. Nothing here trains."""
+"""Explain a model or a run: summary table, FLOPs, receptive field, the course's formulas, plots, the
+explainer page, Keras weight import. Nothing here trains."""
+from .explainer import ExplainerPage, Story, build_page
 from .formulas import Worked, compare_kernels, conv_example, conv_output, dense_params, receptive_field
 from .keras_import import load_keras_weights
 from .plots import plot_confusion_matrix, plot_feature_maps, plot_filters, plot_history, plot_runs
 from .summary import Summary, summarize, summary_to_dict
 
 __all__ = [
-    "Summary", "Worked", "compare_kernels", "conv_example", "conv_output", "dense_params",
-    "load_keras_weights", "plot_confusion_matrix", "plot_feature_maps", "plot_filters", "plot_history",
+    "ExplainerPage", "Story", "Summary", "Worked", "build_page", "compare_kernels", "conv_example", "conv_output",
+    "dense_params", "load_keras_weights", "plot_confusion_matrix", "plot_feature_maps", "plot_filters", "plot_history",
     "plot_runs", "receptive_field", "summarize", "summary_to_dict",
 ]

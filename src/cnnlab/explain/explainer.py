@@ -1,18 +1,19 @@
 """The explainer page: one self-contained HTML file that shows a network's layers, every layer's feature maps for
 a few images, one unit's arithmetic on the real numbers, and the training story.
 
-Python gathers the numbers in one forward pass (hooks on every leaf layer); the page — hand-written
+Python gathers the numbers in forward passes with hooks on every leaf layer; the page — hand-written
 ``explainer/page.html``, ``page.js`` and ``page.css``, no library — draws them. Everything is inline: no CDN, no
 server, no request. What is stored, and why (docs/explain.md):
 
 - pictures: per layer and image one 8-bit grayscale PNG holding the first ``max_maps`` maps side by side, each
   scaled by its own min/max (both stored), so hovering shows a value to 1/255 of the map's range;
-- exact numbers: float32 arrays (zlib, base64) of what the "one neuron" panel sums — the whole input of every
-  convolution and the weights of its shown channels, the shown channels' input of BatchNorm, activation,
-  pooling and dropout layers, every vector the network flattens to; a Dense unit's top contributions are
-  computed here. The page redoes each sum in the browser, so its value is PyTorch's to float32 rounding;
-- a size cap (``max_bytes``): layers get their data in forward order until the cap; the later ones are listed
-  without pictures and say so (a ResNet-50 at 224×224 is the network that meets it).
+- exact numbers (float32, zlib, base64) for the "one neuron" panel, which redoes every sum in the browser: a
+  convolution's first ``max_maps`` input channels and their weights, plus per unit PyTorch's sum over the other
+  input channels; a channel-by-channel layer (BatchNorm, activation, pooling, dropout) refers to the layer that
+  made its input when the page can recompute that one, else stores its shown channels' input; a Dense unit's
+  largest contributions are computed here;
+- a size cap (``max_bytes``): first every layer's pictures (up to half the cap), then the exact numbers, both in
+  forward order; a layer past the cap says so (a ResNet-50 at 224×224 with 4 images is the network that meets it).
 
 Only a layer's first call is recorded (a module used twice, like torchvision's shared ReLU, shows its first use).
 """
