@@ -44,7 +44,7 @@ def digits_outputs(digits_run):
     """PyTorch's own output of every layer for the page's images."""
     trained = load_trained(digits_run)
     data, note = validation_images(trained)
-    pixels, _, _ = chosen_images(trained, (), data, 4, note)
+    pixels, _, _, _ = chosen_images(trained, (), data, 4, note)
     return leaf_outputs(trained.model, pixels.float() / 255.0)
 
 

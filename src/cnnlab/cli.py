@@ -208,6 +208,8 @@ def cmd_explainer(a: argparse.Namespace) -> int:
 
     page = api.explainer(a.run, a.images, out=a.out, which=a.which, count=a.count, max_maps=a.max_maps,
                          max_mb=a.max_mb)
+    for s in page.skipped:
+        print(f"cnnlab: skipped {s.path}: {s.reason}", file=sys.stderr)
     print(f"explainer page → {page.path} ({page.size / 1e6:.1f} MB; {page.images} images, "
           f"{page.layers_pictured} of {page.layers} layers pictured, {page.layers_explained} explained unit by unit). "
           "Open it in any browser: it needs no network.")

@@ -139,6 +139,12 @@ def test_explainer_from_python_and_its_mistakes(digits_run, tmp_path):
     data = page.data()
     assert data["story"]["confusion"] and data["story"]["history"]["val_accuracy"]
     assert [i["label"] for i in data["images"]] == [0, 1]
+    from PIL import Image
+
+    Image.fromarray(np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))).save(tmp_path / "ramp.png")
+    mine = cnnlab.explainer(digits_run, [tmp_path / "ramp.png", tmp_path / "missing.png"], out=tmp_path / "m.html")
+    assert [(i["name"], i["label"]) for i in mine.data()["images"]] == [("ramp.png", None)]
+    assert [(s.path, s.reason) for s in mine.skipped] == [(str(tmp_path / "missing.png"), "no such file")]
     with pytest.raises(CnnlabError, match="none of the 1 image"):
         cnnlab.explainer(digits_run, [tmp_path / "p.html"], out=tmp_path / "q.html")
     with pytest.raises(CnnlabError, match="above 0"):

@@ -83,6 +83,7 @@ class ExplainerPage:
     layers_explained: int  # layers whose units the one-neuron panel explains with exact numbers
     images: int
     path: Path | None = None
+    skipped: tuple = ()  # inputs that could not be read (``Skipped``: path and reason), when the caller says
 
     @property
     def size(self) -> int:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ..data import ImageSet
+from ..data.folder import Skipped
 from ..engine.history import History
 from ..errors import CnnlabError
 from ..explain.explainer import MAX_BYTES, MAX_MAPS, THUMBS_PER_CELL, ExplainerPage, Story, build_page
@@ -77,20 +79,21 @@ def validation_images(trained: Trained) -> tuple[ImageSet | None, str]:
 
 
 def chosen_images(trained: Trained, images: Sequence[str | os.PathLike], data: ImageSet | None, count: int,
-                  note: str) -> tuple[torch.Tensor, list[str], list[int | None]]:
-    """uint8 inputs, their names and true classes: the given files, else ``count`` validation images."""
+                  note: str) -> tuple[torch.Tensor, list[str], list[int | None], list[Skipped]]:
+    """uint8 inputs, their names, true classes and the unreadable files: the given ones, else ``count`` validation
+    images."""
     if images:
         files = image_files(images)
         pixels, ok, skipped = read_images(files, trained.card)
         if not ok:
             raise CnnlabError(f"none of the {len(files)} image(s) could be read"
                               + (f" (first: {skipped[0].path}: {skipped[0].reason})" if skipped else ""))
-        return pixels, [p.name for p in ok], [None] * len(ok)
+        return pixels, [p.name for p in ok], [None] * len(ok), skipped
     if data is None:
         raise CnnlabError(f"{note.removeprefix('no training story: ')}: pass image files to explain instead")
     picked = pick_images(data.labels, count)
     labels = data.labels[picked].tolist()
-    return data.images[picked], [f"{data.name} #{i} ({data.classes[y]})" for i, y in zip(picked, labels)], labels
+    return data.images[picked], [f"{data.name} #{i} ({data.classes[y]})" for i, y in zip(picked, labels)], labels, []
 
 
 def explainer_run(run: Path, images: Sequence[str | os.PathLike] = (), out: Path | None = None, which: str = "best",
@@ -101,13 +104,13 @@ def explainer_run(run: Path, images: Sequence[str | os.PathLike] = (), out: Path
     trained = load_trained(Path(run), which)
     run_dir = trained.path.parent
     data, note = validation_images(trained)
-    pixels, names, labels = chosen_images(trained, images, data, count, note)
+    pixels, names, labels, skipped = chosen_images(trained, images, data, count, note)
     card = trained.card
     title = f"{card.model_name} · {card.dataset or 'unknown data'} · {run_dir.name}/{trained.path.name}"
     page = build_page(trained.model, pixels.float() / 255.0, names, card.classes, labels=labels,
                       story=training_story(trained, run_dir, data, note), title=title, max_maps=max_maps,
                       max_bytes=int(max_mb * 1e6))
-    return page.save(Path(out) if out else run_dir / "explainer.html")
+    return replace(page.save(Path(out) if out else run_dir / "explainer.html"), skipped=tuple(skipped))
 
 
 __all__ = ["cell_examples", "chosen_images", "explainer_run", "pick_images", "thumbnails", "training_story"]
