@@ -176,3 +176,25 @@ def test_a_course_resnet_page_recomputes_deep_units_through_its_blocks(browser, 
         c, i, j = 1, y.shape[1] - 1, 0
         assert click_unit(page, index, c, i, j) == pytest.approx(float(y[c, i, j]), abs=TOLERANCE), name
     assert any(row[3] for row in layers if row[1] == "BatchNorm2d")
+
+
+def test_grouped_depthwise_and_torch_layers_match_pytorch(browser, tmp_path):
+    from torch import nn
+
+    from cnnlab import layers as L
+
+    torch.manual_seed(1)
+    net = nn.Sequential(L.SeparableConv2d(3, 4, 3, stride=2, padding="same"), nn.LeakyReLU(0.1),
+                        nn.Conv2d(4, 6, 3, padding=1, groups=2), nn.GELU(), nn.MaxPool2d(3, 2, padding=1),
+                        nn.Sigmoid(), nn.AvgPool2d(2, padding=1), L.GlobalPool2d(), nn.Linear(6, 3)).eval()
+    x = torch.rand(1, 3, 10, 10)
+    path = build_page(net, x, ["one"], list("abc")).save(tmp_path / "grouped.html").path
+    real = leaf_outputs(net, x)
+    page = opened(browser, path)
+    assert page.problems() == []
+    for name, (c, i, j) in {"0.depthwise": (2, 4, 0), "0.pointwise": (3, 0, 4), "1": (1, 2, 2), "2": (5, 4, 1),
+                            "3": (4, 0, 0), "4": (3, 2, 2), "5": (0, 1, 0), "6": (2, 0, 1), "7": (5, 0, 0),
+                            "8": (2, 0, 0)}.items():
+        y = real[name][0]
+        expected = float(y[c, i, j] if y.dim() == 3 else y[c])
+        assert click_unit(page, layer_index(page, name), c, i, j) == pytest.approx(expected, abs=TOLERANCE), name

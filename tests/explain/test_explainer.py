@@ -71,6 +71,7 @@ def test_dense_units_list_their_largest_terms_and_the_rest_adds_up(strided_net):
     assert op["in_shape"] == [6, 2, 2]  # inputs named by map and position of the flattened maps
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["baseline-cifar", "lenet5-cifar", "alexnet8-cifar", "vgg16-cifar",
                                   "inception10-cifar", "resnet18-cifar", "fast-cifar"])
 def test_course_networks_and_fast_cifar_pages_stay_under_10_mb_and_explain_every_conv(name):
@@ -86,6 +87,7 @@ def test_course_networks_and_fast_cifar_pages_stay_under_10_mb_and_explain_every
     assert convs and all(r["op"]["kind"] == "conv" for r in convs)
 
 
+@pytest.mark.slow
 def test_a_resnet50_page_caps_its_layers_and_says_where():
     net = create_model("resnet50").eval()
     page = build_page(net, torch.rand(1, 3, 224, 224), ["a"], [str(k) for k in range(1000)], max_bytes=2_500_000)

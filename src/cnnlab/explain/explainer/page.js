@@ -122,7 +122,14 @@ function layout(i) {
 
 /* A layer's pictured values for one image: maps at their picture size (ph × pw, the map's own unless it was
    averaged down), restored from the 8-bit sprite with each map's min/max; vectors as stored. */
-async function mapValues(i, image) {
+const picturedCache = new Map();
+function mapValues(i, image) {
+  const key = `${i}:${image}`;
+  if (!picturedCache.has(key)) picturedCache.set(key, restore(i, image));
+  return picturedCache.get(key);
+}
+
+async function restore(i, image) {
   const d = D.layers[i].display, img = d.img[image];
   if (d.type === "vector") return { values: await floats(img) };
   const sprite = await png(img.png);
@@ -200,7 +207,7 @@ async function onHover(i, canvas, e, hover) {
   if (L.display.type === "maps") {
     const [h, w] = L.display.hw, py = Math.floor(y * ph / h), px = Math.floor(x * pw / w);
     hover.textContent = `map ${c}, row ${y}, col ${x}: ≈ ${fmt(values[(c * ph + py) * pw + px])}` +
-      (ph < h ? ` (picture averaged over ${h / ph}×${w / pw} units)` : "");
+      (ph < h ? ` (the picture averages ${(h / ph).toFixed(1)}×${(w / pw).toFixed(1)} units)` : "");
   } else {
     hover.textContent = `unit ${c}: ${fmt(values[c])}`;
   }
