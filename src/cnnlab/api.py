@@ -1,5 +1,5 @@
 """The public functions behind every command: ``cnnlab.train``, ``evaluate``, ``predict``, ``summary``, ``export``,
-``plot``, ``compare``, ``visualize``, ``import_keras``.
+``plot``, ``compare``, ``cross_validate``, ``ngrams``, ``visualize``, ``import_keras``.
 
 Each takes the CLI command's arguments as keywords (long options with underscores: ``--batch-size`` →
 ``batch_size``) and returns what the command prints. The CLI parses, calls one of these and prints —
@@ -89,7 +89,7 @@ def evaluate(run: PathLike, *, split: str = "test", which: str = "best", data_di
 
 @dataclass(frozen=True)
 class Predictions:
-    """The top-k classes of every readable image, and the inputs skipped with the reason."""
+    """The top-k classes of every readable image (or sentence), and the inputs skipped with the reason."""
 
     predictions: list
     skipped: list
@@ -99,25 +99,43 @@ class Predictions:
 
 
 def predict(run: PathLike | None = None, images: Sequence[PathLike] = (), *, onnx: PathLike | None = None,
-            top_k: int = 3, which: str = "best") -> Predictions:
-    """Top-k classes with probabilities for image files and folders, from a run (or an exported ``onnx`` model)."""
-    from .runs.predict import onnx_predictor, predict_files, torch_predictor
+            top_k: int = 3, which: str = "best", file: PathLike | None = None) -> Predictions:
+    """Top-k classes with probabilities for image files and folders, from a run (or an exported ``onnx`` model).
+
+    For a text model ``images`` are sentences, and ``file`` a text file of one sentence a line.
+    """
+    from .runs.predict import onnx_predictor, predict_files, predict_sentences, read_sentences, torch_predictor
 
     if (run is None) == (onnx is None):
         raise CnnlabError("predict needs a run directory or checkpoint, or an exported model with --onnx (one of them)")
+    logits_of, card = onnx_predictor(Path(onnx)) if onnx else torch_predictor(Path(run), which)
+    if card.text:
+        sentences = [*map(str, images), *(read_sentences(Path(file)) if file else [])]
+        return Predictions(predict_sentences(logits_of, card, sentences, top_k), [])
+    if file:
+        raise CnnlabError("--file holds sentences for a text model; this model classifies images: give image files")
     if not images:
         raise CnnlabError("no images given: cnnlab predict RUN_DIR|CHECKPOINT IMAGE [IMAGE|FOLDER …]")
-    logits_of, card = onnx_predictor(Path(onnx)) if onnx else torch_predictor(Path(run), which)
     return Predictions(*predict_files(logits_of, card, list(images), top_k))
 
 
-def summary(model: str, *, input: tuple[int, int, int] | None = None, num_classes: int | None = None):
-    """The Keras-style table of a network (a ``Summary``; print it): shapes, parameters, MACs, receptive field."""
-    from .explain.summary import summarize
-    from .models import create_model, default_input_size
+def summary(model: str, *, input: tuple[int, ...] | None = None, num_classes: int | None = None):
+    """The Keras-style table of a network (a ``Summary``; print it): shapes, parameters, MACs, receptive field.
 
-    c, h, w = input or default_input_size(model)
-    return summarize(create_model(model, num_classes=num_classes, in_channels=c, input_size=(h, w)), (c, h, w))
+    ``input`` is (C, H, W), or (L,) tokens for a text network (its receptive field is then in tokens).
+    """
+    from .explain.summary import summarize
+    from .models import create_model, default_input_size, is_text_model
+
+    shape = tuple(input or default_input_size(model))
+    if is_text_model(model):
+        if len(shape) != 1:
+            raise CnnlabError(f"{model} reads token ids: give --input as a sentence length L, e.g. --input 56")
+        return summarize(create_model(model, num_classes=num_classes), shape)
+    if len(shape) != 3:
+        raise CnnlabError(f"{model} reads images: give --input as CxHxW, e.g. --input 3x32x32")
+    c, h, w = shape
+    return summarize(create_model(model, num_classes=num_classes, in_channels=c, input_size=(h, w)), shape)
 
 
 @dataclass(frozen=True)
@@ -146,7 +164,7 @@ def export(run: PathLike, *, format: str = "onnx", out: PathLike | None = None, 
     if format != "onnx":
         return Exported(export_weights(trained.model, format, path, trained.card), format)
     written = export_onnx(trained.model, trained.card, path)
-    return Exported(written, format, onnx_max_difference(written, trained.model, trained.card.input_shape))
+    return Exported(written, format, onnx_max_difference(written, trained.model, trained.card))
 
 
 def plot(run: PathLike, *, out: PathLike | None = None) -> Path:
@@ -174,6 +192,35 @@ def compare(models: Sequence[str], *, out: PathLike = "report", run_dir: PathLik
     return compare_runs(configs, Path(out), Path(run_dir), fresh=fresh, progress=progress)
 
 
+def cross_validate(model: str, *, folds: int = 10, only: Sequence[int] | None = None, run_dir: PathLike = "runs",
+                   fresh: bool = False, progress: bool = True, **options: Any):
+    """K-fold cross-validation as Kim (2014) reported MR: one run per fold (resumable), each fold's best.pt scored
+    on that fold; returns a ``CrossValidation`` (per-fold accuracies, mean, std; also written to a cv.json)."""
+    from .runs.cv import cross_validate as run_folds
+
+    check_model_name(model)
+    cfg = run_config(model, {**options, "folds": folds})
+    _announce_cpu_tuning()
+    return run_folds(cfg, Path(run_dir), only, fresh, progress)
+
+
+def ngrams(run: PathLike, *, split: str = "val", top: int = 5, filters: int | None = 10, which: str = "best",
+           data_dir: str | None = None):
+    """For a text run's most influential filters, the ``top`` n-grams of a split that excite each most
+    (a list of ``FilterNgrams``; ``filters=None`` for every filter)."""
+    from dataclasses import replace
+
+    from .explain.ngrams import top_ngrams
+    from .runs.run import eval_split, load_trained
+
+    trained = load_trained(Path(run), which)
+    if not trained.card.text:
+        raise CnnlabError(f"{run} is an image model: n-grams explain text models (cnnlab visualize shows image filters)")
+    cfg = trained.config if data_dir is None else replace(trained.config, data_dir=data_dir)
+    data = eval_split(cfg, split).with_vocabulary(trained.card.text.vocabulary)
+    return top_ngrams(trained.model, data.tokens, trained.card.text.vocabulary, trained.card.classes, top, filters)
+
+
 def visualize(run: PathLike, image: PathLike, *, out: PathLike | None = None, which: str = "best",
               max_maps: int = 64):
     """PNGs of a run's first-layer filters and each conv block's feature maps for ``image`` (a ``Pictures``)."""
@@ -190,5 +237,5 @@ def import_keras(model: str, weights: PathLike, *, out: PathLike, classes: Seque
     return import_into_run(model, weights, out, classes, dataset, input)
 
 
-__all__ = ["EXPORT_FORMATS", "Exported", "Predictions", "check_model_name", "compare", "evaluate", "export", "import_keras", "plot",
-           "predict", "run_config", "summary", "train", "visualize"]
+__all__ = ["EXPORT_FORMATS", "Exported", "Predictions", "check_model_name", "compare", "cross_validate", "evaluate",
+           "export", "import_keras", "ngrams", "plot", "predict", "run_config", "summary", "train", "visualize"]

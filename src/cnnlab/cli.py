@@ -20,16 +20,30 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"cnnlab: error: {message} (see `{self.prog} --help`)\n")
 
 
-def parse_shape(text: str) -> tuple[int, int, int]:
-    """``3x32x32`` (or ``3,32,32``) → (3, 32, 32)."""
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``3x32x32`` (or ``3,32,32``) → (3, 32, 32); a single ``56`` → (56,), a text network's sentence length."""
     parts = text.lower().replace(",", "x").replace("×", "x").split("x")
     try:
         dims = tuple(int(p) for p in parts)
     except ValueError:
         dims = ()
-    if len(dims) != 3 or min(dims) < 1:
-        raise argparse.ArgumentTypeError(f"expected CxHxW such as 3x32x32, not {text!r}")
-    return dims  # type: ignore[return-value]
+    if len(dims) not in (1, 3) or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"expected CxHxW such as 3x32x32 (or tokens L such as 56), not {text!r}")
+    return dims
+
+
+def parse_model_option(text: str) -> tuple[str, object]:
+    """``variant=static`` → ("variant", "static"); numbers, booleans and ``3,4,5`` tuples become Python values."""
+    import ast
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE such as variant=static, not {text!r}")
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        parsed = {"true": True, "false": False}.get(value.lower(), value)
+    return key.strip(), parsed
 
 
 def positive_int(text: str) -> int:
@@ -64,6 +78,17 @@ def comma_list(text: str) -> list[str]:
     return names
 
 
+def fold_list(text: str) -> list[int]:
+    """``1,2,3`` → [1, 2, 3]."""
+    try:
+        folds = [int(n) for n in comma_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected fold numbers such as 1,2,3, not {text!r}") from None
+    if min(folds) < 1:
+        raise argparse.ArgumentTypeError(f"folds are numbered from 1 (got {text!r})")
+    return folds
+
+
 # ---- train / compare: options generated from RunConfig's fields -------------------------------
 RUN_DIR_HELP = "where checkpoints and history go (default: runs/MODEL-DATASET)"
 
@@ -80,6 +105,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
             kw["type"] = {int: positive_int if opt.low == 1 else whole_number, float: number}.get(opt.type, str)
             kw.update({k: v for k, v in (("choices", opt.choices), ("metavar", opt.metavar)) if v is not None})
         p.add_argument(flag(name), **kw)
+    p.add_argument("--model-option", dest="model_options", action="append", type=parse_model_option, default=[],
+                   metavar="KEY=VALUE", help="a keyword of the network's factory, e.g. variant=static for kim-cnn "
+                                             "(repeat for more)")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming from RUN_DIR/last.pt")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (one line per epoch)")
 
@@ -93,7 +121,10 @@ def run_options(a: argparse.Namespace) -> dict:
     """The RunConfig options given on the command line (unset ones stay out: recipe or course defaults fill them)."""
     from .runs.config import cli_options
 
-    return {name: getattr(a, name) for name, _ in cli_options() if getattr(a, name) is not None}
+    options = {name: getattr(a, name) for name, _ in cli_options() if getattr(a, name) is not None}
+    if a.model_options:
+        options["model_kwargs"] = dict(a.model_options)
+    return options
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -115,7 +146,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from . import api
 
     r = api.evaluate(a.run, split=a.split, which=a.which, data_dir=a.data_dir, confusion=a.confusion)
-    print(f"{r.checkpoint} on {r.split} ({r.count:,} images): loss {r.loss:.4f} - accuracy {r.accuracy:.4f}"
+    print(f"{r.checkpoint} on {r.split} ({r.count:,} {r.unit}): loss {r.loss:.4f} - accuracy {r.accuracy:.4f}"
           + ("" if r.tta == "none" else f" (test-time augmentation: {r.tta})"))
     width = max(len(c) for c in r.classes)
     for name, acc in zip(r.classes, r.per_class_accuracy()):
@@ -135,8 +166,8 @@ def cmd_models(a: argparse.Namespace) -> int:
     width = max(len(n) for n in names)
     for n in names:
         info = model_info(n)
-        c, h, w = info.input_size
-        print(f"{n:<{width}}  {info.family:<10} {f'{c}x{h}x{w}':<10} {info.num_classes:>5} classes  {info.source}")
+        shape = f"{info.input_size[0]} tokens" if len(info.input_size) == 1 else "x".join(map(str, info.input_size))
+        print(f"{n:<{width}}  {info.family:<10} {shape:<10} {info.num_classes:>5} classes  {info.source}")
     return 0
 
 
@@ -175,12 +206,33 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from . import api
     from .runs.predict import format_prediction
 
-    run, images = (None, a.inputs) if a.onnx else (a.inputs[0], a.inputs[1:])
-    result = api.predict(run, images, onnx=a.onnx, top_k=a.top_k, which=a.which)
+    run, items = (None, a.inputs) if a.onnx else (a.inputs[0], a.inputs[1:])
+    result = api.predict(run, items, onnx=a.onnx, top_k=a.top_k, which=a.which, file=a.file)
     for s in result.skipped:
         print(f"cnnlab: skipped {s.path}: {s.reason}", file=sys.stderr)
     for p in result.predictions:
-        print(format_prediction(p))
+        print(format_prediction(p, quoted=a.file is not None or not Path(p.path).exists()))
+    return 0
+
+
+def cmd_cv(a: argparse.Namespace) -> int:
+    from . import api
+
+    options = run_options(a)
+    folds = options.pop("folds", 10)
+    cv = api.cross_validate(a.model, folds=folds, only=a.only, run_dir=a.run_dir or Path("runs"), fresh=a.fresh,
+                            progress=a.progress, **options)
+    print(cv.table())
+    print(f"per-fold results → {cv.summary_path}")
+    return 0
+
+
+def cmd_ngrams(a: argparse.Namespace) -> int:
+    from . import api
+
+    for f in api.ngrams(a.run, split=a.split, top=a.top, filters=None if a.filters == 0 else a.filters,
+                        which=a.which, data_dir=a.data_dir):
+        print(f)
     return 0
 
 
@@ -283,8 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("eval", cmd_eval, "loss, accuracy and per-class accuracy of a trained run")
     p.add_argument("run", help="run directory or checkpoint file")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"),
-                   help="val: the images the run validated on (the test split, or its --val fraction)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test", "dev"),
+                   help="val: the examples the run validated on (the test split, or its --val fraction); test: fold "
+                        "K for a --fold run; dev: the dataset's dev split (else the 10%% of train --val dev holds out)")
     p.add_argument("--which", default="best", choices=("best", "last"))
     p.add_argument("--data-dir")
     p.add_argument("--confusion", type=Path, metavar="PNG", help="also draw the confusion matrix")
@@ -294,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("summary", cmd_summary, "Keras-style table: output shapes, params, multiply-adds, receptive field")
     p.add_argument("model", help="registered name or .cbapd spec file")
-    p.add_argument("--input", type=parse_shape, help="CxHxW (default: the network's own)")
+    p.add_argument("--input", type=parse_shape, help="CxHxW, or tokens L for a text network (default: the network's "
+                                                      "own)")
     p.add_argument("--num-classes", type=positive_int)
 
     add_explain_parsers(command("explain", cmd_explain, "the course's formulas, worked with your numbers"))
@@ -319,9 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--which", default="best", choices=("best", "last"))
     p.add_argument("--out", type=Path)
 
-    p = command("predict", cmd_predict, "top-k classes with probabilities for image files or folders")
-    p.add_argument("inputs", nargs="+", metavar="RUN|IMAGE",
-                   help="run directory or checkpoint, then images and folders (with --onnx: images and folders only)")
+    p = command("predict", cmd_predict, "top-k classes with probabilities for image files or folders, or sentences")
+    p.add_argument("inputs", nargs="+", metavar="RUN|IMAGE|SENTENCE",
+                   help="run directory or checkpoint, then images and folders — or, for a text model, sentences "
+                        "(with --onnx: the images or sentences only)")
+    p.add_argument("--file", type=Path, metavar="SENTENCES.txt", help="text model: also each line of this file")
     p.add_argument("--top-k", type=positive_int, default=3)
     p.add_argument("--onnx", type=Path, metavar="MODEL.onnx", help="predict with an exported ONNX model (onnxruntime)")
     p.add_argument("--which", default="best", choices=("best", "last"))
@@ -338,6 +394,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="default: RUN_DIR/plots/IMAGE_NAME")
     p.add_argument("--max-maps", type=positive_int, default=64, help="channels shown per block")
     p.add_argument("--which", default="best", choices=("best", "last"))
+
+    p = command("cv", cmd_cv, "K-fold cross-validation (Kim 2014's MR protocol): a run per fold, its best.pt scored "
+                              "on the held-out fold; mean and spread")
+    p.add_argument("model", help="registered name or .cbapd spec file")
+    p.add_argument("--run-dir", type=Path, help="parent of the fold run directories (default: runs)")
+    p.add_argument("--only", type=fold_list, metavar="K,K,…", help="run only these folds (e.g. 1,2,3)")
+    add_run_options(p)
+
+    p = command("ngrams", cmd_ngrams, "text model: the n-grams of a split that excite each filter most")
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("--top", type=positive_int, default=5, help="n-grams per filter")
+    p.add_argument("--filters", type=whole_number, default=10,
+                   help="how many filters, most influential first (0: all)")
+    p.add_argument("--split", default="val", choices=("train", "val", "test", "dev"))
+    p.add_argument("--which", default="best", choices=("best", "last"))
+    p.add_argument("--data-dir")
 
     p = command("compare", cmd_compare, "train several networks alike (each resumes) and write a comparison report")
     p.add_argument("models", nargs="+", metavar="model", help="registered names or .cbapd spec files")

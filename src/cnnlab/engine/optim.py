@@ -21,9 +21,10 @@ from ..errors import CnnlabError
 from . import distributed as D
 from .config import FitConfig
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "muon")
+OPTIMIZERS = ("adam", "adamw", "sgd", "muon", "adadelta")
 SCHEDULES = ("constant", "cosine", "onecycle", "linear")
-DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.01, "muon": 0.05}  # when a run leaves lr unset
+DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.01, "muon": 0.05, "adadelta": 1.0}  # when a run leaves lr unset
+ADADELTA_EPS = 1e-6  # Zeiler 2012's and Kim 2014's epsilon
 OptimizerFactory = Callable[[nn.Module, FitConfig], torch.optim.Optimizer]
 
 # Newton–Schulz quintic whose slope at 0 is large: a few iterations push every singular value of
@@ -35,7 +36,8 @@ DEFAULT_SGD_LR_PER_SUM = 0.05  # lr of parameters no role names, for the loss su
 
 
 def make_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
-    """Adam with Keras' epsilon (the course's default), AdamW or SGD with Nesterov momentum.
+    """Adam with Keras' epsilon (the course's default), AdamW, SGD with Nesterov momentum, or Adadelta (its
+    rho is ``cfg.momentum``: the decay of its running averages, 0.95 in Kim 2014).
 
     Weight decay skips biases and normalisation parameters, as is customary.
     """
@@ -47,6 +49,8 @@ def make_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
         raise CnnlabError("the model has no trainable parameters (is everything frozen?)")
     if cfg.optimizer == "muon":
         return make_muon(D.unwrap(model), cfg.lr, cfg.momentum, cfg.batch_size, cfg.weight_decay)
+    if cfg.optimizer == "adadelta":
+        return torch.optim.Adadelta(groups, lr=cfg.lr, rho=cfg.momentum, eps=ADADELTA_EPS)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
     # One fused kernel per step on the CPU and CUDA: 2.2x faster than foreach for the course's small

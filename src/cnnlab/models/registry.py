@@ -33,7 +33,7 @@ class ModelInfo:
     name: str
     factory: Factory
     family: str
-    input_size: tuple[int, int, int] = (3, 224, 224)  # C, H, W the network was designed for
+    input_size: tuple[int, ...] = (3, 224, 224)  # C, H, W the network was designed for; (L,) tokens for text
     num_classes: int = 1000
     source: str = ""  # paper or course reference
     tags: tuple[str, ...] = field(default_factory=tuple)
@@ -143,13 +143,18 @@ def _build(name: str, num_classes: int | None, in_channels: int | None, input_si
             Path(name), num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kwargs
         )
     info = model_info(name)
-    c, h, w = info.input_size
+    c, size = (1, info.input_size) if is_text_model(name) else (info.input_size[0], info.input_size[1:])
     return info.factory(
         num_classes=num_classes if num_classes is not None else info.num_classes,
         in_channels=in_channels if in_channels is not None else c,
-        input_size=tuple(input_size) if input_size is not None else (h, w),
+        input_size=tuple(input_size) if input_size is not None else size,
         **kwargs,
     )
+
+
+def is_text_model(name: str) -> bool:
+    """True for a registered network over token ids (its input size is a sentence length, ``(L,)``)."""
+    return not is_spec_path(name) and len(model_info(name).input_size) == 1
 
 
 def check_options(name: str, kwargs: dict[str, Any]) -> None:
@@ -187,8 +192,8 @@ def keyword_parameters(fn: Callable[..., Any]) -> tuple[list[str], bool]:
     return named, any(p.kind is p.VAR_KEYWORD for p in params)
 
 
-def default_input_size(name: str) -> tuple[int, int, int]:
-    """(C, H, W) the named network (or spec file) was designed for."""
+def default_input_size(name: str) -> tuple[int, ...]:
+    """(C, H, W) the named network (or spec file) was designed for; (L,) tokens for a text network."""
     if is_spec_path(name):
         from ..spec import load_spec_file
 

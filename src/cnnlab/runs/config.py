@@ -91,7 +91,8 @@ class RunConfig:
 
     model: str = "baseline-cifar"
     dataset: str = option("digits", str, "digits (embedded, no download), cifar10, cifar100, mnist, fashion-mnist, "
-                          "or an image folder", role=IDENTITY)
+                          "or an image folder; for text models mr, sst2, trec, a LABEL-sentence/TSV/CSV file or a "
+                          "folder of class folders of .txt files", role=IDENTITY)
     data_dir: str = option(None, str, "where datasets are cached/extracted (default: $CNNLAB_DATA or "
                            "~/.cache/cnnlab/data)", role=LENGTH_OR_HARDWARE)
     epochs: int = option(5, int, "epochs to train", low=1, role=LENGTH_OR_HARDWARE)
@@ -99,14 +100,17 @@ class RunConfig:
     optimizer: str = option("adam", str, "", choices=OPTIMIZERS, role=IDENTITY)
     lr: float = option(None, float, "learning rate (default: adam 1e-3, sgd 0.01, muon 0.05)", low=0, low_open=True,
                        high=FLOAT32_MAX)
-    momentum: float = option(0.9, float, "SGD/Muon momentum", low=0, high=1)
+    momentum: float = option(0.9, float, "SGD/Muon momentum; Adadelta's rho", low=0, high=1)
     weight_decay: float = option(0.0, float, "L2 weight decay (biases and norms excluded)", low=0)
     schedule: str = option("constant", str, "learning-rate schedule", choices=SCHEDULES)
     warmup_epochs: float = option(0.0, float, "linear warm-up, in epochs", low=0, high=FLOAT32_MAX)
     label_smoothing: float = option(0.0, float, "", low=0, high=1)
     augment: str = option("none", str, "training-time augmentation", choices=AUGMENTS, role=IDENTITY)
-    val: str = option("test", str, "'test' (the course's validation_data) or a fraction of train, e.g. 0.1",
-                      role=IDENTITY)
+    val: str = option("test", str, "'test' (the course's validation_data), 'dev' (the dataset's dev split, else "
+                      "a stratified 10%% of train, as Kim 2014) or a fraction of train, e.g. 0.1", role=IDENTITY)
+    fold: int = option(None, int, "K-fold cross-validation: fold K of --folds (stratified, fixed) is the test split, "
+                       "the other folds are train (see `cnnlab cv`)", low=1, metavar="K", role=IDENTITY)
+    folds: int = option(10, int, "number of folds for --fold", low=2, role=IDENTITY)
     val_every: int = option(1, int, "epochs between validations", low=1)
     seed: int = option(0, int, "seeds weights, order and augmentation", low=0, high=MAX_SEED, high_closed=True,
                        role=IDENTITY)
@@ -140,6 +144,8 @@ class RunConfig:
     freeze: str = option("none", str, "backbone: train only the new head", choices=FREEZE, role=IDENTITY)
     head: str = option(None, str, 'hidden Dense widths of a new head, e.g. "256,64" (Keras include_top=False + '
                        'Dense layers); "" for the classifier only', metavar="W1,W2", role=IDENTITY)
+    word_vectors: str = option(None, str, "pretrained word vectors for a text model's embeddings: word2vec binary "
+                               "(.bin) or text/GloVe (.txt) file", metavar="PATH", role=IDENTITY)
     pooling: str = option("none", str, "new head's input: none (flatten the feature map), avg or max (global "
                           "pooling)", choices=POOLINGS, role=IDENTITY)
 
@@ -166,6 +172,8 @@ class RunConfig:
                 raise CnnlabError(f"{flag(name)} {problem}")
         self.val_fraction()
         self.head_widths()
+        if self.fold is not None and self.fold > self.folds:
+            raise CnnlabError(f"--fold {self.fold} is beyond --folds {self.folds}: folds are numbered 1 to {self.folds}")
         return self
 
     @property
@@ -180,15 +188,16 @@ class RunConfig:
         return parse_head(self.head or "")
 
     def val_fraction(self) -> float | None:
-        """The validation fraction carved from train, or None when validating on the test split."""
-        if self.val == "test":
+        """The validation fraction carved from train, or None when validating on the test or dev split."""
+        if self.val in ("test", "dev"):
             return None
         try:
             frac = float(self.val)
         except ValueError:
             frac = -1.0
         if not 0 < frac < 1:
-            raise CnnlabError(f"--val must be 'test' or a fraction of the training set in (0, 1), not {self.val!r}")
+            raise CnnlabError(f"--val must be 'test', 'dev' or a fraction of the training set in (0, 1), not "
+                              f"{self.val!r}")
         return frac
 
     @property
