@@ -106,7 +106,7 @@ class KimCNN(TextModel):
             raise CnnlabError(f"kim-cnn windows must be positive token counts (got {windows!r})")
         self.variant, self.windows, self.max_norm = variant, tuple(int(w) for w in windows), float(max_norm)
         self.pad = max(self.windows) - 1
-        self.embed = random_embedding(vocab_size, embedding_dim, trainable=variant in ("rand", "non-static"))
+        self.embed = random_embedding(vocab_size, embedding_dim, trainable=variant != "static")
         self.static_embed = random_embedding(vocab_size, embedding_dim, False) if variant == "multichannel" else None
         channels = embedding_dim * (2 if self.static_embed is not None else 1)
         self.convs = nn.ModuleList(nn.Conv1d(channels, maps, w) for w in self.windows)
