@@ -241,7 +241,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
     e = api.export(a.run, format="onnx", out=a.out, which=a.which)
     print(f"ONNX model → {e.path} (onnxruntime agrees with PyTorch to {e.max_difference:.1e})\n"
-          f"Next: cnnlab predict --onnx {e.path} IMAGE")
+          f"Next: cnnlab predict --onnx {e.path} IMAGE|SENTENCE")
     return 0
 
 
