@@ -290,7 +290,7 @@ def write_text_sets(root: Path, n: int = 120) -> Path:
     """mr, sst2 and trec under root as their authors distribute them (small, with a learnable signal)."""
     mr = root / "rt-polaritydata"
     mr.mkdir(parents=True, exist_ok=True)
-    (mr / "rt-polarity.pos").write_bytes(("\n".join(sentences(1, n, 1)) + " caf\xe9 \n").encode("latin-1"))
+    (mr / "rt-polarity.pos").write_bytes(("\n".join(sentences(1, n, 1)) + " caf\xe9 \x85 \n").encode("latin-1"))
     (mr / "rt-polarity.neg").write_bytes(("\n".join(sentences(0, n, 2)) + "\n").encode("latin-1"))
     sst = root / "sst2"
     sst.mkdir(exist_ok=True)

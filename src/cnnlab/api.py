@@ -93,6 +93,7 @@ class Predictions:
 
     predictions: list
     skipped: list
+    sentences: bool = False  # the inputs were sentences (a text model), not image files
 
     def __iter__(self):
         return iter(self.predictions)
@@ -111,7 +112,7 @@ def predict(run: PathLike | None = None, images: Sequence[PathLike] = (), *, onn
     logits_of, card = onnx_predictor(Path(onnx)) if onnx else torch_predictor(Path(run), which)
     if card.text:
         sentences = [*map(str, images), *(read_sentences(Path(file)) if file else [])]
-        return Predictions(predict_sentences(logits_of, card, sentences, top_k), [])
+        return Predictions(predict_sentences(logits_of, card, sentences, top_k), [], sentences=True)
     if file:
         raise CnnlabError("--file holds sentences for a text model; this model classifies images: give image files")
     if not images:

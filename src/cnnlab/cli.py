@@ -211,7 +211,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     for s in result.skipped:
         print(f"cnnlab: skipped {s.path}: {s.reason}", file=sys.stderr)
     for p in result.predictions:
-        print(format_prediction(p, quoted=a.file is not None or not Path(p.path).exists()))
+        print(format_prediction(p, quoted=result.sentences))
     return 0
 
 

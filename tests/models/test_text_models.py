@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from cnnlab.engine import FitConfig, Trainer
+from cnnlab.engine.optim import Adadelta
 from cnnlab.data.loader import TensorLoader, trim_padding
 from cnnlab.errors import CnnlabError
 from cnnlab.explain.summary import summarize
@@ -47,6 +48,10 @@ def test_kim_variants_freeze_what_kim_froze_and_options_are_checked():
         create_model("kim-cnn", kernel=3)
     with pytest.raises(CnnlabError, match="embedding_dim must be a multiple of 2"):
         create_model("dcnn", vocab_size=10, embedding_dim=7)
+    with pytest.raises(CnnlabError, match="kim-cnn windows must be a number or a list"):
+        create_model("kim-cnn", windows="3,4", **SMALL)
+    assert create_model("kim-cnn", windows=2, **SMALL).windows == (2,)
+    assert [c.maps_out for c in create_model("dcnn", maps=4, **SMALL).convs] == [4, 4]
 
 
 def test_word_vectors_fill_every_table_and_a_wrong_dimension_names_the_fix():
@@ -67,7 +72,7 @@ def test_the_engine_calls_after_step_kims_max_norm(tmp_path: Path):
     loader = TensorLoader(torch.randint(1, 30, (16, 6)), torch.randint(0, 2, (16,)), 8)
     trainer = Trainer(model, loader, None, FitConfig(epochs=1, optimizer="adadelta", lr=1.0, momentum=0.95),
                       tmp_path, progress=False)
-    assert isinstance(trainer.optimizer, torch.optim.Adadelta) and trainer.optimizer.defaults["rho"] == 0.95
+    assert isinstance(trainer.optimizer, Adadelta) and trainer.optimizer.defaults["rho"] == 0.95
     trainer.train_epoch()
     norms = model.fc.weight.norm(dim=1)
     assert norms.max() <= 0.05 + 1e-6 and torch.allclose(norms, torch.full_like(norms, 0.05), atol=1e-4)

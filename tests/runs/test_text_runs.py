@@ -121,3 +121,12 @@ def test_text_and_image_mismatches_are_one_line(text_root, tmp_path, capsys):
     for args, message in cases:
         assert main([*args, "--run-dir", str(tmp_path / "r")] if args[0] == "train" else args) == 2, args
         assert message in capsys.readouterr().err
+
+
+def test_compare_trains_both_sentence_networks_alike(text_root, tmp_path, capsys):
+    args = ["compare", "kim-cnn", "dcnn", "--dataset", "sst2", "--data-dir", str(text_root), "--epochs", "1",
+            "--model-option", "embedding_dim=16", "--run-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "rep"),
+            "--no-progress"]
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert "kim-cnn" in table and "dcnn" in table and (tmp_path / "rep" / "report.html").is_file()

@@ -181,10 +181,16 @@ def read_text(path: Path, encoding: str = "utf-8") -> str:
         raise CnnlabError(f"{path} is not {encoding} text ({err.reason} at byte {err.start}): save it as UTF-8") from None
 
 
+def text_lines(text: str) -> list[str]:
+    """The lines of a file's text, split at ``\n`` only: ``str.splitlines`` would also split at characters
+    such as latin-1's NEL (0x85) inside MR's sentences."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def label_lines(text: str, source: str) -> tuple[list[str], list[str]]:
     """``LABEL sentence`` lines → (sentences, labels); blank lines skipped, a line without a sentence refused."""
     texts, labels = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text_lines(text), start=1):
         parts = line.split(None, 1)
         if not parts:
             continue
@@ -278,7 +284,7 @@ def _polarity(files: dict[str, str]) -> tuple[list[str], list[str]]:
     """MR: one sentence a line in rt-polarity.neg and rt-polarity.pos."""
     texts, labels = [], []
     for name, label in (("rt-polarity.neg", "negative"), ("rt-polarity.pos", "positive")):
-        lines = [line for line in files[name].splitlines() if line.strip()]
+        lines = [line for line in text_lines(files[name]) if line.strip()]
         texts += lines
         labels += [label] * len(lines)
     return texts, labels

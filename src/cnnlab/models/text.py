@@ -39,6 +39,15 @@ class Windows:
     activations: torch.Tensor
 
 
+def per_layer(value: int | bool | Sequence, count: int, what: str) -> tuple:
+    """A per-layer setting as a tuple: a sequence as it is, a single number repeated ``count`` times."""
+    if isinstance(value, (int, bool)):
+        return (value,) * count
+    if not isinstance(value, Sequence) or isinstance(value, str) or not value:
+        raise CnnlabError(f"{what} must be a number or a list of numbers such as 3,4,5 (got {value!r})")
+    return tuple(value)
+
+
 def random_embedding(vocab_size: int, dim: int, trainable: bool = True) -> nn.Embedding:
     """An embedding with Kim's random vectors (uniform ±0.25) and a zero, never-updated padding row (id 0)."""
     embed = nn.Embedding(vocab_size, dim, padding_idx=0)
@@ -102,9 +111,10 @@ class KimCNN(TextModel):
         super().__init__()
         if variant not in KIM_VARIANTS:
             raise CnnlabError(f"kim-cnn variant must be one of {', '.join(KIM_VARIANTS)} (got {variant!r})")
-        if not windows or min(windows) < 1:
+        windows = per_layer(windows, 1, "kim-cnn windows")
+        if min(windows) < 1:
             raise CnnlabError(f"kim-cnn windows must be positive token counts (got {windows!r})")
-        self.variant, self.windows, self.max_norm = variant, tuple(int(w) for w in windows), float(max_norm)
+        self.variant, self.windows, self.max_norm = variant, windows, float(max_norm)
         self.pad = max(self.windows) - 1
         self.embed = random_embedding(vocab_size, embedding_dim, trainable=variant != "static")
         self.static_embed = random_embedding(vocab_size, embedding_dim, False) if variant == "multichannel" else None
@@ -217,7 +227,9 @@ class DCNN(TextModel):
                  widths: Sequence[int] = (7, 5), maps: Sequence[int] = (6, 14), folding: Sequence[bool] = (False, True),
                  k_top: int = 4, dropout: float = 0.5) -> None:
         super().__init__()
-        if not len(widths) == len(maps) == len(folding) or not widths:
+        widths = per_layer(widths, 1, "dcnn widths")
+        maps, folding = per_layer(maps, len(widths), "dcnn maps"), per_layer(folding, len(widths), "dcnn folding")
+        if not len(widths) == len(maps) == len(folding):
             raise CnnlabError(f"dcnn needs one width, map count and folding flag per layer (got {widths}, {maps}, "
                               f"{folding})")
         folds = sum(bool(f) for f in folding)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import CnnlabError
 from ..io import atomic_write_text
-from .compare import is_finished, settings_mismatch
+from .compare import reusable
 from .config import RunConfig
 from .run import default_run_dir, evaluate_run, train_run
 
@@ -66,11 +66,7 @@ def fold_dir(cfg: RunConfig, runs_root: Path) -> Path:
 def run_fold(cfg: RunConfig, runs_root: Path, fresh: bool, progress: bool) -> FoldResult:
     """Train (resume, or reuse when finished) one fold, then score its best.pt on the held-out fold."""
     run_dir = fold_dir(cfg, runs_root)
-    diff = [] if fresh else settings_mismatch(cfg, run_dir)
-    if diff:
-        raise CnnlabError(f"{run_dir} holds a run with a different {', '.join(diff)}: pass --fresh to retrain it, "
-                          "or --run-dir to cross-validate elsewhere")
-    if fresh or not is_finished(cfg, run_dir):
+    if not reusable(cfg, run_dir, fresh, "cross-validate"):
         train_run(cfg, run_dir, fresh=fresh, progress=progress)
     result = evaluate_run(run_dir, split="test", which="best")
     print(f"fold {cfg.fold}/{cfg.folds}: {result.accuracy:.4f} on {result.count:,} held-out examples",

@@ -90,9 +90,9 @@ def sentence_ids(sentences: Sequence[str], card: RunCard) -> torch.Tensor:
 
 def read_sentences(path: Path) -> list[str]:
     """The non-blank lines of a UTF-8 text file, one sentence each."""
-    from ..data.text import read_text
+    from ..data.text import read_text, text_lines
 
-    return [line.strip() for line in read_text(Path(path)).splitlines() if line.strip()]
+    return [line.strip() for line in text_lines(read_text(Path(path))) if line.strip()]
 
 
 def predict_sentences(logits_of: Logits, card: RunCard, sentences: Sequence[str], k: int = 3,
