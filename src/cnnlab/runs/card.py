@@ -123,8 +123,8 @@ def _size(d: dict, source: str) -> tuple[int, ...]:
     dims = 1 if d.get("text") else 2
     if (not isinstance(value, (list, tuple)) or len(value) != dims
             or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
-        raise _bad(source, "input_size", f"must be {'one' if dims == 1 else 'two'} positive whole number(s) "
-                   f"(got {value!r})")
+        raise _bad(source, "input_size", f"must be {'one positive whole number' if dims == 1 else 'two positive whole numbers'}"
+                   f" (got {value!r})")
     return tuple(int(v) for v in value)
 
 
