@@ -1,5 +1,5 @@
 """The public functions behind every command: ``cnnlab.train``, ``evaluate``, ``predict``, ``summary``, ``export``,
-``plot``, ``compare``, ``visualize``, ``import_keras``.
+``plot``, ``show``, ``compare``, ``visualize``, ``import_keras``.
 
 Each takes the CLI command's arguments as keywords (long options with underscores: ``--batch-size`` →
 ``batch_size``) and returns what the command prints. The CLI parses, calls one of these and prints —
@@ -170,10 +170,11 @@ def export(run: PathLike, *, format: str = "onnx", out: PathLike | None = None, 
     return Exported(written, format, onnx_max_difference(written, trained.model, trained.card.input_shape))
 
 
-def plot(run: PathLike, *, out: PathLike | None = None) -> Path:
-    """The course figure (train/val accuracy and loss per epoch) of a run, as a PNG; returns its path."""
+def plot(run: PathLike, *, out: PathLike | None = None):
+    """The course figure (train/val accuracy and loss per epoch) of a run, saved as a PNG (default
+    RUN/curves.png); returns a ``Plot``: its ``figure`` and ``path`` (a notebook shows it inline)."""
     from .engine.history import History
-    from .explain.plots import plot_history
+    from .explain.plots import drawn, history_figure
 
     run = Path(run)
     if not (run / "history.json").exists():
@@ -181,12 +182,34 @@ def plot(run: PathLike, *, out: PathLike | None = None) -> Path:
     history = History.load(run)
     if not len(history):
         raise CnnlabError(f"{run / 'history.json'} holds no finished epoch yet: plot it once an epoch has ended")
-    return plot_history(history.to_dict(), out or run / "curves.png")
+    return drawn(history_figure(history.to_dict()), out or run / "curves.png")
+
+
+SHOW_MAX = 256  # images in one grid: beyond this the tiles are too small to read
+
+
+def show(dataset: str = "digits", *, n: int = 16, split: str = "train", out: PathLike | None = None,
+         data_dir: str | None = None):
+    """The first ``n`` images of a dataset split in a grid, each titled with its class (the course's
+    ``plt.imshow(x_train[0])``); a ``Plot``, saved to ``out`` when given."""
+    from .data import load_dataset
+    from .explain.plots import drawn, samples_figure
+
+    if not 1 <= n <= SHOW_MAX:
+        raise CnnlabError(f"n must be between 1 and {SHOW_MAX} images (got {n})")
+    data = load_dataset(dataset, split, root=data_dir)
+    shown = data.subset(n)
+    c, h, w = data.shape
+    title = f"{dataset} {split}: {len(shown)} of {len(data):,} images ({c}x{h}x{w})"
+    return drawn(samples_figure(shown.images, shown.labels.tolist(), data.classes, title), out)
 
 
 def compare(models: Sequence[str], *, out: PathLike = "report", run_dir: PathLike = "runs", fresh: bool = False,
-            progress: bool = True, **options: Any):
-    """Train several networks alike (each resumes), then write report.md, report.html and curves.png (a ``Report``)."""
+            progress: bool = True, curves: str = "accuracy-loss", **options: Any):
+    """Train several networks alike (each resumes), then write report.md, report.html and curves.png (a ``Report``).
+
+    ``curves``: accuracy and loss per run, or ``"error"``: training and validation error (1 − accuracy).
+    """
     from .runs.compare import compare as compare_runs
 
     if not models:
@@ -195,7 +218,7 @@ def compare(models: Sequence[str], *, out: PathLike = "report", run_dir: PathLik
         check_model_name(name)
     configs = [run_config(m, options) for m in models]
     _announce_cpu_tuning()
-    return compare_runs(configs, Path(out), Path(run_dir), fresh=fresh, progress=progress)
+    return compare_runs(configs, Path(out), Path(run_dir), fresh=fresh, progress=progress, curves=curves)
 
 
 def visualize(run: PathLike, image: PathLike, *, out: PathLike | None = None, which: str = "best",
@@ -214,5 +237,5 @@ def import_keras(model: str, weights: PathLike, *, out: PathLike, classes: Seque
     return import_into_run(model, weights, out, classes, dataset, input)
 
 
-__all__ = ["EXPORT_FORMATS", "Exported", "Predictions", "check_model_name", "compare", "evaluate", "export", "import_keras", "plot",
-           "predict", "run_config", "summary", "train", "visualize"]
+__all__ = ["EXPORT_FORMATS", "Exported", "Predictions", "SHOW_MAX", "check_model_name", "compare", "evaluate", "export",
+           "import_keras", "plot", "predict", "run_config", "show", "summary", "train", "visualize"]

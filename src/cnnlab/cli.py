@@ -178,7 +178,16 @@ def cmd_summary(a: argparse.Namespace) -> int:
 def cmd_plot(a: argparse.Namespace) -> int:
     from . import api
 
-    print(f"accuracy and loss curves → {api.plot(a.run, out=a.out)}")
+    print(f"accuracy and loss curves → {api.plot(a.run, out=a.out).path}")
+    return 0
+
+
+def cmd_show(a: argparse.Namespace) -> int:
+    from . import api
+
+    out = a.out or Path(f"{Path(a.dataset).name}-{a.split}.png")
+    shown = api.show(a.dataset, n=a.n, split=a.split, out=out, data_dir=a.data_dir)
+    print(f"{a.split} images of {a.dataset} → {shown.path}")
     return 0
 
 
@@ -235,7 +244,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
     from . import api
 
     report = api.compare(a.models, out=a.out, run_dir=a.run_dir or Path("runs"), fresh=a.fresh, progress=a.progress,
-                         **run_options(a))
+                         curves=a.curves, **run_options(a))
     print(report.table)
     print(f"report → {report.markdown} · {report.html} · curves {report.curves}")
     return 0
@@ -336,6 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory")
     p.add_argument("--out", type=Path)
 
+    p = command("show", cmd_show, "a grid of a dataset's first images, each titled with its class (PNG)")
+    p.add_argument("dataset", help="digits, cifar10, cifar100, mnist, fashion-mnist or an image folder")
+    p.add_argument("-n", "--n", type=positive_int, default=16, help="how many images (default: 16)")
+    p.add_argument("--split", default="train", help="train or test (an image folder: train, all of its images)")
+    p.add_argument("--data-dir", help="where datasets are cached/extracted")
+    p.add_argument("--out", type=Path, help="default: DATASET-SPLIT.png")
+
     p = command("import-keras", cmd_import_keras,
                 "load weights saved by Keras (.weights.h5 / .h5) into the matching network, as a run directory")
     p.add_argument("model", help="the cnnlab network that matches the Keras model, e.g. baseline-cifar")
@@ -377,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, help="parent of the run directories (default: runs)")
     add_run_options(p)
     p.add_argument("--out", type=Path, default=Path("report"), help="report directory (default: report)")
+    p.add_argument("--curves", default="accuracy-loss", metavar="accuracy-loss|error",
+                   help="the figure: accuracy and loss, or training and validation error (1 - accuracy) as in "
+                        "He et al. 2016 (default: accuracy-loss)")
     return parser
 
 

@@ -18,7 +18,6 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from ..data.loader import TensorLoader
 from ..errors import CnnlabError, first_line
@@ -32,6 +31,7 @@ from .history import History
 from .loss import aux_loss_weights, training_loss
 from .optim import OptimizerFactory, decay_of, group_horizon_steps, group_lr, make_optimizer
 from .precision import autocast, grad_scaler
+from .progress import progress_bar
 
 ResumeCheck = Callable[[dict], None]  # raises when a saved checkpoint belongs to another experiment
 SYNC_EVERY = 10  # steps between reads of the running loss from the device (progress bar, divergence check)
@@ -289,8 +289,7 @@ class Trainer:
         batches = self.callbacks.wants_batches
         loader = self.train_loader
         loader.set_epoch(self.epoch, self.step)
-        bar = tqdm(total=self.steps_per_epoch, initial=self.step, disable=not self.progress, leave=True,
-                   desc=f"Epoch {self.epoch + 1}/{self.cfg.epochs}", unit="batch", dynamic_ncols=True, file=sys.stderr)
+        bar = progress_bar(self.steps_per_epoch, self.step, f"Epoch {self.epoch + 1}/{self.cfg.epochs}", self.progress)
         self.model.train()
         t0, seen0 = time.perf_counter(), self.sums.seen
         pending: list[tuple[torch.Tensor, torch.Tensor, int]] = []

@@ -37,6 +37,11 @@ class History:
         vals = [v for v in self.history[key] if not math.isnan(v)]
         return max(vals) if vals else math.nan
 
+    def _repr_html_(self) -> str:
+        from ..explain.notebook import history_html
+
+        return history_html(self.to_dict())
+
     def to_dict(self) -> dict[str, list[float]]:
         return {c: list(v) for c, v in self.history.items()}
 

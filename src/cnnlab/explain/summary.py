@@ -187,6 +187,11 @@ class Summary:
     def __str__(self) -> str:
         return render(self)
 
+    def _repr_html_(self) -> str:
+        from .notebook import summary_html
+
+        return summary_html(self)
+
 
 def _module_depth(name: str) -> int:
     return 0 if not name else name.count(".") + 1

@@ -352,6 +352,12 @@ class EvalResult:
         totals = self.confusion.sum(1).clamp(min=1)
         return (self.confusion.diag() / totals).tolist()
 
+    def _repr_html_(self) -> str:
+        from ..explain.notebook import eval_html
+
+        title = f"{self.checkpoint} on {self.split} ({self.count:,} images)"
+        return eval_html(title, self.loss, self.accuracy, self.classes, self.confusion.numpy())
+
 
 def evaluate_run(path: Path, split: str | None = None, data_dir: str | None = None, which: str = "best",
                  batch_size: int = 500) -> EvalResult:

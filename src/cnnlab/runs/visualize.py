@@ -25,6 +25,11 @@ class Pictures:
     filters: Path
     feature_maps: list[Path]
 
+    def _repr_html_(self) -> str:
+        from ..explain.notebook import block, png_img
+
+        return block(*(png_img(p.read_bytes(), p.stem) for p in (self.filters, *self.feature_maps)))
+
 
 def feature_body(model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor] | None]:
     """The module whose blocks to show and how to run an image through them (a transfer model: its backbone)."""
