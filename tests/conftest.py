@@ -307,3 +307,38 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# A spec network with TF "same" pads that are asymmetric: a 4x4 stride-2 conv on 15 px pads 1 on top, 2 below; the
+# 3x3 stride-2 average pool on 8 px pads nothing before, 1 after.
+STRIDED_SPEC = """name: strided
+input: 3x15x15
+classes: 4
+C(5,4,s2,same) B A(relu) P(avg,3,s2,same) | C(6,3,same) A(tanh) P(max,2,s2,same) D(0.1) | F | Dense(7,relu) | Dense(classes)
+"""
+
+
+@pytest.fixture
+def strided_net() -> torch.nn.Module:
+    """STRIDED_SPEC built, in eval mode, with BatchNorm statistics and affine values as after training."""
+    from cnnlab.spec import build, parse_spec
+
+    torch.manual_seed(0)
+    net = build(parse_spec(STRIDED_SPEC))
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+def leaf_outputs(net: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every named leaf module's output for ``x``, straight from PyTorch."""
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda m, a, y, n=n: seen.setdefault(n, y.detach().clone()))
+             for n, m in net.named_modules() if not list(m.children())]
+    with torch.no_grad():
+        net(x)
+    for h in hooks:
+        h.remove()
+    return seen

@@ -90,7 +90,7 @@ def test_compare_checks_every_name_before_training(capsys):
 
 
 def test_public_functions_are_lazy_attributes():
-    for name in ("train", "evaluate", "predict", "summary", "export", "plot", "show", "compare", "visualize",
+    for name in ("train", "evaluate", "predict", "summary", "export", "plot", "show", "compare", "visualize", "explainer",
                  "import_keras", "create_model", "tune_cpu", "RunConfig"):
         assert callable(getattr(cnnlab, name)), name
     with pytest.raises(AttributeError):

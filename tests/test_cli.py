@@ -491,3 +491,14 @@ def test_an_image_folder_with_one_image_per_class_is_refused_not_trained(tmp_pat
                   "--run-dir", str(tmp_path / "run"), "--no-progress"], capsys)
     assert "leaves class" in line and "without a training image" in line
     assert not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_explainer_writes_one_page_and_an_unreadable_image_is_one_line(digits_run, tmp_path, capsys):
+    assert main(["explainer", str(digits_run), "--out", str(tmp_path / "p.html"), "--count", "2", "--max-maps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"explainer page → {tmp_path / 'p.html'}" in out and "2 images" in out and (tmp_path / "p.html").is_file()
+    bad = tmp_path / "x.png"
+    bad.write_text("not a picture")
+    assert main(["explainer", str(digits_run), str(bad), "--out", str(tmp_path / "q.html")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "none of the 1 image(s) could be read" in err and not (tmp_path / "q.html").exists()

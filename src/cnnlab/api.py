@@ -1,5 +1,5 @@
 """The public functions behind every command: ``cnnlab.train``, ``evaluate``, ``predict``, ``summary``, ``export``,
-``plot``, ``show``, ``compare``, ``visualize``, ``import_keras``.
+``plot``, ``show``, ``compare``, ``visualize``, ``explainer``, ``import_keras``.
 
 Each takes the CLI command's arguments as keywords (long options with underscores: ``--batch-size`` →
 ``batch_size``) and returns what the command prints. The CLI parses, calls one of these and prints —
@@ -229,6 +229,18 @@ def visualize(run: PathLike, image: PathLike, *, out: PathLike | None = None, wh
     return visualize_run(Path(run), Path(image), Path(out) if out else None, which, max_maps)
 
 
+def explainer(run: PathLike, images: Sequence[PathLike] = (), *, out: PathLike | None = None, which: str = "best",
+              count: int = 4, max_maps: int = 16, max_mb: float = 9.0):
+    """One self-contained HTML page explaining a run (an ``ExplainerPage``; in a notebook it shows inline).
+
+    Its layers, each layer's maps for ``images`` (else ``count`` validation images), one unit's arithmetic on
+    the real numbers, and its curves and confusion matrix; written to ``out`` (default RUN_DIR/explainer.html).
+    """
+    from .runs.explainer import explainer_run
+
+    return explainer_run(Path(run), list(images), Path(out) if out else None, which, count, max_maps, max_mb)
+
+
 def import_keras(model: str, weights: PathLike, *, out: PathLike, classes: Sequence[str] | None = None,
                  dataset: str | None = "cifar10", input: tuple[int, int, int] | None = None):
     """Weights saved by Keras (``save_weights``) into ``model``, written as the run directory ``out`` (``Imported``)."""
@@ -237,5 +249,5 @@ def import_keras(model: str, weights: PathLike, *, out: PathLike, classes: Seque
     return import_into_run(model, weights, out, classes, dataset, input)
 
 
-__all__ = ["EXPORT_FORMATS", "Exported", "Predictions", "SHOW_MAX", "check_model_name", "compare", "evaluate", "export",
-           "import_keras", "plot", "predict", "run_config", "show", "summary", "train", "visualize"]
+__all__ = ["EXPORT_FORMATS", "Exported", "Predictions", "SHOW_MAX", "check_model_name", "compare", "evaluate",
+           "explainer", "export", "import_keras", "plot", "predict", "run_config", "show", "summary", "train", "visualize"]

@@ -240,6 +240,19 @@ def cmd_visualize(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explainer(a: argparse.Namespace) -> int:
+    from . import api
+
+    page = api.explainer(a.run, a.images, out=a.out, which=a.which, count=a.count, max_maps=a.max_maps,
+                         max_mb=a.max_mb)
+    for s in page.skipped:
+        print(f"cnnlab: skipped {s.path}: {s.reason}", file=sys.stderr)
+    print(f"explainer page → {page.path} ({page.size / 1e6:.1f} MB; {page.images} images, "
+          f"{page.layers_pictured} of {page.layers} layers pictured, {page.layers_explained} explained unit by unit). "
+          "Open it in any browser: it needs no network.")
+    return 0
+
+
 def cmd_compare(a: argparse.Namespace) -> int:
     from . import api
 
@@ -386,6 +399,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", type=Path)
     p.add_argument("--out", type=Path, help="default: RUN_DIR/plots/IMAGE_NAME")
     p.add_argument("--max-maps", type=positive_int, default=64, help="channels shown per block")
+    p.add_argument("--which", default="best", choices=("best", "last"))
+
+    p = command("explainer", cmd_explainer, "one self-contained HTML page that explains a trained run: every layer's "
+                "maps for a few images, one unit's arithmetic, its curves and confusion matrix")
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="images or folders to show (default: "
+                   "--count images of the validation split)")
+    p.add_argument("--out", type=Path, metavar="PAGE.html", help="default: RUN_DIR/explainer.html")
+    p.add_argument("--count", type=positive_int, default=4, help="validation images shown when none are given")
+    p.add_argument("--max-maps", type=positive_int, default=16, help="feature maps pictured per layer")
+    p.add_argument("--max-mb", type=number, default=9.0, help="page size cap in MB: later layers are listed "
+                   "without pictures (default: 9)")
     p.add_argument("--which", default="best", choices=("best", "last"))
 
     p = command("compare", cmd_compare, "train several networks alike (each resumes) and write a comparison report")

@@ -10,10 +10,12 @@ One forward pass on zeros (eval mode, no grad) does everything at once:
   summary names both: ``total_macs`` and ``total_flops`` (= 2 × MACs);
 - a ``TorchFunctionMode`` follows every tensor derived from the input and composes its receptive
   field along the path the data really takes (``r_out = r_in + (k - 1)·d·j_in``, ``j_out = j_in·s``
-  for every convolution and pooling; the maximum over inputs where branches meet, e.g. Inception's
-  ``cat`` or ResNet's ``+``). This is the analytic (theoretical) receptive field, exact for
-  branching networks and independent of the weights. Once a tensor is flattened or globally pooled
-  the field is the whole input (``all``).
+  for every convolution and pooling; the union of the inputs' windows where branches meet, e.g.
+  Inception's ``cat`` or ResNet's ``+``). It also keeps where unit (0, 0)'s window starts
+  (``start_out = start_in - pad_before·j_in``, padding included, so TF's asymmetric ``same`` pads
+  are exact): unit (i, j) sees input rows ``start + i·jump`` … ``+ size - 1``. This is the analytic
+  (theoretical) receptive field, exact for branching networks and independent of the weights. Once
+  a tensor is flattened or globally pooled the field is the whole input (``all``).
 """
 from __future__ import annotations
 
@@ -34,10 +36,11 @@ WHOLE_INPUT = "all"
 
 @dataclass(frozen=True)
 class Field:
-    """Receptive field size and jump (input pixels between neighbouring outputs) per axis (H, W)."""
+    """Receptive field size, jump (input pixels between neighbouring outputs) and start per axis (H, W)."""
 
     size: Pair | None  # None: every input pixel (after flatten / global pooling)
     jump: Pair | None
+    start: Pair | None = None  # input row/column where unit (0, 0)'s window begins (negative: in the padding)
 
 
 _GLOBAL = Field(None, None)
@@ -61,28 +64,46 @@ def _pair(v: Any, default: Pair) -> Pair:
     return (int(v[0]), int(v[-1]))
 
 
-def _window(name: str, args: tuple, kwargs: dict) -> tuple[Pair, Pair, Pair] | None:
-    """(kernel, stride, dilation) of a convolution or pooling call, else None."""
+def _pad_before(padding: Any, k: Pair, d: Pair) -> Pair:
+    """Rows/columns an op pads before the input: PyTorch's ``"same"`` puts the smaller half first."""
+    if padding == "same":
+        return tuple((ki - 1) * di // 2 for ki, di in zip(k, d))
+    return (0, 0) if padding == "valid" else _pair(padding, (0, 0))
+
+
+def _window(name: str, args: tuple, kwargs: dict) -> tuple[Pair, Pair, Pair, Pair] | None:
+    """(kernel, stride, dilation, padding before) of a convolution or pooling call, else None."""
     names = _WINDOW_ARGS.get(name)
     if names is None:
         return None
     bound = dict(zip(names, args)) | kwargs
     k = tuple(bound["weight"].shape[-2:]) if "weight" in names else _pair(bound["kernel_size"], (1, 1))
-    return k, _pair(bound.get("stride"), k), _pair(bound.get("dilation"), (1, 1))
+    d = _pair(bound.get("dilation"), (1, 1))
+    return k, _pair(bound.get("stride"), k), d, _pad_before(bound.get("padding"), k, d)
 
 
-def _compose(f: Field, k: Pair, s: Pair, d: Pair) -> Field:
-    """The course's rule: r_out = r_in + (k - 1)·d·j_in, j_out = j_in·s, per axis."""
+def _compose(f: Field, k: Pair, s: Pair, d: Pair, p: Pair) -> Field:
+    """The course's rule: r_out = r_in + (k - 1)·d·j_in, j_out = j_in·s; the window starts p·j_in earlier."""
     size = tuple(r + (ki - 1) * di * j for r, ki, di, j in zip(f.size, k, d, f.jump))
-    return Field(size, tuple(j * si for j, si in zip(f.jump, s)))
+    start = tuple(a - pi * j for a, pi, j in zip(f.start, p, f.jump))
+    return Field(size, tuple(j * si for j, si in zip(f.jump, s)), start)
+
+
+def _shift(f: Field, pad: Any) -> Field:
+    """``F.pad``: the field is unchanged, its start moves by the rows/columns padded before."""
+    pad = list(pad)
+    top, left = (pad[2] if len(pad) > 2 else 0), pad[0]
+    return Field(f.size, f.jump, (f.start[0] - top * f.jump[0], f.start[1] - left * f.jump[1]))
 
 
 def _merge(fields: list[Field]) -> Field:
-    """Where paths meet (add, cat, multiply) the output sees the widest input field."""
+    """Where paths meet (add, cat, multiply) the output sees the union of the inputs' windows."""
     if any(f.size is None for f in fields):
         return _GLOBAL
-    size = tuple(max(f.size[i] for f in fields) for i in (0, 1))
-    return Field(size, tuple(max(f.jump[i] for f in fields) for i in (0, 1)))
+    start = tuple(min(f.start[i] for f in fields) for i in (0, 1))
+    end = tuple(max(f.start[i] + f.size[i] for f in fields) for i in (0, 1))
+    return Field(tuple(e - a for a, e in zip(start, end)), tuple(max(f.jump[i] for f in fields) for i in (0, 1)),
+                 start)
 
 
 def _spatial(t: torch.Tensor) -> Pair | None:
@@ -100,7 +121,8 @@ def _propagate(name: str, args: tuple, kwargs: dict, inputs: list[tuple[torch.Te
     if window is not None:
         return _compose(merged, *window)
     if name in _PASS_THROUGH:
-        return merged
+        bound = dict(zip(("input", "pad"), args)) | kwargs
+        return _shift(merged, bound["pad"]) if len(inputs) == 1 else merged
     if name in _GLOBAL_POOLS and _spatial(out) == (1, 1):
         return _GLOBAL
     in_sizes = {_spatial(t) for t, _ in inputs}
@@ -113,7 +135,7 @@ class FieldTracker(TorchFunctionMode):
     def __init__(self, source: torch.Tensor) -> None:
         super().__init__()
         self.fields = WeakTensorKeyDictionary()
-        self.fields[source] = Field((1, 1), (1, 1))
+        self.fields[source] = Field((1, 1), (1, 1), (0, 0))
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -142,6 +164,7 @@ class Row:
     macs: int  # per image
     receptive_field: Pair | str | None  # (h, w) input pixels; "all" once flattened; None unknown
     jump: Pair | None
+    start: Pair | None = None  # input (row, col) where unit (0, 0)'s field begins; None when rf is not a pair
 
 
 @dataclass(frozen=True)
@@ -232,10 +255,10 @@ def _field_of(tracker: FieldTracker, output: Any) -> Field | None:
     return tracker.fields.get(t) if t is not None and t in tracker.fields else None
 
 
-def _row_field(field: Field | None) -> tuple[Pair | str | None, Pair | None]:
+def _row_field(field: Field | None) -> tuple[Pair | str | None, Pair | None, Pair | None]:
     if field is None:
-        return None, None
-    return (WHOLE_INPUT, None) if field.size is None else (field.size, field.jump)
+        return None, None, None
+    return (WHOLE_INPUT, None, None) if field.size is None else (field.size, field.jump, field.start)
 
 
 def _module_macs(flops: dict[str, dict], root: str, name: str, module: nn.Module, batch_size: int) -> int:
@@ -289,14 +312,26 @@ def summarize(model: nn.Module, input_size: tuple[int, int, int], batch_size: in
     rows = []
     for name, module in shown:
         outputs, field = _record_of(records, name)
-        rf, jump = _row_field(field)
-        rows.append(Row(name or root, type(module).__name__, _module_depth(name), outputs,
-                        _count(module.parameters()), _module_macs(flops, root, name, module, batch_size), rf, jump))
+        rf, jump, start = _row_field(field)
+        rows.append(Row(name or root, type(module).__name__, _module_depth(name), outputs, _count(module.parameters()),
+                        _module_macs(flops, root, name, module, batch_size), rf, jump, start))
     params = list(model.parameters())
     trainable = _count(p for p in params if p.requires_grad)
     return Summary(root, tuple(input_size), batch_size, tuple(rows), _shapes(out), _count(iter(params)),
                    trainable, _count(iter(params)) - trainable, _bn_moving_stats(model),
                    counter.get_total_flops() // 2 // batch_size)
+
+
+def input_window(row: Row, unit: Pair) -> tuple[Pair, Pair] | None:
+    """(first, last) input row and (first, last) input column that unit (i, j) of ``row``'s output sees.
+
+    Unclipped: a window reaching into the padding has a negative first or a last beyond the image.
+    None when the field is unknown or the whole input.
+    """
+    if not isinstance(row.receptive_field, tuple) or row.start is None:
+        return None
+    first = [a + u * j for a, u, j in zip(row.start, unit, row.jump)]
+    return tuple((f, f + r - 1) for f, r in zip(first, row.receptive_field))
 
 
 def format_shape(shape: Shape) -> str:

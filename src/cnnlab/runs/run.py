@@ -336,7 +336,7 @@ def saved_config(ckpt: dict, card: RunCard, source: str) -> RunConfig:
 
 @dataclass
 class EvalResult:
-    """Loss, accuracy, per-class accuracy and the confusion matrix (rows: true class)."""
+    """Loss, accuracy, per-class accuracy and the confusion matrix (rows: true class), with every image's verdict."""
 
     loss: float
     accuracy: float
@@ -347,6 +347,8 @@ class EvalResult:
     count: int
     tta: str = "none"  # test-time augmentation the run's config asks for (RunConfig.tta)
     confusion_png: Path | None = None  # where the confusion matrix was drawn, when asked
+    labels: torch.Tensor | None = None  # int64 true class of each evaluated image, in split order
+    predicted: torch.Tensor | None = None  # int64 predicted class of each evaluated image
 
     def per_class_accuracy(self) -> list[float]:
         totals = self.confusion.sum(1).clamp(min=1)
@@ -359,32 +361,48 @@ class EvalResult:
         return eval_html(title, self.loss, self.accuracy, self.classes, self.confusion.numpy())
 
 
-def evaluate_run(path: Path, split: str | None = None, data_dir: str | None = None, which: str = "best",
-                 batch_size: int = 500) -> EvalResult:
-    """Evaluate a trained run on a split (train, test, or val: the images it validated on) of its dataset.
+def default_split(trained: Trained) -> str:
+    """The split a run is evaluated on unless asked: test, or for an image folder (none) its validation images."""
+    return "val" if is_folder(trained.card.dataset or trained.config.dataset) else "test"
 
-    By default the test split; for an image folder, which has none, the run's own validation images.
-    """
-    trained = load_trained(path, which)
+
+def evaluation_data(trained: Trained, split: str | None = None, data_dir: str | None = None) -> ImageSet:
+    """The images of one split (train, test, or val: the images the run validated on) of a run's dataset, whole;
+    by default ``default_split``."""
     card, saved = trained.card, trained.config
     cfg = replace(saved, dataset=card.dataset or saved.dataset, data_dir=data_dir or saved.data_dir,
                   limit_train=None, limit_val=None)
-    split = split or ("val" if is_folder(cfg.dataset) else "test")
+    split = split or default_split(trained)
     if split == "test" and is_folder(cfg.dataset):
         raise CnnlabError(f"the image folder {cfg.dataset} has no test split: use --split val (the part held out "
                           "for validation) or --split train")
     data = load_splits(cfg).val if split == "val" else load_split(cfg, split)
     if tuple(data.images.shape[1:]) != card.input_shape:
         raise CnnlabError(f"{split} images are {tuple(data.images.shape[1:])}, the model expects {card.input_shape}")
+    return data
+
+
+def evaluate_trained(trained: Trained, data: ImageSet, split: str, batch_size: int = 500) -> EvalResult:
+    """Loss, accuracy and confusion matrix of a loaded run on ``data`` (its test-time augmentation included)."""
     loader = TensorLoader(data.images, data.labels, batch_size, shuffle=False)
-    logits, labels = predict_logits(trained.model, loader, tta=saved.tta)
+    logits, labels = predict_logits(trained.model, loader, tta=trained.config.tta)
     loss = torch.nn.functional.cross_entropy(logits, labels).item()
     pred = logits.argmax(1)
-    k = card.num_classes
+    k = trained.card.num_classes
     confusion = torch.bincount(labels * k + pred, minlength=k * k).view(k, k)
-    return EvalResult(loss, (pred == labels).float().mean().item(), list(card.classes), confusion,
-                      str(trained.path), split, len(labels), saved.tta)
+    return EvalResult(loss, (pred == labels).float().mean().item(), list(trained.card.classes), confusion,
+                      str(trained.path), split, len(labels), trained.config.tta, labels=labels, predicted=pred)
 
 
-__all__ = ["EvalResult", "Splits", "Trained", "build_model", "default_run_dir", "evaluate_run", "load_splits",
-           "load_trained", "make_card", "make_loaders", "pick_device", "resolve_checkpoint", "train_run"]
+def evaluate_run(path: Path, split: str | None = None, data_dir: str | None = None, which: str = "best",
+                 batch_size: int = 500) -> EvalResult:
+    """Evaluate a trained run on a split (train, test, or val: the images it validated on) of its dataset;
+    by default the test split, for an image folder (which has none) the run's own validation images."""
+    trained = load_trained(path, which)
+    split = split or default_split(trained)
+    return evaluate_trained(trained, evaluation_data(trained, split, data_dir), split, batch_size)
+
+
+__all__ = ["EvalResult", "Splits", "Trained", "build_model", "default_run_dir", "default_split", "evaluate_run",
+           "evaluate_trained", "evaluation_data", "load_splits", "load_trained", "make_card", "make_loaders", "pick_device",
+           "resolve_checkpoint", "train_run"]
