@@ -145,13 +145,17 @@ class Trainer:
         }
 
     def save(self, name: str) -> None:
-        """Rank 0 writes ``name``; a checkpoint never holds non-finite weights (the previous one is kept)."""
+        """Rank 0 writes the run directory's checkpoint ``name`` (best.pt, last.pt)."""
+        self.save_to(self.run_dir / name)
+
+    def save_to(self, path: Path) -> None:
+        """Rank 0 writes a full checkpoint to ``path``; it never holds non-finite weights (the previous one is kept)."""
         if non_finite(D.unwrap(self.model).state_dict()):  # parameters, or buffers such as BatchNorm statistics
             raise self._diverged("weights became non-finite", self.epoch + (self.step > 0),
                                  self.step or self.steps_per_epoch)
         state = self.state()
         if D.is_main():
-            save_checkpoint(self.run_dir / name, state)
+            save_checkpoint(path, state)
 
     def restore(self, ckpt: dict) -> None:
         load_model_state(D.unwrap(self.model), ckpt["model"], str(self.run_dir / "last.pt"))
