@@ -4,7 +4,8 @@ For each course network: N seeds of ``cnnlab train NAME --dataset cifar10`` (the
 batch 32, no augmentation, validation on the held-out test_batch) and N seeds of the course's Keras
 script on the same images in the same order (``keras_side_by_side.py``, run by the Python of a venv
 holding the ``keras-bench`` extra). Prints per-epoch held-out accuracy as mean ± sd for both, the
-difference, Welch's t and its degrees of freedom, and seconds per epoch of each; ``--markdown``
+difference, Welch's t and its degrees of freedom, and training seconds per epoch of each (validation
+excluded on both sides); ``--markdown``
 appends the final-epoch table for docs/results.md.
 
     .venv/bin/python benchmarks/course_fidelity.py /work/data/cifar --keras-python /work/kvenv/bin/python \\
@@ -89,7 +90,7 @@ def keras_runs(model: str, a: argparse.Namespace, work: Path) -> tuple[Runs, str
     """All seeds in one process of the Keras venv (``keras_side_by_side.py --json``); also its versions."""
     out = work / f"keras-{model}.json"
     cmd = [str(a.keras_python), str(HERE / "keras_side_by_side.py"), str(a.data_dir), "--model", model,
-           "--form", a.form, "--limit-train", str(a.limit_train or 50_000), "--epochs", str(a.epochs),
+           "--form", a.form, "--limit-train", str(a.limit_train or 10**9), "--epochs", str(a.epochs),
            "--threads", str(a.threads), "--json", str(out), "--seeds", *map(str, a.seeds)]
     env = thread_env(a.threads)
     if a.keras == 2:
@@ -114,7 +115,7 @@ def report(model: str, ours: Runs, keras: Runs) -> list[str]:
         diff = 100 * (statistics.mean(a) - statistics.mean(b))
         lines.append(f"{e + 1:>5}  {pct(*mean_sd(a)):>15}  {pct(*mean_sd(b)):>15}  {diff:>+6.2f}  "
                      f"{t:>6.2f} ({df:4.1f})")
-    lines.append(f"s/epoch: cnnlab {ours.seconds_per_epoch():.1f}, Keras {keras.seconds_per_epoch():.1f} "
+    lines.append(f"training s/epoch: cnnlab {ours.seconds_per_epoch():.1f}, Keras {keras.seconds_per_epoch():.1f} "
                  f"(Keras / cnnlab {keras.seconds_per_epoch() / ours.seconds_per_epoch():.2f}x)")
     return lines
 
@@ -148,7 +149,7 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=list(COURSE), choices=COURSE)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--limit-train", type=int, help="first N training images (default: all 50,000 of the batches)")
+    p.add_argument("--limit-train", type=int, help="the first N training images (default: all)")
     p.add_argument("--keras", type=int, choices=(2, 3), default=2)
     p.add_argument("--form", choices=("subclassed", "functional"), default="subclassed")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -157,9 +158,10 @@ def main() -> None:
     if not a.keras_python.exists():
         sys.exit(f"course_fidelity: no {a.keras_python}: make a venv with `pip install -e '.[keras-bench]'`")
     print(f"machine: {machine()}")
-    print(f"recipe: course (Adam, batch 32, no augmentation), {a.epochs} epochs, "
-          f"{a.limit_train or 50_000:,} training images, held-out test_batch; seeds {a.seeds}; Keras {a.keras} "
-          f"{a.form}; {a.threads} threads each, one run at a time")
+    images = f"the first {a.limit_train:,}" if a.limit_train else "all"
+    print(f"recipe: course (Adam, batch 32, no augmentation), {a.epochs} epochs, {images} training images, "
+          f"held-out test_batch; seeds {a.seeds}; Keras {a.keras} {a.form}; {a.threads} threads each, one run at "
+          "a time")
     rows = []
     with tempfile.TemporaryDirectory(prefix="fidelity-") as tmp:
         for model in a.models:

@@ -33,16 +33,19 @@ import keras_course as kc  # noqa: E402
 
 
 class EpochTimes(tf.keras.callbacks.Callback):
-    """Wall seconds of each epoch, validation included (cnnlab's history ``seconds`` counts the same)."""
+    """Wall seconds of each epoch's training, validation excluded (as cnnlab's history ``seconds``)."""
 
     def on_train_begin(self, logs=None):
         self.seconds: list[float] = []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
+        self.start, self.trained = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):
+        self.trained = time.perf_counter() - self.start
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.start)
+        self.seconds.append(self.trained if self.trained is not None else time.perf_counter() - self.start)
 
 
 def batches(data_dir: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
