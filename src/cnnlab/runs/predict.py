@@ -160,15 +160,18 @@ def onnx_predictor(path: Path) -> tuple[Logits, RunCard]:
 
 
 def check_onnx_shapes(session, card: RunCard, path: Path) -> None:
-    """Refuse an ONNX model whose input or output does not have the shape its cnnlab description states."""
+    """Refuse an ONNX model whose input or output does not have the shape its cnnlab description states (a text
+    network's input is batch × length, of any length)."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
-    fits = (len(inputs) == 1 and _dims(inputs[0].shape)[1:] == list(card.input_shape)
-            and len(outputs) == 1 and _dims(outputs[0].shape)[1:] in ([card.num_classes], [None]))
+    shape = _dims(inputs[0].shape)[1:] if len(inputs) == 1 else None
+    input_fits = shape is not None and (len(shape) == 1 if card.text else shape == list(card.input_shape))
+    fits = input_fits and len(outputs) == 1 and _dims(outputs[0].shape)[1:] in ([card.num_classes], [None])
     if not fits:
+        described = "sentences of token ids" if card.text else f"{'x'.join(map(str, card.input_shape))} images"
         raise CnnlabError(f"{path}: its network (inputs {[i.shape for i in inputs]}, outputs "
                           f"{[o.shape for o in outputs]}) does not match its cnnlab description "
-                          f"({'x'.join(map(str, card.input_shape))} images, {card.num_classes} classes); export it "
-                          "again with `cnnlab export RUN_DIR --onnx`")
+                          f"({described}, {card.num_classes} classes); export it again with "
+                          "`cnnlab export RUN_DIR --onnx`")
 
 
 def _dims(shape: Sequence) -> list[int | None]:
