@@ -70,7 +70,7 @@ def fails(argv: list[str], capsys) -> str:
     (["train", "baseline-cifar", "--momentum", "1.5"], "--momentum must be in [0, 1)"),
     (["train", "baseline-cifar", "--warmup-epochs", "-2"], "--warmup-epochs must be >= 0"),
     (["train", "baseline-cifar", "--checkpoint-every", "-3"], "--checkpoint-every must be >= 0"),
-    (["train", "baseline-cifar", "--val", "1.5"], "--val must be 'test' or a fraction"),
+    (["train", "baseline-cifar", "--val", "1.5"], "--val must be 'test', 'dev' or a fraction"),
     (["train", "baseline-cifar", "--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
     (["train", "vgg16cifar"], "unknown model 'vgg16cifar'. Did you mean 'vgg16-cifar'"),
     (["train", "baseline-cifar", "--dataset", "imagenet"], "unknown dataset 'imagenet': choose one of"),
