@@ -29,6 +29,22 @@ def test_a_text_run_keeps_its_vocabulary_and_learns(text_run, text_root, capsys)
     assert "on dev (120 sentences)" in out and "negative" in out and (text_run / "cm.png").is_file()
 
 
+def test_eval_defaults_to_the_validation_sentences_without_a_test_split(text_run, capsys):
+    """This SST-2 has no test file (it is never downloaded), so eval scores what the run validated on: its dev split;
+    the result, its notebook view and the CLI line count sentences."""
+    result = cnnlab.evaluate(text_run)
+    assert (result.split, result.count, result.unit) == ("val", 120, "sentences")
+    assert result.labels.shape == result.predicted.shape == (120,)
+    assert "(120 sentences)" in result._repr_html_()
+    assert main(["eval", str(text_run)]) == 0 and "on val (120 sentences)" in capsys.readouterr().out
+
+
+def test_the_explainer_page_refuses_a_text_run_in_one_line(text_run, capsys):
+    assert main(["explainer", str(text_run)]) == 2
+    err = capsys.readouterr().err
+    assert "is a text model: the explainer pictures image networks" in err and "cnnlab ngrams" in err
+
+
 def test_predict_sentences_from_arguments_and_a_file(text_run, tmp_path, capsys):
     (tmp_path / "s.txt").write_text("a great and superb story .\n\n")
     assert main(["predict", str(text_run), "the plot is dull and boring .", "--file", str(tmp_path / "s.txt"),
@@ -89,6 +105,8 @@ def test_folds_cut_the_train_split_and_cv_scores_each_fold(text_root, tmp_path, 
     assert summary["mean_accuracy"] == pytest.approx(np.mean([r["accuracy"] for r in summary["results"]]))
     assert main(args) == 0 and "Resuming" not in capsys.readouterr().err  # finished folds are reused as they are
     assert main(["eval", str(tmp_path / "kim-cnn-mr-fold3"), "--split", "test"]) == 0
+    assert "on test (60 sentences)" in capsys.readouterr().out
+    assert main(["eval", str(tmp_path / "kim-cnn-mr-fold3")]) == 0  # a --fold run's default split is its test fold
     assert "on test (60 sentences)" in capsys.readouterr().out
 
 

@@ -394,6 +394,16 @@ def text_splits(name: str) -> tuple[str, ...]:
     return tuple(spec.files) if spec else ("train",)
 
 
+def readable_splits(name: str, root: str | Path | None = None) -> tuple[str, ...]:
+    """``text_splits`` less an optional split whose files are not under ``root`` (SST-2's test: never downloaded)."""
+    spec = named_text(name)
+    if spec is None:
+        return text_splits(name)
+    folder = (Path(root).expanduser() if root else cache_dir()) / spec.folder
+    return tuple(split for split, names in spec.files.items()
+                 if split not in spec.optional or all((folder / n).is_file() for n in names))
+
+
 def is_text_dataset(name: str) -> bool:
     """True for a named sentence set, a labelled-lines file, or a folder of class folders of .txt files."""
     path = Path(name).expanduser()
@@ -442,4 +452,4 @@ def fold_indices(labels: np.ndarray, folds: int, fold: int, seed: int = 0) -> np
 
 __all__ = ["NAMED", "PAD", "TOKENIZERS", "TextSet", "UNK", "build_vocabulary", "clean_str", "clean_str_sst", "encode",
            "fold_indices", "from_texts", "is_text_dataset", "load_text", "named_text", "text_dataset_names",
-           "text_splits", "tokenize"]
+           "readable_splits", "text_splits", "tokenize"]

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..data import ImageSet, canonical_name, dataset_info, load_dataset
 from ..data.loader import TensorLoader
-from ..data.text import TextSet, fold_indices, is_text_dataset, load_text, text_splits
+from ..data.text import TextSet, fold_indices, is_text_dataset, load_text, readable_splits, text_splits
 from ..errors import CnnlabError
 from ..models import create_model, is_text_model
 from ..models.registry import input_too_small
@@ -460,19 +460,20 @@ class EvalResult:
 
 def has_test_split(cfg: RunConfig) -> bool:
     """True when the run has a test split: fold K of a --fold run, else the dataset's own (the built-in image sets',
-    TREC's, SST-2's); an image folder, MR and a file or folder of sentences have none."""
+    TREC's, SST-2's when its file is there); an image folder, MR and a file or folder of sentences have none."""
     if cfg.fold:
         return True
     if is_text_dataset(cfg.dataset):
-        return "test" in text_splits(cfg.dataset)
+        return "test" in readable_splits(cfg.dataset, cfg.data_dir)
     return not is_folder(cfg.dataset)
 
 
-def default_split(trained: Trained) -> str:
+def default_split(trained: Trained, data_dir: str | None = None) -> str:
     """The split a run is evaluated on unless asked: test, or for a dataset without one (an image folder, MR
     without --fold) the examples it validated on."""
     saved = trained.config
-    return "test" if has_test_split(replace(saved, dataset=trained.card.dataset or saved.dataset)) else "val"
+    cfg = replace(saved, dataset=trained.card.dataset or saved.dataset, data_dir=data_dir or saved.data_dir)
+    return "test" if has_test_split(cfg) else "val"
 
 
 def evaluation_data(trained: Trained, split: str | None = None, data_dir: str | None = None) -> Data:
@@ -481,7 +482,7 @@ def evaluation_data(trained: Trained, split: str | None = None, data_dir: str | 
     card, saved = trained.card, trained.config
     cfg = replace(saved, dataset=card.dataset or saved.dataset, data_dir=data_dir or saved.data_dir,
                   limit_train=None, limit_val=None)
-    split = split or default_split(trained)
+    split = split or default_split(trained, data_dir)
     if split == "test" and is_folder(cfg.dataset) and not is_text_dataset(cfg.dataset) and not cfg.fold:
         raise CnnlabError(f"the image folder {cfg.dataset} has no test split: use --split val (the part held out "
                           "for validation) or --split train")
@@ -512,7 +513,7 @@ def evaluate_run(path: Path, split: str | None = None, data_dir: str | None = No
     validated on) of its dataset; by default the test split, for a dataset without one (an image folder) the run's
     own validation examples."""
     trained = load_trained(path, which)
-    split = split or default_split(trained)
+    split = split or default_split(trained, data_dir)
     return evaluate_trained(trained, evaluation_data(trained, split, data_dir), split, batch_size)
 
 
