@@ -106,3 +106,35 @@ def test_summary_gives_tokens_by_channels_and_the_receptive_field_in_tokens():
     assert s.total_macs == 26 * 90_000 + 25 * 120_000 + 24 * 150_000 + 600  # 20 tokens + 2·4 padding
     dcnn = {r.name: r for r in summarize(create_model("dcnn", vocab_size=50), (10,)).rows}
     assert dcnn["convs.0.conv"].receptive_field == (7,) and dcnn["convs.1.conv"].receptive_field == "all"
+
+
+@pytest.mark.parametrize("name, options", [("kim-cnn", dict(windows=(2, 3, 5), maps=2)), ("dcnn", dict(maps=(2, 3)))])
+def test_summary_start_is_where_each_filter_window_begins_padding_included(name, options):
+    """The 1-D field's start agrees with the network's own account of its windows (``Windows.offset``): unit t of
+    a window layer sees tokens t - offset … t - offset + width - 1."""
+    from cnnlab.explain.summary import input_window
+
+    model = create_model(name, **SMALL, **options).eval()
+    rows = {r.name: r for r in summarize(model, (9,)).rows}
+    convs = [n for n in rows if n.startswith("convs.") and rows[n].kind == "Conv1d"]
+    with torch.no_grad():
+        windows = model.window_activations(ids([5, 6, 7]))
+    for w, conv in zip(windows, convs):
+        row = rows[conv]
+        assert (row.receptive_field, row.jump, row.start, row.layout) == ((w.width,), (1,), (-w.offset,), "NC*")
+        assert input_window(row, (4,)) == ((4 - w.offset, 4 - w.offset + w.width - 1),)
+
+
+def test_model_options_from_the_command_line_are_typed_by_the_factory():
+    """``--model-option KEY=VALUE`` text becomes what the factory declares: sequences of ints or bools included."""
+    from cnnlab.models.registry import typed_options
+
+    assert typed_options("kim-cnn", {"windows": "3,4,5", "maps": "8", "variant": "static", "dropout": "0.3"}) == \
+        {"windows": (3, 4, 5), "maps": 8, "variant": "static", "dropout": 0.3}
+    assert typed_options("kim-cnn", {"windows": "4"}) == {"windows": (4,)}
+    assert typed_options("dcnn", {"folding": "false,true", "maps": "(2, 3)", "widths": "7,5,"}) == \
+        {"folding": (False, True), "maps": (2, 3), "widths": (7, 5)}
+    with pytest.raises(CnnlabError, match="comma-separated values such as 3,4,5"):
+        typed_options("kim-cnn", {"windows": "3,,5"})
+    with pytest.raises(CnnlabError, match="windows takes a whole number, not 'x'"):
+        typed_options("kim-cnn", {"windows": "3,x"})
