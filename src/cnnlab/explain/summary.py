@@ -441,11 +441,19 @@ def _table_lines(s: Summary) -> list[list[str]]:
     return [head, *body]
 
 
+def format_input(s: Summary) -> str:
+    """``(N, 3, 32, 32)``, or ``(N, 64) token ids``."""
+    return f"(N, {s.input_size[0]}) token ids" if len(s.input_size) == 1 else format_shape(s.input_size)
+
+
+def input_units(s: Summary) -> tuple[str, str]:
+    """What the receptive field counts and what one input is: (pixels, image), or (tokens, sentence)."""
+    return ("tokens", "sentence") if len(s.input_size) == 1 else ("pixels", "image")
+
+
 def _input_line(s: Summary) -> str:
     """``Input: (N, 3, 32, 32)``, or ``Input: (N, 64) token ids``."""
-    if len(s.input_size) == 1:
-        return f"Input: (N, {s.input_size[0]}) token ids   Output: {_format_outputs(s.outputs)}"
-    return f"Input: {format_shape(s.input_size)}   Output: {_format_outputs(s.outputs)}"
+    return f"Input: {format_input(s)}   Output: {_format_outputs(s.outputs)}"
 
 
 def render(s: Summary) -> str:
@@ -458,7 +466,7 @@ def render(s: Summary) -> str:
 
     rule = "=" * len(fmt(lines[0]))
     table = [f'Model: "{s.model_name}"', rule, fmt(lines[0]), rule, *map(fmt, lines[1:]), rule]
-    unit = ("tokens", "sentence") if len(s.input_size) == 1 else ("pixels", "image")
+    unit = input_units(s)
     totals = [
         _input_line(s),
         f"Total params: {s.total_params:,}",
