@@ -209,11 +209,15 @@ def show(dataset: str = "digits", *, n: int = 16, split: str = "train", out: Pat
          data_dir: str | None = None):
     """The first ``n`` images of a dataset split in a grid, each titled with its class (the course's
     ``plt.imshow(x_train[0])``); a ``Plot``, saved to ``out`` when given."""
-    from .data import load_dataset
+    from .data import canonical_name, load_dataset
+    from .data.text import is_text_dataset
     from .explain.plots import drawn, samples_figure
 
     if not 1 <= n <= SHOW_MAX:
         raise CnnlabError(f"n must be between 1 and {SHOW_MAX} images (got {n})")
+    if canonical_name(dataset) is None and is_text_dataset(dataset):
+        raise CnnlabError(f"{dataset} holds sentences and show draws images: train a text network on it (kim-cnn, "
+                          "dcnn), then see its sentences with `cnnlab eval` and `cnnlab ngrams`")
     data = load_dataset(dataset, split, root=data_dir)
     shown = data.subset(n)
     c, h, w = data.shape

@@ -45,6 +45,14 @@ def test_the_explainer_page_refuses_a_text_run_in_one_line(text_run, capsys):
     assert "is a text model: the explainer pictures image networks" in err and "cnnlab ngrams" in err
 
 
+def test_show_refuses_a_sentence_set_in_one_line(text_root, tmp_path, capsys):
+    (tmp_path / "s.txt").write_text("1 good film\n0 bad film\n")
+    for dataset in ("mr", str(tmp_path / "s.txt")):
+        assert main(["show", dataset, "--data-dir", str(text_root), "--out", str(tmp_path / "x.png")]) == 2
+        assert f"{dataset} holds sentences and show draws images" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_predict_sentences_from_arguments_and_a_file(text_run, tmp_path, capsys):
     (tmp_path / "s.txt").write_text("a great and superb story .\n\n")
     assert main(["predict", str(text_run), "the plot is dull and boring .", "--file", str(tmp_path / "s.txt"),
