@@ -70,7 +70,7 @@ def fails(argv: list[str], capsys) -> str:
     (["train", "baseline-cifar", "--momentum", "1.5"], "--momentum must be in [0, 1)"),
     (["train", "baseline-cifar", "--warmup-epochs", "-2"], "--warmup-epochs must be >= 0"),
     (["train", "baseline-cifar", "--checkpoint-every", "-3"], "--checkpoint-every must be >= 0"),
-    (["train", "baseline-cifar", "--val", "1.5"], "--val must be 'test' or a fraction"),
+    (["train", "baseline-cifar", "--val", "1.5"], "--val must be 'test', 'dev' or a fraction"),
     (["train", "baseline-cifar", "--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
     (["train", "vgg16cifar"], "unknown model 'vgg16cifar'. Did you mean 'vgg16-cifar'"),
     (["train", "baseline-cifar", "--dataset", "imagenet"], "unknown dataset 'imagenet': choose one of"),
@@ -79,6 +79,11 @@ def fails(argv: list[str], capsys) -> str:
     (["summary", "lenet5-cifar", "--input", "3x5000x5000"], "at most 64 channels and 1024 pixels a side"),
     (["summary", "baseline-cifar", "--num-classes", "100000000"], "at most 100,000 classes"),
     (["summary", "vgg16", "--input", "3x1x1"], "vgg16 cannot take 1x1 images (a feature map shrinks to nothing)"),
+    (["summary", "kim-cnn", "--input", "20000"], "at most 10,000 tokens a sentence, not '20000'"),
+    (["summary", "kim-cnn", "--input", "3x32x32"], "kim-cnn reads token ids: give --input as a sentence length L"),
+    (["summary", "vgg16", "--input", "56"], "vgg16 reads images: give --input as CxHxW"),
+    (["summary", "kim-cnn", "--model-option", "windows=3,,5"], "windows takes comma-separated values such as 3,4,5"),
+    (["import-keras", "baseline-cifar", "w.h5", "--out", "o", "--input", "56"], "expected CxHxW such as 3x32x32, not '56'"),
     (["models", "zzz*"], "no model matches 'zzz*'"),
     (["eval", "no/such/run"], "no run directory or checkpoint at no/such/run"),
     (["bogus"], "invalid choice: 'bogus'"),
@@ -502,3 +507,15 @@ def test_explainer_writes_one_page_and_an_unreadable_image_is_one_line(digits_ru
     assert main(["explainer", str(digits_run), str(bad), "--out", str(tmp_path / "q.html")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "none of the 1 image(s) could be read" in err and not (tmp_path / "q.html").exists()
+
+
+def test_summary_of_a_text_model_takes_a_length_model_options_and_depth(capsys):
+    """--input L, --model-option (a tuple typed from the factory), --depth and --num-classes on a sentence network."""
+    code, out, err = cli(["summary", "kim-cnn", "--input", "20", "--depth", "1", "--num-classes", "3",
+                          "--model-option", "windows=2,3", "--model-option", "maps=4",
+                          "--model-option", "embedding_dim=8"], capsys)
+    assert code == 0, err
+    assert "Input: (N, 20) token ids   Output: (N, 3)" in out and "convs (ModuleList)" in out
+    assert "Total params: 160,195" in out  # 20,000 x 8 embedding + (8·2·4 + 4) + (8·3·4 + 4) + (8·3 + 3)
+    assert "MACs per sentence: 3,608 = " in out  # convolutions over 20 + 2·2 padded tokens (3,584), the head (24)
+    assert "RF: receptive field in input tokens (all = whole sentence)" in out

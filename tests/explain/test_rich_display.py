@@ -66,3 +66,14 @@ def test_a_comparison_shows_settings_table_and_curves():
     rows = [["model", "params"], ["net", "1,234"]]
     page = report_html(rows, "dataset digits", b"\x89PNG")
     assert "<p>dataset digits.</p>" in page and cells(page) == rows and "base64,iVBORw==" in page
+
+
+def test_a_sentence_network_summary_shows_tokens_not_pixels():
+    from cnnlab.models import create_model
+
+    s = summarize(create_model("kim-cnn", vocab_size=30, embedding_dim=8, maps=2), (12,))
+    page = s._repr_html_()
+    table = cells(page)
+    assert table[1][:2] == ["embed (Embedding)", "(N, 12 tokens, 8 ch)"] and len(table) == 1 + len(s.rows)
+    assert "input: (N, 12) token ids" in page and "MACs per sentence" in page
+    assert "receptive field in input tokens (all = whole sentence)" in page and "pixels" not in page

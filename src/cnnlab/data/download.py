@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ..errors import CnnlabError
 from ..io import exclusive_lock
-from .files import file_md5, read_error
+from .files import checksum_name, file_digest, read_error
 
 DATA_ENV = "CNNLAB_DATA"
 TIMEOUT = 30.0  # seconds allowed for connecting and for each read; tests lower it
@@ -48,6 +48,8 @@ def cache_dir() -> Path:
 def fetch(url: str, md5: str, dest_dir: str | Path, filename: str | None = None, *, size: int,
           progress: bool | None = None) -> Path:
     """Download `url` (`size` bytes, `md5`) to dest_dir/filename unless a verified copy is already there.
+
+    md5: the official hex md5, or a 64-digit sha256 for files whose publishers give only that.
 
     progress: a tqdm bar on stderr; None shows it only when stderr is a terminal.
     """
@@ -116,8 +118,9 @@ def _locked(target: Path, show: bool) -> Iterator[None]:
 
 def _reuse(target: Path, md5: str) -> Path:
     """Return an existing file whose md5 matches; move a corrupt one aside and say so."""
+    algorithm = checksum_name(md5)
     try:
-        actual = file_md5(target)
+        actual = file_digest(target, algorithm)
     except OSError as err:
         raise read_error(target, err, "remove it and re-run to download it again") from err
     if actual == md5:
@@ -126,9 +129,9 @@ def _reuse(target: Path, md5: str) -> Path:
     try:
         os.replace(target, aside)
     except OSError as err:
-        raise CnnlabError(f"{target} is corrupt (md5 differs from {md5}) and cannot be moved aside "
+        raise CnnlabError(f"{target} is corrupt ({algorithm} differs from {md5}) and cannot be moved aside "
                           f"({err.strerror}): delete it, or point --data-dir at another folder") from err
-    raise CnnlabError(f"{target} is corrupt (md5 differs from {md5}); it was moved aside to {aside}: "
+    raise CnnlabError(f"{target} is corrupt ({algorithm} differs from {md5}); it was moved aside to {aside}: "
                       "re-run to download it again")
 
 
@@ -153,10 +156,11 @@ def _download(url: str, md5: str, size: int, target: Path, show: bool) -> Path:
             if err.code == 416:  # Range Not Satisfiable: the part is longer than the server's file
                 part.unlink(missing_ok=True)
         raise CnnlabError(_offline_message(url, target, err, part)) from err
-    actual = file_md5(part)
+    algorithm = checksum_name(md5)
+    actual = file_digest(part, algorithm)
     if actual != md5:
         part.unlink()
-        raise CnnlabError(f"download of {url} has md5 {actual}, expected {md5}; the file was removed: "
+        raise CnnlabError(f"download of {url} has {algorithm} {actual}, expected {md5}; the file was removed: "
                           f"re-run to retry, or download it manually and place it at {target}")
     os.replace(part, target)
     return target

@@ -260,8 +260,17 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self._after_step()
         fault_point("step")
         return loss.detach(), (logits.argmax(1) == y).sum()
+
+    def _after_step(self) -> None:
+        """Let the network constrain its weights after each update: its ``after_step()`` method, when it has one
+        (Kim 2014's max-norm on the output layer, say), under ``no_grad``."""
+        after_step = getattr(D.unwrap(self.model), "after_step", None)
+        if after_step is not None:
+            with torch.no_grad():
+                after_step()
 
     def _flush(self, pending: list[tuple[torch.Tensor, torch.Tensor, int]]) -> None:
         """Read the pending steps' losses from the device at once, stop at a non-finite one, add them to the sums.

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .summary import Summary, _table_lines
+from .summary import Summary, _table_lines, format_input, input_units
 
 STYLE = ("<style>.cnnlab table{border-collapse:collapse;margin:4px 0}"
          ".cnnlab th,.cnnlab td{border:1px solid #ccc;padding:2px 8px;text-align:right;"
@@ -42,15 +42,15 @@ def png_img(png: bytes, alt: str) -> str:
 
 def summary_html(s: Summary) -> str:
     """The summary's table (the same cells as its text) and its totals."""
-    c, h, w = s.input_size
-    totals = [("input", f"(N, {c}, {h}, {w})"), ("total params", f"{s.total_params:,}"),
+    positions, one = input_units(s)  # pixels of an image, or tokens of a sentence
+    totals = [("input", format_input(s)), ("total params", f"{s.total_params:,}"),
               ("trainable params", f"{s.trainable_params:,}"), ("non-trainable params", f"{s.non_trainable_params:,}"),
               ("Keras total params", f"{s.keras_total_params:,} (with BatchNorm moving mean/variance)"),
-              ("MACs per image", f"{s.total_macs:,} ({s.gflops:.4f} GFLOPs)")]
+              (f"MACs per {one}", f"{s.total_macs:,} ({s.gflops:.4f} GFLOPs)")]
     items = "".join(f"<li>{name}: {html.escape(value)}</li>" for name, value in totals)
     return block(f"<b>Model: {html.escape(s.model_name)}</b>", html_table(_table_lines(s)), f"<ul>{items}</ul>",
-                 "<small>RF: receptive field in input pixels (all = whole image); Jump: input pixels between "
-                 "outputs.</small>")
+                 f"<small>RF: receptive field in input {positions} (all = whole {one}); Jump: input {positions} "
+                 "between outputs.</small>")
 
 
 def _cell(column: str, value: float) -> str:

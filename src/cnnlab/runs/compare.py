@@ -61,6 +61,15 @@ def is_finished(cfg: RunConfig, run_dir: Path) -> bool:
     return (run_dir / "history.json").is_file() and len(History.load(run_dir)) >= cfg.epochs
 
 
+def reusable(cfg: RunConfig, run_dir: Path, fresh: bool, purpose: str = "compare") -> bool:
+    """True when ``run_dir`` holds a finished run of ``cfg`` to reuse; an error when it holds one with other settings."""
+    diff = [] if fresh else settings_mismatch(cfg, run_dir)
+    if diff:
+        raise CnnlabError(f"{run_dir} holds a {cfg.model} run with a different {', '.join(diff)}: pass --fresh to "
+                          f"retrain it, or --run-dir to {purpose} elsewhere")
+    return not fresh and is_finished(cfg, run_dir)
+
+
 def train_all(configs: list[RunConfig], runs_root: Path, fresh: bool = False, progress: bool = True) -> list[Path]:
     """Train (resume, or reuse when finished) one run per config under ``runs_root``; their directories."""
     if not configs:
@@ -68,11 +77,7 @@ def train_all(configs: list[RunConfig], runs_root: Path, fresh: bool = False, pr
     dirs = []
     for i, cfg in enumerate(configs, start=1):
         run_dir = run_dir_for(cfg, runs_root)
-        diff = [] if fresh else settings_mismatch(cfg, run_dir)
-        if diff:
-            raise CnnlabError(f"{run_dir} holds a {cfg.model} run with a different {', '.join(diff)}: pass --fresh to "
-                              "retrain it, or --run-dir to compare elsewhere")
-        if not fresh and is_finished(cfg, run_dir):
+        if reusable(cfg, run_dir, fresh):
             print(f"[{i}/{len(configs)}] {cfg.model}: finished run in {run_dir}, reused", file=sys.stderr, flush=True)
         else:
             print(f"[{i}/{len(configs)}] {cfg.model}", file=sys.stderr, flush=True)

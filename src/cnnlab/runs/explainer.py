@@ -102,6 +102,9 @@ def explainer_run(run: Path, images: Sequence[str | os.PathLike] = (), out: Path
     if count < 1 or max_maps < 1 or max_mb <= 0:
         raise CnnlabError("explainer needs --count, --max-maps and --max-mb above 0")
     trained = load_trained(Path(run), which)
+    if trained.card.text:
+        raise CnnlabError(f"{run} is a text model: the explainer pictures image networks; see what excites its "
+                          f"filters with `cnnlab ngrams {run}`, and score it with `cnnlab eval {run}`")
     run_dir = trained.path.parent
     data, note = validation_images(trained)
     pixels, names, labels, skipped = chosen_images(trained, images, data, count, note)
