@@ -1,7 +1,9 @@
 """The course's own Keras training of a network on the first N CIFAR-10 training images: final validation accuracy.
 
 usage: python benchmarks/keras_side_by_side.py DATA_DIR [--model baseline-cifar] [--form subclassed]
-       [--limit-train 8000] [--epochs 2] [--seeds 0 1]     (needs tensorflow-cpu; one thread)
+       [--limit-train 8000] [--epochs 2] [--seeds 0 1] [--threads 1] [--json OUT]   (needs tensorflow-cpu)
+
+``--json`` writes each seed's per-epoch validation accuracy and seconds (``course_fidelity.py`` reads it).
 
 The data are the official python batches (``DATA_DIR/cifar-10-batches-py``) that ``cnnlab train
 --dataset cifar10 --data-dir DATA_DIR --limit-train N`` reads, in the same order; the training is the
@@ -15,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import json
 import pickle
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -26,8 +30,22 @@ import tensorflow as tf  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import keras_course as kc  # noqa: E402
 
-tf.config.threading.set_intra_op_parallelism_threads(1)
-tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+class EpochTimes(tf.keras.callbacks.Callback):
+    """Wall seconds of each epoch's training, validation excluded (as cnnlab's history ``seconds``)."""
+
+    def on_train_begin(self, logs=None):
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start, self.trained = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):
+        self.trained = time.perf_counter() - self.start
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(self.trained if self.trained is not None else time.perf_counter() - self.start)
 
 
 def batches(data_dir: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -41,8 +59,8 @@ def batches(data_dir: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(xs) / 255.0, np.concatenate(ys)
 
 
-def run(model_name: str, form: str, x, y, x_val, y_val, epochs: int, seed: int) -> float:
-    """Train as the course script does from seed ``seed``; the last epoch's validation accuracy."""
+def run(model_name: str, form: str, x, y, x_val, y_val, epochs: int, seed: int) -> dict[str, list[float]]:
+    """Train as the course script does from seed ``seed``; each epoch's validation accuracy and seconds."""
     tf.keras.utils.set_random_seed(seed)
     if form == "subclassed":
         model = kc.SUBCLASSED[model_name]()
@@ -51,8 +69,11 @@ def run(model_name: str, form: str, x, y, x_val, y_val, epochs: int, seed: int) 
         model = tf.keras.Model(inputs, kc.BUILDERS[model_name](inputs))
     model.compile(optimizer="adam", loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=False),
                   metrics=["sparse_categorical_accuracy"])
-    history = model.fit(x, y, batch_size=32, epochs=epochs, validation_data=(x_val, y_val), verbose=0)
-    return history.history["val_sparse_categorical_accuracy"][-1]
+    times = EpochTimes()
+    history = model.fit(x, y, batch_size=32, epochs=epochs, validation_data=(x_val, y_val), verbose=0,
+                        callbacks=[times])
+    return {"val_accuracy": [float(v) for v in history.history["val_sparse_categorical_accuracy"]],
+            "seconds": times.seconds}
 
 
 def main() -> None:
@@ -63,10 +84,18 @@ def main() -> None:
     p.add_argument("--limit-train", type=int, default=8000)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--threads", type=int, default=1, help="TensorFlow's intra-op threads (inter-op: 1)")
+    p.add_argument("--json", type=Path, help="write {seed: {val_accuracy: [...], seconds: [...]}} here")
     a = p.parse_args()
+    tf.config.threading.set_intra_op_parallelism_threads(a.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
     x, y = batches(a.data_dir, [f"data_batch_{i}" for i in range(1, 6)])
     x_val, y_val = batches(a.data_dir, ["test_batch"])
-    accs = [run(a.model, a.form, x[:a.limit_train], y[:a.limit_train], x_val, y_val, a.epochs, s) for s in a.seeds]
+    runs = {s: run(a.model, a.form, x[:a.limit_train], y[:a.limit_train], x_val, y_val, a.epochs, s) for s in a.seeds}
+    if a.json:
+        a.json.write_text(json.dumps({"keras": tf.keras.__version__ if hasattr(tf.keras, "__version__") else "",
+                                      "tensorflow": tf.__version__, "runs": runs}))
+    accs = [r["val_accuracy"][-1] for r in runs.values()]
     for s, acc in zip(a.seeds, accs):
         print(f"seed {s}: val_accuracy {acc:.4f}")
     print(f"mean {np.mean(accs):.4f} sd {np.std(accs, ddof=1) if len(accs) > 1 else 0:.4f} (n={len(accs)})")

@@ -14,6 +14,11 @@ the everyday loop and to Keras. Variants:
 - ``cnnlab fp32-cl``: the same with channels_last.
 - ``cnnlab bf16-cl``: bf16 autocast and channels_last (``--precision bf16 --channels-last``; the fast-cifar
   recipe's default, opt-in for the course networks, whose recipe is fp32).
+- text networks (``--models kim-cnn dcnn``): sentences of SST-2's lengths (mean 19, at most 56 tokens) over a
+  16,000-word vocabulary, Kim's Adadelta (rho 0.95) and max-norm. ``everyday``: a DataLoader over per-sentence
+  id tensors padded per batch (``pad_sequence``), ``torch.optim.Adadelta``, the max-norm applied by hand;
+  ``cnnlab fp32`` / ``cnnlab bf16``: the Trainer over one padded id tensor (each batch cut to its longest
+  sentence) with cnnlab's row-lazy Adadelta.
 - ``keras``: the course's own TensorFlow/Keras code (``keras_course.py``: the same layers, ``model.fit``
   with Adam on images divided by 255 up front, no augmentation, as the course trains), when
   tensorflow-cpu is installed (``pip install -e '.[keras-bench]'``); timed from the end of its first
@@ -47,12 +52,15 @@ from cnnlab.cli import positive_int  # noqa: E402
 from cnnlab.data.loader import TensorLoader  # noqa: E402
 from cnnlab.engine import FitConfig, Trainer  # noqa: E402
 from cnnlab.errors import CnnlabError  # noqa: E402
-from cnnlab.models import create_model  # noqa: E402
+from cnnlab.models import create_model, is_text_model  # noqa: E402
 
 MATMUL_N = 2048  # side of the square fp32 matmul that measures the ceiling
 COURSE_MODELS = ("baseline-cifar", "lenet5-cifar", "alexnet8-cifar", "vgg16-cifar", "inception10-cifar",
                  "resnet18-cifar")
 ENGINE_VARIANTS = {"cnnlab fp32": ("fp32", False), "cnnlab fp32-cl": ("fp32", True), "cnnlab bf16-cl": ("bf16", True)}
+TEXT_VARIANTS = {"cnnlab fp32": ("fp32", False), "cnnlab bf16": ("bf16", False)}
+VOCAB = 16_000  # words of the fake sentences (SST-2's training vocabulary is about 14,800)
+KIM_ADADELTA = dict(lr=1.0, rho=0.95, eps=1e-6)
 
 Runner = Callable[[], float]  # runs one round, returns images/s
 
@@ -86,14 +94,33 @@ def fake_cifar(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8), torch.randint(0, 10, (n,), generator=g)
 
 
+def fake_sentences(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """n random sentences as right-padded int64 ids (lengths 3..56, mean about 19, as SST-2's) and labels."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = (torch.randn(n, generator=g) * 9 + 19).round().clamp(3, 56).long()
+    ids = torch.randint(2, VOCAB, (n, int(lengths.max())), generator=g)
+    ids[torch.arange(ids.shape[1]) >= lengths[:, None]] = 0
+    return ids, torch.randint(0, 2, (n,), generator=g)
+
+
+def fake_inputs(model_name: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the network takes: CIFAR-sized images, or sentences for a text network."""
+    return fake_sentences(n) if is_text_model(model_name) else fake_cifar(n)
+
+
+def bench_model(model_name: str):
+    """The network, with the vocabulary of the fake sentences for a text network."""
+    return create_model(model_name, vocab_size=VOCAB) if is_text_model(model_name) else create_model(model_name)
+
+
 @functools.cache
 def train_gflop_per_image(model_name: str) -> float:
-    """Forward + backward GFLOP per image (matmul/conv FLOPs, as FlopCounterMode counts them)."""
-    model = create_model(model_name)
-    x = torch.rand(2, 3, 32, 32)
+    """Forward + backward GFLOP per image or sentence (matmul/conv FLOPs, as FlopCounterMode counts them)."""
+    model = bench_model(model_name)
+    x = fake_sentences(64)[0] if is_text_model(model_name) else torch.rand(2, 3, 32, 32)
     with FlopCounterMode(display=False) as counter:
-        F.cross_entropy(model(x), torch.zeros(2, dtype=torch.long)).backward()
-    return counter.get_total_flops() / 2 / 1e9
+        F.cross_entropy(model(x), torch.zeros(len(x), dtype=torch.long)).backward()
+    return counter.get_total_flops() / len(x) / 1e9
 
 
 @functools.cache
@@ -139,7 +166,12 @@ def everyday_runner(model_name: str, batch: int, steps: int) -> Runner:
     opt = torch.optim.Adam(model.parameters(), 1e-3, eps=1e-7)
     images, labels = fake_cifar(batch * steps)
     loader = DataLoader(PerImageDataset(images, labels), batch_size=batch, shuffle=True, num_workers=0)
+    return plain_loop(model, opt, loader, batch * steps)
 
+
+def plain_loop(model: torch.nn.Module, opt: torch.optim.Optimizer, loader: DataLoader, count: int,
+               after_step: Callable[[], None] | None = None) -> Runner:
+    """One epoch of the everyday loop (forward, loss, zero_grad, backward, step, loss.item()) as a runner."""
     def run() -> float:
         t0 = time.perf_counter()
         for x, y in loader:
@@ -147,21 +179,44 @@ def everyday_runner(model_name: str, batch: int, steps: int) -> Runner:
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if after_step:
+                with torch.no_grad():
+                    after_step()
             loss.item()
-        return batch * steps / (time.perf_counter() - t0)
+        return count / (time.perf_counter() - t0)
 
     return run
 
 
-def engine_runner(model_name: str, batch: int, steps: int, precision: str, channels_last: bool) -> Runner:
-    """cnnlab's own epoch loop (``Trainer.train_epoch``) over ``steps`` batches with crop-flip augmentation."""
+def everyday_text_runner(model_name: str, batch: int, steps: int) -> Runner:
+    """A plain text loop: DataLoader over per-sentence id tensors padded per batch, torch's Adadelta, max-norm by hand."""
+    from torch.nn.utils.rnn import pad_sequence
+
     torch.manual_seed(0)
-    cfg = FitConfig(batch_size=batch, precision=precision)
-    model = create_model(model_name)
+    model = bench_model(model_name).train()
+    opt = torch.optim.Adadelta(model.parameters(), **KIM_ADADELTA)
+    ids, labels = fake_sentences(batch * steps)
+    sentences = [row[row != 0] for row in ids]
+
+    def collate(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        return pad_sequence([x for x, _ in items], batch_first=True), torch.stack([y for _, y in items])
+
+    loader = DataLoader(list(zip(sentences, labels)), batch_size=batch, shuffle=True, collate_fn=collate)
+    return plain_loop(model, opt, loader, batch * steps, model.after_step)
+
+
+def engine_runner(model_name: str, batch: int, steps: int, precision: str, channels_last: bool) -> Runner:
+    """cnnlab's own epoch loop (``Trainer.train_epoch``) over ``steps`` batches: crop-flip augmentation for images;
+    Kim's Adadelta for sentences."""
+    torch.manual_seed(0)
+    text = is_text_model(model_name)
+    cfg = FitConfig(batch_size=batch, precision=precision, **(dict(optimizer="adadelta", lr=1.0, momentum=0.95)
+                                                              if text else {}))
+    model = bench_model(model_name)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    images, labels = fake_cifar(batch * steps)
-    loader = TensorLoader(images, labels, batch, augment="crop-flip", channels_last=channels_last)
+    inputs, labels = fake_inputs(model_name, batch * steps)
+    loader = TensorLoader(inputs, labels, batch, augment="none" if text else "crop-flip", channels_last=channels_last)
     trainer = Trainer(model, loader, None, cfg, Path(tempfile.mkdtemp()), progress=False)
 
     def run() -> float:
@@ -203,6 +258,11 @@ def keras_runner(model_name: str, batch: int, steps: int) -> Runner | None:
 
 def runners(model_name: str, batch: int, steps: int) -> Iterator[tuple[str, Runner]]:
     """Every available variant for one model and batch size."""
+    if is_text_model(model_name):
+        yield "everyday", everyday_text_runner(model_name, batch, steps)
+        for name, (precision, cl) in TEXT_VARIANTS.items():
+            yield name, engine_runner(model_name, batch, steps, precision, cl)
+        return
     keras = keras_runner(model_name, batch, steps)
     if keras is not None:
         yield "keras", keras

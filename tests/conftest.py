@@ -307,3 +307,107 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# A spec network with TF "same" pads that are asymmetric: a 4x4 stride-2 conv on 15 px pads 1 on top, 2 below; the
+# 3x3 stride-2 average pool on 8 px pads nothing before, 1 after.
+STRIDED_SPEC = """name: strided
+input: 3x15x15
+classes: 4
+C(5,4,s2,same) B A(relu) P(avg,3,s2,same) | C(6,3,same) A(tanh) P(max,2,s2,same) D(0.1) | F | Dense(7,relu) | Dense(classes)
+"""
+
+
+@pytest.fixture
+def strided_net() -> torch.nn.Module:
+    """STRIDED_SPEC built, in eval mode, with BatchNorm statistics and affine values as after training."""
+    from cnnlab.spec import build, parse_spec
+
+    torch.manual_seed(0)
+    net = build(parse_spec(STRIDED_SPEC))
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+def leaf_outputs(net: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every named leaf module's output for ``x``, straight from PyTorch."""
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda m, a, y, n=n: seen.setdefault(n, y.detach().clone()))
+             for n, m in net.named_modules() if not list(m.children())]
+    with torch.no_grad():
+        net(x)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+# ---- sentence data in the official formats (no ../shared needed) --------------------------------------
+POSITIVE_WORDS = ("good", "great", "fun", "moving", "witty", "superb")
+NEGATIVE_WORDS = ("bad", "dull", "boring", "awful", "tedious", "flat")
+FILLER = ("the", "film", "is", "a", "story", "and", "it", "'s", "plot", "movie", "really", "quite")
+
+
+def sentences(label: int, n: int, seed: int) -> list[str]:
+    """n lower-cased, tokenised sentences whose sentiment words give their label away (1 positive, 0 negative)."""
+    rng = np.random.default_rng(seed)
+    words = POSITIVE_WORDS if label else NEGATIVE_WORDS
+    out = []
+    for _ in range(n):
+        body = list(rng.choice(FILLER, rng.integers(3, 9)))
+        body.insert(int(rng.integers(0, len(body) + 1)), str(rng.choice(words)))
+        out.append(" ".join(body) + " .")
+    return out
+
+
+def write_text_sets(root: Path, n: int = 120) -> Path:
+    """mr, sst2 and trec under root as their authors distribute them (small, with a learnable signal)."""
+    mr = root / "rt-polaritydata"
+    mr.mkdir(parents=True, exist_ok=True)
+    (mr / "rt-polarity.pos").write_bytes(("\n".join(sentences(1, n, 1)) + " caf\xe9 \x85 \n").encode("latin-1"))
+    (mr / "rt-polarity.neg").write_bytes(("\n".join(sentences(0, n, 2)) + "\n").encode("latin-1"))
+    sst = root / "sst2"
+    sst.mkdir(exist_ok=True)
+    for name, seed in (("train", 3), ("dev", 4)):
+        lines = [f"1 {s}" for s in sentences(1, n // 2, seed)] + [f"0 {s}" for s in sentences(0, n // 2, seed + 10)]
+        (sst / f"stsa.binary.{name}").write_text("\n".join(lines) + "\n")
+    trec = root / "trec"
+    trec.mkdir(exist_ok=True)
+    questions = {"HUM:ind": "Who was the first man to", "LOC:city": "Where is the city of",
+                 "NUM:date": "When did the war of", "DESC:def": "What is the meaning of"}
+    rng = np.random.default_rng(5)
+    lines = [f"{label} {start} {rng.choice(FILLER)} {rng.choice(FILLER)} ?" for label, start in questions.items()
+             for _ in range(n // 4)]
+    (trec / "train_5500.label").write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def text_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root holding mr, sst2 (train and dev) and trec (train) in their official formats."""
+    return write_text_sets(tmp_path_factory.mktemp("text"))
+
+
+TINY_KIM = ["--model-option", "embedding_dim=16", "--model-option", "maps=8"]
+
+
+@pytest.fixture(scope="session")
+def text_run(text_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small kim-cnn trained for 5 epochs on the sst2 fixture (validation on its dev file)."""
+    from cnnlab.cli import main
+
+    run = tmp_path_factory.mktemp("runs") / "kim-cnn-sst2"
+    args = ["train", "kim-cnn", "--dataset", "sst2", "--data-dir", str(text_root), "--epochs", "5", "--batch-size", "8",
+            *TINY_KIM, "--run-dir", str(run), "--no-progress"]
+    assert main(args) == 0
+    return run
+
+
+def write_word2vec_binary(path: Path, vectors: dict[str, list[float]]) -> Path:
+    """A word2vec .bin: 'COUNT DIM' header, then 'word ' and float32 bytes per word (newline-separated)."""
+    dim = len(next(iter(vectors.values())))
+    body = b"".join(w.encode() + b" " + np.asarray(v, dtype="<f4").tobytes() + b"\n" for w, v in vectors.items())
+    path.write_bytes(f"{len(vectors)} {dim}\n".encode() + body)
+    return path

@@ -90,8 +90,8 @@ def test_compare_checks_every_name_before_training(capsys):
 
 
 def test_public_functions_are_lazy_attributes():
-    for name in ("train", "evaluate", "predict", "summary", "export", "plot", "compare", "visualize", "import_keras",
-                 "create_model", "tune_cpu", "RunConfig"):
+    for name in ("train", "evaluate", "predict", "summary", "export", "plot", "show", "compare", "visualize", "explainer",
+                 "import_keras", "create_model", "tune_cpu", "RunConfig"):
         assert callable(getattr(cnnlab, name)), name
     with pytest.raises(AttributeError):
         cnnlab.no_such_thing  # noqa: B018
@@ -104,3 +104,40 @@ def test_summary_and_export_from_python(digits_run, tmp_path):
     assert exported.path.read_text().startswith("stage1.c1.weight")
     with pytest.raises(CnnlabError, match="unknown export format"):
         cnnlab.export(digits_run, format="pickle")
+
+
+def test_show_returns_a_figure_of_labelled_samples_and_saves_when_asked(tmp_path):
+    from cnnlab.data import load_dataset
+
+    shown = cnnlab.show("digits", n=5, split="test")
+    test = load_dataset("digits", "test")
+    assert shown.path is None
+    assert [ax.get_title() for ax in shown.figure.axes] == [test.classes[int(y)] for y in test.labels[:5]]
+    saved = cnnlab.show("digits", n=3, out=tmp_path / "d.png")
+    assert saved.path == tmp_path / "d.png" and saved.path.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(CnnlabError, match="n must be between 1 and 256"):
+        cnnlab.show("digits", n=0)
+
+
+def test_cli_show_writes_a_png_named_after_the_dataset(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["show", "digits", "-n", "4", "--split", "test"]) == 0
+    assert capsys.readouterr().out.strip() == "test images of digits → digits-test.png"
+    assert (tmp_path / "digits-test.png").stat().st_size > 1000
+    assert main(["show", "digits", "--split", "val"]) == 2
+    assert "unknown split 'val' for digits" in capsys.readouterr().err
+
+
+def test_plot_returns_the_figure_and_the_path(digits_run, tmp_path):
+    plot = cnnlab.plot(digits_run, out=tmp_path / "c.png")
+    assert plot.path == tmp_path / "c.png" and plot.path.is_file()
+    assert [ax.get_title() for ax in plot.figure.axes] == ["Training and Validation Accuracy",
+                                                          "Training and Validation Loss"]
+    assert plot._repr_png_()[:4] == b"\x89PNG"
+
+
+def test_compare_refuses_unknown_curves_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", "baseline-cifar", "--curves", "loss", "--epochs", "1"]) == 2
+    assert "unknown curves 'loss': choose one of accuracy-loss, error" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

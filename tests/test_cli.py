@@ -12,6 +12,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -69,12 +70,20 @@ def fails(argv: list[str], capsys) -> str:
     (["train", "baseline-cifar", "--momentum", "1.5"], "--momentum must be in [0, 1)"),
     (["train", "baseline-cifar", "--warmup-epochs", "-2"], "--warmup-epochs must be >= 0"),
     (["train", "baseline-cifar", "--checkpoint-every", "-3"], "--checkpoint-every must be >= 0"),
-    (["train", "baseline-cifar", "--val", "1.5"], "--val must be 'test' or a fraction"),
+    (["train", "baseline-cifar", "--val", "1.5"], "--val must be 'test', 'dev' or a fraction"),
     (["train", "baseline-cifar", "--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
     (["train", "vgg16cifar"], "unknown model 'vgg16cifar'. Did you mean 'vgg16-cifar'"),
     (["train", "baseline-cifar", "--dataset", "imagenet"], "unknown dataset 'imagenet': choose one of"),
     (["train", "baseline-cifar", "--device", "tpu9"], "unknown --device 'tpu9'"),
     (["summary", "vgg16", "--input", "3x0x32"], "expected CxHxW such as 3x32x32, not '3x0x32'"),
+    (["summary", "lenet5-cifar", "--input", "3x5000x5000"], "at most 64 channels and 1024 pixels a side"),
+    (["summary", "baseline-cifar", "--num-classes", "100000000"], "at most 100,000 classes"),
+    (["summary", "vgg16", "--input", "3x1x1"], "vgg16 cannot take 1x1 images (a feature map shrinks to nothing)"),
+    (["summary", "kim-cnn", "--input", "20000"], "at most 10,000 tokens a sentence, not '20000'"),
+    (["summary", "kim-cnn", "--input", "3x32x32"], "kim-cnn reads token ids: give --input as a sentence length L"),
+    (["summary", "vgg16", "--input", "56"], "vgg16 reads images: give --input as CxHxW"),
+    (["summary", "kim-cnn", "--model-option", "windows=3,,5"], "windows takes comma-separated values such as 3,4,5"),
+    (["import-keras", "baseline-cifar", "w.h5", "--out", "o", "--input", "56"], "expected CxHxW such as 3x32x32, not '56'"),
     (["models", "zzz*"], "no model matches 'zzz*'"),
     (["eval", "no/such/run"], "no run directory or checkpoint at no/such/run"),
     (["bogus"], "invalid choice: 'bogus'"),
@@ -128,7 +137,7 @@ def test_a_checkpoint_crafted_to_run_code_is_refused_not_executed(tmp_path, caps
 @pytest.mark.parametrize("damage,words", [
     (lambda b: b[: len(b) // 2], "corrupt or truncated"),
     (lambda b: b[:100] + bytes(len(b) - 100), "corrupt or truncated"),
-    (lambda _: b"just some text, not a checkpoint\n", "corrupt or truncated"),
+    (lambda _: b"just some text, not a checkpoint\n", "is not a checkpoint or weights file"),
 ])
 def test_damaged_checkpoints_are_one_line(digits_run, tmp_path, damage, words, capsys):
     bad = tmp_path / "bad.pt"
@@ -306,3 +315,207 @@ def test_eval_of_an_image_folder_run_uses_its_validation_images_by_default(tmp_p
     code, out, err = cli(["eval", run], capsys)
     assert code == 0 and f"{run}/best.pt on val (4 images): loss " in out, err
     assert "has no test split: use --split val" in fails(["eval", run, "--split", "test"], capsys)
+
+
+# ---- issue 16: damaged checkpoints, hostile files, values that used to end in a traceback ----------------
+
+def copy_run(digits_run: Path, to: Path) -> Path:
+    """A private copy of the shared digits run (its checkpoints, config and history)."""
+    to.mkdir()
+    for name in ("best.pt", "last.pt", "config.json", "history.json", "history.csv"):
+        (to / name).write_bytes((digits_run / name).read_bytes())
+    return to
+
+
+def flip_a_weight_bit(path: Path) -> None:
+    """Flip one bit in the middle of the largest tensor record (the bytes of a weight, not a header)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = max(archive.infolist(), key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    data[info.header_offset + 30 + len(info.filename) + info.file_size // 2 + 64] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name", ["best.pt", "last.pt"])
+def test_a_flipped_bit_in_a_checkpoint_is_refused_by_eval_and_by_resume(digits_run, tmp_path, name, capsys):
+    run = copy_run(digits_run, tmp_path / "run")
+    flip_a_weight_bit(run / name)
+    line = fails(["eval", str(run), "--which", name[:-3]], capsys)
+    assert f"{run / name} is damaged (CRC mismatch in " in line and "use the other checkpoint (best.pt/last.pt)" in line
+    if name == "last.pt":
+        line = fails(["train", "baseline-cifar", "--epochs", "2", *QUICK[:4], "--run-dir", str(run), "--no-progress"],
+                     capsys)
+        assert f"{run / name} is damaged (CRC mismatch" in line
+
+
+@pytest.mark.parametrize("change,words", [
+    (lambda c: c["card"].pop("input_size"), "input_size is missing"),
+    (lambda c: c["card"].update(input_size="32x32"), "input_size must be two positive whole numbers"),
+    (lambda c: c["card"].update(model_kwargs=[1]), "model_kwargs must be a dict"),
+    (lambda c: c["card"].update(classes=3), "classes must be a list of class names"),
+    (lambda c: c.pop("model"), "does not hold a model's weights"),
+    (lambda c: c.update(model={"w": [1, 2]}), "does not hold a model's weights"),
+])
+def test_a_checkpoint_with_the_marker_but_a_missing_or_ill_typed_field_is_one_line(digits_run, tmp_path, change,
+                                                                                   words, capsys):
+    ckpt = {k: v for k, v in load_checkpoint(digits_run / "best.pt").items() if k != "format"}
+    ckpt["card"] = dict(ckpt["card"])
+    change(ckpt)
+    save_checkpoint(tmp_path / "odd.pt", ckpt)
+    assert words in fails(["eval", str(tmp_path / "odd.pt")], capsys)
+
+
+@pytest.mark.parametrize("field,value", [("epoch", "one"), ("optimizer", None), ("history", [1]),
+                                         ("history", {"epoch": ["x"]}), ("partial", {"bogus": 1.0})])
+def test_resuming_a_last_pt_with_a_damaged_training_state_is_one_line(digits_run, tmp_path, field, value, capsys):
+    run = copy_run(digits_run, tmp_path / "run")
+    ckpt = {k: v for k, v in load_checkpoint(run / "last.pt").items() if k != "format"}
+    save_checkpoint(run / "last.pt", {**ckpt, field: value})
+    line = fails(["train", "baseline-cifar", "--epochs", "2", *QUICK[:4], "--run-dir", str(run), "--no-progress"],
+                 capsys)
+    assert f"{run / 'last.pt'}" in line and ("is damaged" in line or "history inside" in line), line
+
+
+def test_a_pretrained_file_that_is_text_is_one_line(tmp_path, capsys):
+    (tmp_path / "weights.pth").write_text("these are not weights\n")
+    line = fails(["train", "resnet18", "--pretrained", str(tmp_path / "weights.pth"), *QUICK], capsys)
+    assert "weights.pth is not a checkpoint or weights file" in line
+
+
+@pytest.mark.parametrize("content,words", [
+    ('{"epoch": [1, 2], "loss": [0.5', "is damaged (not JSON"),
+    ("[1, 2]", "is damaged (not a mapping"),
+    ('{"epoch": [1], "loss": ["low"]}', "'loss' is not a list of numbers"),
+    ('{"epoch": [1, 2], "loss": [0.5]}', "columns have different lengths"),
+    (b"\xff\xfe\x00", "is damaged (not JSON"),
+    ("{}", "holds no finished epoch yet"),
+])
+def test_plot_of_a_corrupt_history_is_one_line(tmp_path, content, words, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "history.json").write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert words in fails(["plot", str(run)], capsys)
+    assert not (run / "curves.png").exists()
+
+
+def onnx_with_description(digits_run: Path, tmp_path: Path, description: str) -> Path:
+    import onnx
+
+    assert main(["export", str(digits_run), "--onnx", "--out", str(tmp_path / "good.onnx")]) == 0
+    proto = onnx.load(str(tmp_path / "good.onnx"))
+    next(p for p in proto.metadata_props if p.key == "cnnlab").value = description
+    onnx.save(proto, str(tmp_path / "odd.onnx"))
+    return tmp_path / "odd.onnx"
+
+
+@pytest.mark.parametrize("description,words", [
+    ("{not json", "its cnnlab model description is not valid JSON"),
+    ('{"model_name": "baseline-cifar"}', "num_classes is missing"),
+    ('{"model_name": "x", "num_classes": 3, "in_channels": 1, "input_size": [32, 32], "classes": ["a", "b", "c"]}',
+     "does not match its cnnlab description"),
+])
+def test_an_onnx_model_with_a_bad_description_is_one_line(digits_run, tmp_path, description, words, capsys):
+    odd = onnx_with_description(digits_run, tmp_path, description)
+    Image.new("L", (32, 32), 128).save(tmp_path / "img.png")
+    capsys.readouterr()
+    assert words in fails(["predict", "--onnx", str(odd), str(tmp_path / "img.png")], capsys)
+
+
+def keras_file(path: Path, build) -> Path:
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        build(f)
+    return path
+
+
+def _legacy_without_group(f) -> None:
+    f.attrs["layer_names"] = [b"conv2d"]
+
+
+def _named_variable(f) -> None:
+    f.create_dataset("layers/conv2d/vars/kernel", data=np.zeros((5, 5, 3, 6), np.float32))
+
+
+def _external(f) -> None:
+    import h5py
+
+    f.create_group("layers/conv2d/vars")["0"] = h5py.ExternalLink("/etc/passwd", "/x")
+
+
+def _declared_huge(f) -> None:
+    """A compressed array that declares 2 GB of zeros and takes a few KB on disk."""
+    f.create_dataset("layers/conv2d/vars/0", shape=(1 << 29,), dtype="f4", chunks=(1 << 20,), compression="gzip")
+
+
+@pytest.mark.parametrize("build,words", [
+    (_declared_huge, "holds 536,870,912 numbers, more than any layer has"),
+    (_named_variable, "variable 'kernel' of layers/conv2d/vars is not numbered"),
+    (_legacy_without_group, "layer_names names 'conv2d', but the file has no such group"),
+    (_external, "it refers to another file (layers/conv2d/vars/0 → /etc/passwd)"),
+])
+def test_import_keras_of_a_malformed_hdf5_file_is_one_line(tmp_path, build, words, capsys):
+    weights = keras_file(tmp_path / "w.weights.h5", build)
+    assert words in fails(["import-keras", "baseline-cifar", str(weights), "--out", str(tmp_path / "run")], capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_import_keras_never_opens_a_device(tmp_path, capsys):
+    line = fails(["import-keras", "baseline-cifar", "/dev/zero", "--out", str(tmp_path / "run")], capsys)
+    assert "a character device, not a regular file" in line
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--time-budget", "inf"], "--time-budget must be positive and finite (got inf)"),
+    (["--seed", "-1", "--val", "0.2"], "--seed must be in [0, 4294967295] (got -1)"),
+    (["--seed", str(2**64 + 1)], "--seed must be in [0, 4294967295]"),
+    (["--resize", "100000"], "--resize must be in [1, 4096] (got 100000)"),
+    (["--limit-val", "0"], "--limit-val: must be at least 1 (got 0)"),
+])
+def test_values_that_once_ended_in_a_traceback_are_one_line(tmp_path, argv, words, capsys):
+    assert words in fails(["train", "baseline-cifar", *QUICK, "--run-dir", str(tmp_path / "run"), *argv], capsys)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("layout", ["file", "under a file"])
+def test_a_run_dir_that_is_a_file_is_one_line_before_any_work(tmp_path, layout, capsys):
+    (tmp_path / "taken").write_text("x")
+    run = tmp_path / "taken" if layout == "file" else tmp_path / "taken" / "run"
+    line = fails(["train", "baseline-cifar", *QUICK, "--run-dir", str(run)], capsys)
+    assert f"--run-dir {run} " in line and "choose another --run-dir" in line
+    assert "Training" not in capsys.readouterr().err
+
+
+def test_an_image_folder_with_one_image_per_class_is_refused_not_trained(tmp_path, capsys):
+    for name, shade in (("cats", 10), ("dogs", 200)):
+        (tmp_path / "pics" / name).mkdir(parents=True)
+        Image.new("RGB", (32, 32), (shade,) * 3).save(tmp_path / "pics" / name / "1.png")
+    line = fails(["train", "baseline-cifar", "--dataset", str(tmp_path / "pics"), "--val", "0.2",
+                  "--run-dir", str(tmp_path / "run"), "--no-progress"], capsys)
+    assert "leaves class" in line and "without a training image" in line
+    assert not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_explainer_writes_one_page_and_an_unreadable_image_is_one_line(digits_run, tmp_path, capsys):
+    assert main(["explainer", str(digits_run), "--out", str(tmp_path / "p.html"), "--count", "2", "--max-maps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"explainer page → {tmp_path / 'p.html'}" in out and "2 images" in out and (tmp_path / "p.html").is_file()
+    bad = tmp_path / "x.png"
+    bad.write_text("not a picture")
+    assert main(["explainer", str(digits_run), str(bad), "--out", str(tmp_path / "q.html")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "none of the 1 image(s) could be read" in err and not (tmp_path / "q.html").exists()
+
+
+def test_summary_of_a_text_model_takes_a_length_model_options_and_depth(capsys):
+    """--input L, --model-option (a tuple typed from the factory), --depth and --num-classes on a sentence network."""
+    code, out, err = cli(["summary", "kim-cnn", "--input", "20", "--depth", "1", "--num-classes", "3",
+                          "--model-option", "windows=2,3", "--model-option", "maps=4",
+                          "--model-option", "embedding_dim=8"], capsys)
+    assert code == 0, err
+    assert "Input: (N, 20) token ids   Output: (N, 3)" in out and "convs (ModuleList)" in out
+    assert "Total params: 160,195" in out  # 20,000 x 8 embedding + (8·2·4 + 4) + (8·3·4 + 4) + (8·3 + 3)
+    assert "MACs per sentence: 3,608 = " in out  # convolutions over 20 + 2·2 padded tokens (3,584), the head (24)
+    assert "RF: receptive field in input tokens (all = whole sentence)" in out

@@ -201,6 +201,45 @@ def error_lines(log: str) -> list[str]:
     return [line for line in log.splitlines() if line.startswith("cnnlab: error:")]
 
 
+def wait_for_lock(run_dir: Path, pid: int, timeout: float = 60) -> str:
+    """The holder line of RUN_DIR/.lock once process ``pid`` has written it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = (run_dir / ".lock").read_text() if (run_dir / ".lock").exists() else ""
+        if text.startswith(f"{pid}\n"):
+            return text
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} never locked {run_dir}")
+
+
+def test_a_second_training_of_the_same_run_dir_is_refused_and_the_first_is_unharmed(tmp_path, spec, reference):
+    run_dir = tmp_path / "run"
+    first = start_cli(train_argv(spec, run_dir), tmp_path / "first.log")
+    wait_for_lock(run_dir, first.pid)
+    second = run_cli(train_argv(spec, run_dir, "--lr", "0.01"), tmp_path / "second.log")
+    first.join(120)
+    assert second.code == 2 and "Traceback" not in second.log, second.log
+    (line,) = error_lines(second.log)
+    assert re.fullmatch(rf"cnnlab: error: {re.escape(str(run_dir))} is being trained by process {first.pid} "
+                        r"\(.+\); wait for it, or choose another --run-dir", line), line
+    assert first.exitcode == 0, (tmp_path / "first.log").read_text()
+    assert_same_history(run_dir, reference, "the first run's epochs only")
+    assert json.loads((run_dir / "config.json").read_text())["lr"] is None, "the second run's config was not written"
+    assert not (run_dir / ".lock").exists() and temp_files(run_dir) == []
+
+
+def test_the_lock_of_a_killed_run_is_taken_over(tmp_path, spec, reference):
+    run_dir = tmp_path / "run"
+    killed = start_cli(train_argv(spec, run_dir), tmp_path / "killed.log")
+    wait_for_lock(run_dir, killed.pid)
+    killed.kill()
+    killed.join()
+    assert (run_dir / ".lock").read_text().startswith(f"{killed.pid}\n"), "SIGKILL runs no clean-up"
+    finish(spec, run_dir)
+    assert_same_history(run_dir, reference)
+    assert not (run_dir / ".lock").exists()
+
+
 def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, spec, reference):
     run_dir = tmp_path / "run"
     finish(spec, run_dir, "--epochs", "1")
@@ -229,7 +268,7 @@ def test_read_only_run_directory_keeps_the_previous_checkpoint(tmp_path, spec):
         subprocess.run(["chattr", "-i", str(run_dir)], check=True)
     assert out.code == 2 and "Traceback" not in out.log, out.log
     (line,) = error_lines(out.log)
-    assert "cannot write" in line and "Operation not permitted" in line
+    assert "cannot lock --run-dir" in line and "Operation not permitted" in line
     assert (run_dir / "last.pt").read_bytes() == before
 
 

@@ -12,8 +12,9 @@ from typing import Any
 from .errors import CnnlabError
 
 _LAZY: dict[str, str] = {
-    **{name: "cnnlab.api" for name in ("train", "evaluate", "predict", "summary", "export", "plot", "compare",
-                                       "visualize", "import_keras")},
+    **{name: "cnnlab.api" for name in ("train", "evaluate", "predict", "summary", "export", "plot", "show",
+                                       "compare", "cross_validate", "ngrams", "visualize", "explainer",
+                                       "import_keras")},
     **{name: "cnnlab.models" for name in ("create_model", "list_models", "model_info")},
     "tune_cpu": "cnnlab.cpu",
     "RunConfig": "cnnlab.runs.config",

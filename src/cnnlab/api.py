@@ -1,5 +1,5 @@
 """The public functions behind every command: ``cnnlab.train``, ``evaluate``, ``predict``, ``summary``, ``export``,
-``plot``, ``compare``, ``visualize``, ``import_keras``.
+``plot``, ``show``, ``compare``, ``cross_validate``, ``ngrams``, ``visualize``, ``explainer``, ``import_keras``.
 
 Each takes the CLI command's arguments as keywords (long options with underscores: ``--batch-size`` →
 ``batch_size``) and returns what the command prints. The CLI parses, calls one of these and prints —
@@ -68,6 +68,7 @@ def train(model: str, *, run_dir: PathLike | None = None, fresh: bool = False, p
     """
     from .runs.run import train_run
 
+    check_model_name(model)
     cfg = run_config(model, options)
     _announce_cpu_tuning()
     return train_run(cfg, Path(run_dir) if run_dir else None, fresh=fresh, progress=progress,
@@ -78,8 +79,8 @@ def evaluate(run: PathLike, *, split: str | None = None, which: str = "best", da
              confusion: PathLike | None = None):
     """Loss, accuracy, per-class accuracy and confusion matrix of a trained run on one split (an ``EvalResult``).
 
-    ``split`` defaults to test, or for an image folder (no test split) to the run's validation images (``val``);
-    ``result.split`` says which was used.
+    ``split`` (train, val, test, dev) defaults to test — fold K of a ``--fold`` run —, or for a dataset without a test
+    split (an image folder, MR) to the run's validation examples (``val``); ``result.split`` says which was used.
 
     With ``confusion`` the matrix is also drawn to that PNG (``result.confusion_png``).
     """
@@ -97,41 +98,64 @@ def evaluate(run: PathLike, *, split: str | None = None, which: str = "best", da
 
 @dataclass(frozen=True)
 class Predictions:
-    """The top-k classes of every readable image, and the inputs skipped with the reason."""
+    """The top-k classes of every readable image (or sentence), and the inputs skipped with the reason."""
 
     predictions: list
     skipped: list
+    sentences: bool = False  # the inputs were sentences (a text model), not image files
 
     def __iter__(self):
         return iter(self.predictions)
 
 
 def predict(run: PathLike | None = None, images: Sequence[PathLike] = (), *, onnx: PathLike | None = None,
-            top_k: int = 3, which: str = "best") -> Predictions:
-    """Top-k classes with probabilities for image files and folders, from a run (or an exported ``onnx`` model)."""
-    from .runs.predict import onnx_predictor, predict_files, torch_predictor
+            top_k: int = 3, which: str = "best", file: PathLike | None = None) -> Predictions:
+    """Top-k classes with probabilities for image files and folders, from a run (or an exported ``onnx`` model).
+
+    For a text model ``images`` are sentences, and ``file`` a text file of one sentence a line.
+    """
+    from .runs.predict import onnx_predictor, predict_files, predict_sentences, read_sentences, torch_predictor
 
     if (run is None) == (onnx is None):
         raise CnnlabError("predict needs a run directory or checkpoint, or an exported model with --onnx (one of them)")
+    logits_of, card = onnx_predictor(Path(onnx)) if onnx else torch_predictor(Path(run), which)
+    if card.text:
+        sentences = [*map(str, images), *(read_sentences(Path(file)) if file else [])]
+        return Predictions(predict_sentences(logits_of, card, sentences, top_k), [], sentences=True)
+    if file:
+        raise CnnlabError("--file holds sentences for a text model; this model classifies images: give image files")
     if not images:
         raise CnnlabError("no images given: cnnlab predict RUN_DIR|CHECKPOINT IMAGE [IMAGE|FOLDER …]")
-    logits_of, card = onnx_predictor(Path(onnx)) if onnx else torch_predictor(Path(run), which)
     return Predictions(*predict_files(logits_of, card, list(images), top_k))
 
 
-def summary(model: str, *, input: tuple[int, int, int] | None = None, num_classes: int | None = None,
+def summary(model: str, *, input: tuple[int, ...] | None = None, num_classes: int | None = None,
             depth: int | None = None, model_kwargs: dict[str, Any] | None = None):
     """The Keras-style table of a network (a ``Summary``; print it): shapes, parameters, MACs and FLOPs, receptive
-    field. ``depth`` collapses modules below it; ``model_kwargs`` are the factory's keywords (text values are typed
-    by it: ``{"stride_in_1x1": "true"}``)."""
+    field. ``input`` is (C, H, W), or (L,) tokens for a text network (its receptive field is then in tokens).
+    ``depth`` collapses modules below it; ``model_kwargs`` are the factory's keywords (text values are typed by it:
+    ``{"stride_in_1x1": "true"}``, ``{"windows": "3,4,5"}``)."""
     from .explain.summary import summarize
-    from .models import create_model, default_input_size
-    from .models.registry import typed_options
+    from .models import create_model, default_input_size, is_text_model
+    from .models.registry import input_too_small, typed_options
 
-    c, h, w = input or default_input_size(model)
+    shape = tuple(input or default_input_size(model))
     kwargs = typed_options(model, model_kwargs or {})
-    net = create_model(model, num_classes=num_classes, in_channels=c, input_size=(h, w), **kwargs)
-    return summarize(net, (c, h, w), depth=depth)
+    text = is_text_model(model)
+    if text and len(shape) != 1:
+        raise CnnlabError(f"{model} reads token ids: give --input as a sentence length L, e.g. --input 56")
+    if not text and len(shape) != 3:
+        raise CnnlabError(f"{model} reads images: give --input as CxHxW, e.g. --input 3x32x32")
+    image = {} if text else {"in_channels": shape[0], "input_size": shape[1:]}
+    try:
+        net = create_model(model, num_classes=num_classes, **image, **kwargs)
+        return summarize(net, shape, depth=depth)
+    except RuntimeError as e:
+        fix = "pass a longer --input, e.g. 56" if text else "pass a larger --input, e.g. 3x32x32"
+        too_small = input_too_small(e, model, shape if text else shape[1:], fix)
+        if too_small is None:
+            raise
+        raise too_small from None
 
 
 @dataclass(frozen=True)
@@ -160,23 +184,53 @@ def export(run: PathLike, *, format: str = "onnx", out: PathLike | None = None, 
     if format != "onnx":
         return Exported(export_weights(trained.model, format, path, trained.card), format)
     written = export_onnx(trained.model, trained.card, path)
-    return Exported(written, format, onnx_max_difference(written, trained.model, trained.card.input_shape))
+    return Exported(written, format, onnx_max_difference(written, trained.model, trained.card))
 
 
-def plot(run: PathLike, *, out: PathLike | None = None) -> Path:
-    """The course figure (train/val accuracy and loss per epoch) of a run, as a PNG; returns its path."""
+def plot(run: PathLike, *, out: PathLike | None = None):
+    """The course figure (train/val accuracy and loss per epoch) of a run, saved as a PNG (default
+    RUN/curves.png); returns a ``Plot``: its ``figure`` and ``path`` (a notebook shows it inline)."""
     from .engine.history import History
-    from .explain.plots import plot_history
+    from .explain.plots import drawn, history_figure
 
     run = Path(run)
     if not (run / "history.json").exists():
         raise CnnlabError(f"{run} has no history.json: pass a run directory written by `cnnlab train`")
-    return plot_history(History.load(run).to_dict(), out or run / "curves.png")
+    history = History.load(run)
+    if not len(history):
+        raise CnnlabError(f"{run / 'history.json'} holds no finished epoch yet: plot it once an epoch has ended")
+    return drawn(history_figure(history.to_dict()), out or run / "curves.png")
+
+
+SHOW_MAX = 256  # images in one grid: beyond this the tiles are too small to read
+
+
+def show(dataset: str = "digits", *, n: int = 16, split: str = "train", out: PathLike | None = None,
+         data_dir: str | None = None):
+    """The first ``n`` images of a dataset split in a grid, each titled with its class (the course's
+    ``plt.imshow(x_train[0])``); a ``Plot``, saved to ``out`` when given."""
+    from .data import canonical_name, load_dataset
+    from .data.text import is_text_dataset
+    from .explain.plots import drawn, samples_figure
+
+    if not 1 <= n <= SHOW_MAX:
+        raise CnnlabError(f"n must be between 1 and {SHOW_MAX} images (got {n})")
+    if canonical_name(dataset) is None and is_text_dataset(dataset):
+        raise CnnlabError(f"{dataset} holds sentences and show draws images: train a text network on it (kim-cnn, "
+                          "dcnn), then see its sentences with `cnnlab eval` and `cnnlab ngrams`")
+    data = load_dataset(dataset, split, root=data_dir)
+    shown = data.subset(n)
+    c, h, w = data.shape
+    title = f"{dataset} {split}: {len(shown)} of {len(data):,} images ({c}x{h}x{w})"
+    return drawn(samples_figure(shown.images, shown.labels.tolist(), data.classes, title), out)
 
 
 def compare(models: Sequence[str], *, out: PathLike = "report", run_dir: PathLike = "runs", fresh: bool = False,
-            progress: bool = True, **options: Any):
-    """Train several networks alike (each resumes), then write report.md, report.html and curves.png (a ``Report``)."""
+            progress: bool = True, curves: str = "accuracy-loss", **options: Any):
+    """Train several networks alike (each resumes), then write report.md, report.html and curves.png (a ``Report``).
+
+    ``curves``: accuracy and loss per run, or ``"error"``: training and validation error (1 − accuracy).
+    """
     from .runs.compare import compare as compare_runs
 
     if not models:
@@ -185,7 +239,36 @@ def compare(models: Sequence[str], *, out: PathLike = "report", run_dir: PathLik
         check_model_name(name)
     configs = [run_config(m, options) for m in models]
     _announce_cpu_tuning()
-    return compare_runs(configs, Path(out), Path(run_dir), fresh=fresh, progress=progress)
+    return compare_runs(configs, Path(out), Path(run_dir), fresh=fresh, progress=progress, curves=curves)
+
+
+def cross_validate(model: str, *, folds: int = 10, only: Sequence[int] | None = None, run_dir: PathLike = "runs",
+                   fresh: bool = False, progress: bool = True, **options: Any):
+    """K-fold cross-validation as Kim (2014) reported MR: one run per fold (resumable), each fold's best.pt scored
+    on that fold; returns a ``CrossValidation`` (per-fold accuracies, mean, std; also written to a cv.json)."""
+    from .runs.cv import cross_validate as run_folds
+
+    check_model_name(model)
+    cfg = run_config(model, {**options, "folds": folds})
+    _announce_cpu_tuning()
+    return run_folds(cfg, Path(run_dir), only, fresh, progress)
+
+
+def ngrams(run: PathLike, *, split: str = "val", top: int = 5, filters: int | None = 10, which: str = "best",
+           data_dir: str | None = None):
+    """For a text run's most influential filters, the ``top`` n-grams of a split that excite each most
+    (a list of ``FilterNgrams``; ``filters=None`` for every filter)."""
+    from dataclasses import replace
+
+    from .explain.ngrams import top_ngrams
+    from .runs.run import eval_split, load_trained
+
+    trained = load_trained(Path(run), which)
+    if not trained.card.text:
+        raise CnnlabError(f"{run} is an image model: n-grams explain text models (cnnlab visualize shows image filters)")
+    cfg = trained.config if data_dir is None else replace(trained.config, data_dir=data_dir)
+    data = eval_split(cfg, split).with_vocabulary(trained.card.text.vocabulary)
+    return top_ngrams(trained.model, data.tokens, trained.card.text.vocabulary, trained.card.classes, top, filters)
 
 
 def visualize(run: PathLike, image: PathLike, *, out: PathLike | None = None, which: str = "best",
@@ -196,6 +279,18 @@ def visualize(run: PathLike, image: PathLike, *, out: PathLike | None = None, wh
     return visualize_run(Path(run), Path(image), Path(out) if out else None, which, max_maps)
 
 
+def explainer(run: PathLike, images: Sequence[PathLike] = (), *, out: PathLike | None = None, which: str = "best",
+              count: int = 4, max_maps: int = 16, max_mb: float = 9.0):
+    """One self-contained HTML page explaining a run (an ``ExplainerPage``; in a notebook it shows inline).
+
+    Its layers, each layer's maps for ``images`` (else ``count`` validation images), one unit's arithmetic on
+    the real numbers, and its curves and confusion matrix; written to ``out`` (default RUN_DIR/explainer.html).
+    """
+    from .runs.explainer import explainer_run
+
+    return explainer_run(Path(run), list(images), Path(out) if out else None, which, count, max_maps, max_mb)
+
+
 def import_keras(model: str, weights: PathLike, *, out: PathLike, classes: Sequence[str] | None = None,
                  dataset: str | None = "cifar10", input: tuple[int, int, int] | None = None):
     """Weights saved by Keras (``save_weights``) into ``model``, written as the run directory ``out`` (``Imported``)."""
@@ -204,5 +299,6 @@ def import_keras(model: str, weights: PathLike, *, out: PathLike, classes: Seque
     return import_into_run(model, weights, out, classes, dataset, input)
 
 
-__all__ = ["EXPORT_FORMATS", "Exported", "Predictions", "check_model_name", "compare", "evaluate", "export", "import_keras", "plot",
-           "predict", "run_config", "summary", "train", "visualize"]
+__all__ = ["EXPORT_FORMATS", "Exported", "Predictions", "SHOW_MAX", "check_model_name", "compare", "cross_validate",
+           "evaluate", "explainer", "export", "import_keras", "ngrams", "plot", "predict", "run_config", "show",
+           "summary", "train", "visualize"]

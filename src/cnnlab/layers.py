@@ -82,6 +82,13 @@ class Conv2d(nn.Conv2d):
         text = super().extra_repr()
         return text + f", padding={self.tf_padding!r}" if self._dynamic else text
 
+    def padding_before(self, size: tuple[int, int]) -> tuple[int, int]:
+        """Rows and columns of zeros this convolution puts above and left of an H×W input (TF's when ``same``)."""
+        if not self._dynamic:
+            return _pair(self.padding)
+        return tuple(tf_same_pad(n, k, s, d)[0] for n, k, s, d in zip(size, self.kernel_size, self.stride,
+                                                                       self.dilation))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._dynamic:
             x = F.pad(x, _same_pads(x, self.kernel_size, self.stride, self.dilation))
@@ -118,6 +125,12 @@ class _Pool2d(nn.Module):
 
     def _explicit(self) -> tuple[int, int]:
         return (0, 0) if self.padding in ("valid", "same") else _pair(self.padding)
+
+    def padding_before(self, size: tuple[int, int]) -> tuple[int, int]:
+        """Rows and columns of padding this pool puts above and left of an H×W input (TF's when ``same``)."""
+        if self.padding != "same":
+            return self._explicit()
+        return tuple(tf_same_pad(n, k, s)[0] for n, k, s in zip(size, self.kernel_size, self.stride))
 
 
 def _slow_nchw_overlapping_pool(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int]) -> bool:

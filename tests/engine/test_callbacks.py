@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -184,6 +185,13 @@ def test_model_checkpoint_names_files_from_the_epoch_and_metrics(tmp_path, tiny_
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     with pytest.raises(CnnlabError, match=r"filepath 'x\{val_acc\}.pt' cannot be filled .*\{val_accuracy\}"):
         tiny_fit(tmp_path / "bad", [ModelCheckpoint("x{val_acc}.pt")], epochs=1)
+
+
+def test_model_checkpoint_of_a_relative_run_dir_writes_inside_it_once(tmp_path, tiny_fit, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tiny_fit(Path("runs/r"), [ModelCheckpoint("ckpt/e{epoch}.pt")], epochs=1)
+    assert load_checkpoint(tmp_path / "runs/r/ckpt/e1.pt")["epoch"] == 1
+    assert not (tmp_path / "runs/r/runs").exists()
 
 
 def test_csv_logger_writes_keras_rows_and_appends_across_a_resume(tmp_path, tiny_fit):

@@ -172,3 +172,20 @@ def test_resuming_with_a_different_recipe_is_refused(tmp_path):
     with pytest.raises(CnnlabError, match="different optimizer.*--fresh"):
         fit(_toy_model(), train, None, FitConfig(epochs=2, optimizer="sgd"), tmp_path / "r", progress=False,
             check_resume=check)
+
+
+def test_divergence_in_the_first_epoch_does_not_cite_a_last_pt_that_does_not_exist(tmp_path):
+    with pytest.raises(CnnlabError, match=r"became (nan|inf|non-finite).* at epoch 1, step \d+: training stopped, no "
+                                          r"checkpoint had been written yet\. Try a lower --lr") as caught:
+        _run(tmp_path, "first", epochs=1, lr=1e30)
+    assert "last.pt" not in str(caught.value) and not (tmp_path / "first" / "last.pt").exists()
+
+
+def test_finite_weights_that_overflow_in_validation_are_divergence_not_a_saved_best(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys.modules["cnnlab.engine.fit"], "evaluate_metrics", lambda *a, **k: {"val_loss": math.nan, "val_accuracy": 0.0})
+    with pytest.raises(CnnlabError, match=r"validation loss became nan at epoch 1, step 6: training stopped, no "
+                                          "checkpoint had been written yet"):
+        _run(tmp_path, "val", epochs=1)
+    assert not (tmp_path / "val" / "best.pt").exists()

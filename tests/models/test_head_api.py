@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.models import create_model, default_input_size, list_models
+from cnnlab.models import create_model, default_input_size, is_text_model, list_models
 from cnnlab.models.transfer import build_transfer, transfer_meta
 
 REAL_SIDE = 32  # networks up to this input side run for real; larger ones on meta
@@ -51,13 +51,18 @@ def assert_same(a: torch.Tensor, b: torch.Tensor) -> None:
     assert a.is_meta or torch.equal(a, b)
 
 
+def image_models() -> list[str]:
+    """The networks over images (the text networks' head API: tests/models/test_text_models.py)."""
+    return [n for n in list_models() if not is_text_model(n)]
+
+
 def test_the_course_six_and_fast_cifar_run_for_real() -> None:
-    real = {n for n in list_models() if device_for(n) == "cpu"}
+    real = {n for n in image_models() if device_for(n) == "cpu"}
     assert real >= {"baseline-cifar", "lenet5-cifar", "alexnet8-cifar", "vgg16-cifar", "inception10-cifar",
                     "resnet18-cifar", "fast-cifar"}
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", image_models())
 def test_forward_is_the_head_of_the_features(name: str) -> None:
     model, x = built(name)
     with torch.no_grad():
@@ -67,7 +72,7 @@ def test_forward_is_the_head_of_the_features(name: str) -> None:
         assert model.forward_head(features, pre_logits=True).shape == (2, model.num_features)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", image_models())
 def test_reset_classifier_swaps_the_linear_the_forward_uses(name: str) -> None:
     model, x = built(name)
     model.reset_classifier(7)

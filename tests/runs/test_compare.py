@@ -3,6 +3,7 @@ import base64
 import math
 import re
 
+import cnnlab
 from cnnlab.cli import main
 from cnnlab.runs.compare import RunStats, markdown_table, table_rows, text_table
 from cnnlab.engine.history import History
@@ -34,6 +35,11 @@ def test_compare_trains_reuses_resumes_and_reports(tmp_path, capsys):
     png = base64.b64decode(re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page).group(1))
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and png == (out / "curves.png").read_bytes()
     assert "<td>lenet5-cifar</td>" in page and "src=\"curves.png\"" not in page
+
+    report = cnnlab.compare(["baseline-cifar", "lenet5-cifar"], out=tmp_path / "errors", run_dir=runs, curves="error",
+                            progress=False, epochs=2, limit_train=48, limit_val=32, batch_size=16)  # both reused
+    assert "![training and validation error of every run](curves.png)" in report.markdown.read_text()
+    assert "<td>lenet5-cifar</td>" in report._repr_html_() and report.curves.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_table_formats_missing_values_and_aligns():

@@ -39,13 +39,13 @@ def test_transfer_model_exports_within_tolerance(tmp_path):
                    transfer=transfer_meta("resnet18", "imagenet", [8], "max", "backbone"))
     model = build_model(card).eval()
     path = export_onnx(model, card, tmp_path / "t.onnx")
-    assert onnx_max_difference(path, model, (3, 32, 32)) < 1e-4
+    assert onnx_max_difference(path, model, card) < 1e-4
 
 
 def test_onnx_file_without_description_and_missing_extra(tmp_path, monkeypatch):
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
     raw = tmp_path / "raw.onnx"
-    raw.write_bytes(onnx_bytes(model, (1, 2, 2)))
+    raw.write_bytes(onnx_bytes(model, RunCard("raw", 2, 1, (2, 2), ("a", "b"))))
     with pytest.raises(CnnlabError, match="cnnlab export RUN_DIR --onnx"):
         onnx_predictor(raw)
     with pytest.raises(CnnlabError, match="no ONNX model"):

@@ -8,7 +8,6 @@ resumed with an HTTP Range request by the next run, or started over if the serve
 """
 from __future__ import annotations
 
-import fcntl
 import glob
 import http.client
 import os
@@ -26,7 +25,8 @@ from urllib.parse import urlparse
 from tqdm import tqdm
 
 from ..errors import CnnlabError
-from .files import file_md5, read_error
+from ..io import exclusive_lock
+from .files import checksum_name, file_digest, read_error
 
 DATA_ENV = "CNNLAB_DATA"
 TIMEOUT = 30.0  # seconds allowed for connecting and for each read; tests lower it
@@ -48,6 +48,8 @@ def cache_dir() -> Path:
 def fetch(url: str, md5: str, dest_dir: str | Path, filename: str | None = None, *, size: int,
           progress: bool | None = None) -> Path:
     """Download `url` (`size` bytes, `md5`) to dest_dir/filename unless a verified copy is already there.
+
+    md5: the official hex md5, or a 64-digit sha256 for files whose publishers give only that.
 
     progress: a tqdm bar on stderr; None shows it only when stderr is a terminal.
     """
@@ -101,49 +103,24 @@ def _make_folder(folder: Path) -> None:
 
 @contextmanager
 def _locked(target: Path, show: bool) -> Iterator[None]:
-    """Hold an exclusive flock on NAME.lock, so no two processes (or threads) write the same NAME.part.
+    """Hold an exclusive lock on NAME.lock (``io.exclusive_lock``), so no two processes write the same NAME.part."""
+    def unusable(err: OSError) -> CnnlabError:
+        return CnnlabError(f"cannot download into {target.parent}: {err.strerror}; point --data-dir or "
+                           f"{DATA_ENV} at a folder you can write")
 
-    The lock file is removed on release; a waiter that then holds a lock on the removed file sees that
-    the name now refers to another file (or none) and locks again. The kernel drops the lock of a process
-    that dies, even by SIGKILL.
-    """
-    lock = target.with_name(target.name + ".lock")
-    told = False
-    while True:
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as err:
-            raise CnnlabError(f"cannot download into {target.parent}: {err.strerror}; point --data-dir or "
-                              f"{DATA_ENV} at a folder you can write") from err
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if show and not told:
-                print(f"waiting for another process that is downloading {target.name}", file=sys.stderr)
-                told = True
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        if _same_file(fd, lock):
-            break
-        os.close(fd)
-    try:
+    def waiting(_fd: int) -> None:
+        if show:
+            print(f"waiting for another process that is downloading {target.name}", file=sys.stderr)
+
+    with exclusive_lock(target.with_name(target.name + ".lock"), unusable, waiting):
         yield
-    finally:
-        lock.unlink(missing_ok=True)
-        os.close(fd)
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    """True if the open descriptor is still the file at path."""
-    try:
-        return os.path.samestat(os.fstat(fd), os.stat(path))
-    except FileNotFoundError:
-        return False
 
 
 def _reuse(target: Path, md5: str) -> Path:
     """Return an existing file whose md5 matches; move a corrupt one aside and say so."""
+    algorithm = checksum_name(md5)
     try:
-        actual = file_md5(target)
+        actual = file_digest(target, algorithm)
     except OSError as err:
         raise read_error(target, err, "remove it and re-run to download it again") from err
     if actual == md5:
@@ -152,9 +129,9 @@ def _reuse(target: Path, md5: str) -> Path:
     try:
         os.replace(target, aside)
     except OSError as err:
-        raise CnnlabError(f"{target} is corrupt (md5 differs from {md5}) and cannot be moved aside "
+        raise CnnlabError(f"{target} is corrupt ({algorithm} differs from {md5}) and cannot be moved aside "
                           f"({err.strerror}): delete it, or point --data-dir at another folder") from err
-    raise CnnlabError(f"{target} is corrupt (md5 differs from {md5}); it was moved aside to {aside}: "
+    raise CnnlabError(f"{target} is corrupt ({algorithm} differs from {md5}); it was moved aside to {aside}: "
                       "re-run to download it again")
 
 
@@ -179,10 +156,11 @@ def _download(url: str, md5: str, size: int, target: Path, show: bool) -> Path:
             if err.code == 416:  # Range Not Satisfiable: the part is longer than the server's file
                 part.unlink(missing_ok=True)
         raise CnnlabError(_offline_message(url, target, err, part)) from err
-    actual = file_md5(part)
+    algorithm = checksum_name(md5)
+    actual = file_digest(part, algorithm)
     if actual != md5:
         part.unlink()
-        raise CnnlabError(f"download of {url} has md5 {actual}, expected {md5}; the file was removed: "
+        raise CnnlabError(f"download of {url} has {algorithm} {actual}, expected {md5}; the file was removed: "
                           f"re-run to retry, or download it manually and place it at {target}")
     os.replace(part, target)
     return target

@@ -57,7 +57,17 @@ def open_input(path: Path, fix: str) -> BinaryIO:
 
 def file_md5(path: str | os.PathLike) -> str:
     """Hex md5 of a regular file, read in 1 MiB blocks."""
-    digest = hashlib.md5(usedforsecurity=False)
+    return file_digest(path, "md5")
+
+
+def checksum_name(expected: str) -> str:
+    """The algorithm of a hex checksum by its length: md5 (32 digits) or sha256 (64, where only that is published)."""
+    return "sha256" if len(expected) == 64 else "md5"
+
+
+def file_digest(path: str | os.PathLike, algorithm: str) -> str:
+    """Hex digest (``md5`` or ``sha256``) of a regular file, read in 1 MiB blocks."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
     with open_regular(path) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)

@@ -36,9 +36,16 @@ class ImageSet:
         self.images = self.images.cpu().contiguous()
         self.labels = self.labels.cpu().contiguous()
 
+    unit = "images"
+
     def __len__(self) -> int:
         """Number of images."""
         return int(self.images.shape[0])
+
+    @property
+    def inputs(self) -> torch.Tensor:
+        """What the network takes (the uint8 images), named as ``TextSet.inputs`` names its token ids."""
+        return self.images
 
     @property
     def num_classes(self) -> int:

@@ -104,8 +104,16 @@ def crop_flip(images: torch.Tensor, shift: torch.Tensor, flip: torch.Tensor, pad
     return gather(images, torch.arange(len(images), device=images.device), source_grid(shift, flip, h, w, pad, mode))
 
 
+def trim_padding(ids: torch.Tensor) -> torch.Tensor:
+    """Token ids without the columns that are padding (0) in every row (at least one column is kept)."""
+    used = ids.ne(0).any(0).nonzero()
+    return ids[:, :int(used[-1]) + 1 if len(used) else 1]
+
+
 class TensorLoader:
-    """Iterates ``(x, y)`` batches of a uint8 image tensor, scaled to [0, 1] (then normalised if asked).
+    """Iterates ``(x, y)`` batches of a uint8 image tensor, scaled to [0, 1] (then normalised if asked),
+    or of int64 N×L token ids (right-padded with 0), given as they are and cut to the batch's longest
+    sentence (the text models do not depend on trailing padding, so this only saves work).
 
     ``rank``/``world_size`` shard every epoch's global order for DistributedDataParallel: each
     rank sees ``batch_size`` images per step out of a global batch of ``batch_size * world_size``.
@@ -129,8 +137,11 @@ class TensorLoader:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError("images must be a uint8 N x C x H x W tensor")
+        self.tokens = images.dtype == torch.int64 and images.dim() == 2
+        if not self.tokens and (images.dtype != torch.uint8 or images.dim() != 4):
+            raise ValueError("images must be a uint8 N x C x H x W tensor (or token ids an int64 N x L one)")
+        if self.tokens and augment != "none":
+            raise ValueError(f"token sequences take no image augmentation (got augment={augment!r})")
         if augment not in AUGMENTS:
             raise ValueError(f"augment must be one of {AUGMENTS}, not {augment!r}")
         if batch_size < 1:
@@ -196,6 +207,8 @@ class TensorLoader:
         return source_grid(shift.to(self.device), plan.flip.to(self.device), h, w, pad, mode)
 
     def _prepare(self, idx: torch.Tensor, grid: SourceGrid | None) -> torch.Tensor:
+        if self.tokens:
+            return self.images[idx]
         if grid is None:
             x = self.images[idx]
             x = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -215,5 +228,6 @@ class TensorLoader:
             idx = order[sl]
             x, y = self._prepare(idx, None if grid is None else grid[sl]), self.labels[idx]
             for i in range(last - first):
-                yield x[i * b:(i + 1) * b], y[i * b:(i + 1) * b]
+                batch = x[i * b:(i + 1) * b]
+                yield (trim_padding(batch) if self.tokens else batch), y[i * b:(i + 1) * b]
         self.start_step = 0

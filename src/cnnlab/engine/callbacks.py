@@ -360,7 +360,7 @@ class ModelCheckpoint(_Monitoring):
         if self.save_weights_only:
             self._save_weights(path)
         else:
-            self.trainer.save(path)
+            self.trainer.save_to(path)
         if self.verbose:
             say(f"ModelCheckpoint: saved {path}")
 

@@ -18,23 +18,25 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from ..data.loader import TensorLoader
-from ..errors import CnnlabError
+from ..errors import CnnlabError, first_line
 from ..faults import fault_point
 from . import distributed as D
 from .callbacks import Callback, CallbackList
-from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from .checkpoint import check_fields, load_checkpoint, load_model_state, non_finite, save_checkpoint
 from .config import FitConfig
 from .evaluate import evaluate_metrics
 from .history import History
 from .loss import aux_loss_weights, training_loss
 from .optim import OptimizerFactory, decay_of, group_horizon_steps, group_lr, make_optimizer
 from .precision import autocast, grad_scaler
+from .progress import progress_bar
 
 ResumeCheck = Callable[[dict], None]  # raises when a saved checkpoint belongs to another experiment
 SYNC_EVERY = 10  # steps between reads of the running loss from the device (progress bar, divergence check)
+RESUME_FIELDS = {"model": dict, "optimizer": dict, "epoch": int, "step": int, "partial": dict, "history": dict,
+                 "best_val_accuracy": (int, float), "rng": dict}  # what last.pt must hold to resume from
 
 
 class TrainingInterrupted(CnnlabError):
@@ -143,20 +145,24 @@ class Trainer:
         }
 
     def save(self, name: str) -> None:
-        """Rank 0 writes ``name``; a checkpoint never holds non-finite weights (the previous one is kept)."""
-        if not bool(torch.stack([p.isfinite().all() for p in self.model.parameters()]).all()):
+        """Rank 0 writes the run directory's checkpoint ``name`` (best.pt, last.pt)."""
+        self.save_to(self.run_dir / name)
+
+    def save_to(self, path: Path) -> None:
+        """Rank 0 writes a full checkpoint to ``path``; it never holds non-finite weights (the previous one is kept)."""
+        if non_finite(D.unwrap(self.model).state_dict()):  # parameters, or buffers such as BatchNorm statistics
             raise self._diverged("weights became non-finite", self.epoch + (self.step > 0),
                                  self.step or self.steps_per_epoch)
         state = self.state()
         if D.is_main():
-            save_checkpoint(self.run_dir / name, state)
+            save_checkpoint(path, state)
 
     def restore(self, ckpt: dict) -> None:
         load_model_state(D.unwrap(self.model), ckpt["model"], str(self.run_dir / "last.pt"))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
         self.sums = EpochSums(**ckpt["partial"]) if D.is_main() else EpochSums()  # the sums are global
-        self.history = History(ckpt["history"])
+        self.history = History.from_dict(ckpt["history"], f"the history inside {self.run_dir / 'last.pt'}")
         self.best = float(ckpt["best_val_accuracy"])
         if ckpt.get("scaler") and self.scaler.is_enabled():  # a run resumed in another precision starts afresh
             self.scaler.load_state_dict(ckpt["scaler"])
@@ -254,8 +260,17 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self._after_step()
         fault_point("step")
         return loss.detach(), (logits.argmax(1) == y).sum()
+
+    def _after_step(self) -> None:
+        """Let the network constrain its weights after each update: its ``after_step()`` method, when it has one
+        (Kim 2014's max-norm on the output layer, say), under ``no_grad``."""
+        after_step = getattr(D.unwrap(self.model), "after_step", None)
+        if after_step is not None:
+            with torch.no_grad():
+                after_step()
 
     def _flush(self, pending: list[tuple[torch.Tensor, torch.Tensor, int]]) -> None:
         """Read the pending steps' losses from the device at once, stop at a non-finite one, add them to the sums.
@@ -287,8 +302,7 @@ class Trainer:
         batches = self.callbacks.wants_batches
         loader = self.train_loader
         loader.set_epoch(self.epoch, self.step)
-        bar = tqdm(total=self.steps_per_epoch, initial=self.step, disable=not self.progress, leave=True,
-                   desc=f"Epoch {self.epoch + 1}/{self.cfg.epochs}", unit="batch", dynamic_ncols=True, file=sys.stderr)
+        bar = progress_bar(self.steps_per_epoch, self.step, f"Epoch {self.epoch + 1}/{self.cfg.epochs}", self.progress)
         self.model.train()
         t0, seen0 = time.perf_counter(), self.sums.seen
         pending: list[tuple[torch.Tensor, torch.Tensor, int]] = []
@@ -341,6 +355,8 @@ class Trainer:
             D.sync_buffers(self.model)
             tta = self.cfg.tta if self.epoch + 1 == self.cfg.epochs else "none"  # augmented views at the end only
             row.update(evaluate_metrics(D.without_ddp(self.model), self.val_loader, self.cfg.precision, tta))
+            if not math.isfinite(row["val_loss"]):  # finite but overflowing weights: nothing worth saving
+                raise self._diverged(f"validation loss became {row['val_loss']}", self.epoch + 1, self.steps_per_epoch)
         self.history.append(**row)
         self.epoch, self.step, self.sums = self.epoch + 1, 0, EpochSums()
         improved = validate and row["val_accuracy"] > self.best
@@ -362,9 +378,14 @@ class Trainer:
         if not last.exists():
             return False
         ckpt = load_checkpoint(last, map_location=self.device)
+        check_fields(ckpt, RESUME_FIELDS, str(last))
         if check:
             check(ckpt)
-        self.restore(ckpt)
+        try:
+            self.restore(ckpt)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:  # a foreign or damaged state
+            raise CnnlabError(f"{last} is damaged (its training state does not load: {first_line(e, 120)}): "
+                              "pass --fresh to start over, or use another --run-dir") from None
         if D.is_main():
             where = f"epoch {self.epoch + 1}, step {self.step}" if self.step else f"the end of epoch {self.epoch}"
             print(f"Resuming {self.run_dir} from {where} of {self.cfg.epochs} (last.pt)." if not self.stop_training
@@ -383,7 +404,7 @@ class Trainer:
         except RuntimeError as e:
             if not D.lost_peer(e):
                 raise
-            raise CnnlabError(f"another process of this torchrun job stopped ({str(e).splitlines()[0][:160]}); "
+            raise CnnlabError(f"another process of this torchrun job stopped ({first_line(e)}); "
                               f"{self.run_dir / 'last.pt'} is intact: see torchrun's failure summary for the cause, "
                               "then run the same command again to resume") from None
 

@@ -6,7 +6,10 @@ import io
 import json
 import math
 from pathlib import Path
+from typing import Any
 
+from ..data.files import open_regular, read_error
+from ..errors import CnnlabError
 from ..io import atomic_write_bytes
 
 COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "images_per_sec",
@@ -34,6 +37,11 @@ class History:
         vals = [v for v in self.history[key] if not math.isnan(v)]
         return max(vals) if vals else math.nan
 
+    def _repr_html_(self) -> str:
+        from ..explain.notebook import history_html
+
+        return history_html(self.to_dict())
+
     def to_dict(self) -> dict[str, list[float]]:
         return {c: list(v) for c, v in self.history.items()}
 
@@ -52,6 +60,44 @@ class History:
         atomic_write_bytes(run_dir / "history.csv", self.to_csv().encode())
 
     @classmethod
+    def from_dict(cls, raw: Any, source: str) -> "History":
+        """A History from stored data (NaN as None allowed); one CnnlabError naming ``source`` when it is not one."""
+        problem = _problem(raw)
+        if problem:
+            raise CnnlabError(f"{source} is damaged ({problem}): re-run training to rewrite it from last.pt")
+        rows = len(raw.get("epoch", []))
+        return cls({c: [math.nan if v is None else float(v) for v in raw.get(c) or [None] * rows] for c in COLUMNS})
+
+    @classmethod
     def load(cls, run_dir: Path) -> "History":
-        raw = json.loads((Path(run_dir) / "history.json").read_text())
-        return cls({c: [math.nan if v is None else v for v in vals] for c, vals in raw.items()})
+        """RUN_DIR/history.json, checked: a damaged or foreign file is one line naming it."""
+        path = Path(run_dir) / "history.json"
+        try:
+            with open_regular(path) as fh:
+                raw = json.loads(fh.read().decode("utf-8"))
+        except OSError as e:
+            raise read_error(path, e, "pass a run directory written by `cnnlab train`") from None
+        except ValueError as e:  # not UTF-8, or not JSON
+            raise CnnlabError(f"{path} is damaged (not JSON: {str(e)[:80]}): re-run training to rewrite it "
+                              "from last.pt") from None
+        return cls.from_dict(raw, str(path))
+
+
+def _problem(raw: Any) -> str | None:
+    """What keeps ``raw`` from being a history: not a mapping, a column that is not a list of numbers, ragged."""
+    if not isinstance(raw, dict):
+        return "not a mapping of column names to lists"
+    lengths = set()
+    for column in COLUMNS:
+        values = raw.get(column, [])
+        if not isinstance(values, list) or not all(v is None or _is_number(v) for v in values):
+            return f"{column!r} is not a list of numbers"
+        if values:
+            lengths.add(len(values))
+    if len(lengths) > 1 or (lengths and len(raw.get("epoch", [])) not in lengths):
+        return "its columns have different lengths"
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

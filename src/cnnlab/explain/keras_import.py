@@ -36,10 +36,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CnnlabError
+from ..data.files import open_regular
+from ..errors import CnnlabError, first_line
 from ..layers import SeparableConv2d
 
 KINDS = ("conv", "separable", "dense", "bn")
+MAX_WEIGHTS = 1 << 28  # numbers in one Keras weight array: VGG16's largest holds 103 million
 _NOT_LAYERS = re.compile(r"^(optimizer|compile_metrics|compile_loss|loss_tracker|metrics)(/|$)")
 Chw = tuple[int, int, int]
 
@@ -80,11 +82,11 @@ def _natural_key(path: str) -> list:
 def _legacy_layers(root) -> Raw:
     """Layers in the order of the ``layer_names`` attribute (Keras 2 ``.h5``), a nested model's split by owner."""
     out: Raw = []
-    for name in map(_text, root.attrs["layer_names"]):
-        group = root[name]
+    for name in _names(root.attrs, "layer_names", "the file"):
+        group = _member(root, name, "layer_names")
         owners: dict[str, list[np.ndarray]] = {}
-        for weight in map(_text, group.attrs.get("weight_names", [])):
-            owners.setdefault(weight.rsplit("/", 1)[0], []).append(np.asarray(group[weight]))
+        for weight in _names(group.attrs, "weight_names", name):
+            owners.setdefault(weight.rsplit("/", 1)[0], []).append(_array(group, weight, name))
         for owner, arrays in owners.items():
             path = name if len(owners) == 1 else f"{name}/{owner}"
             out.append((path, arrays, owner.rsplit("/", 1)[-1]))
@@ -104,7 +106,7 @@ def _keras3_layers(f) -> Raw:
         if not _NOT_LAYERS.match(owner):
             group = f[path]
             name = group.attrs.get("name")
-            layers.append((owner, [np.asarray(group[k]) for k in sorted(group.keys(), key=int)],
+            layers.append((owner, [_array(group, k, path) for k in _numbered(group.keys(), path)],
                            None if name is None else _text(name)))
     return layers
 
@@ -166,6 +168,69 @@ def _checkpoint_layers(prefix: str) -> Raw:
     return layers
 
 
+# ---- reading the file: every malformed part is one line naming it ----------------------------------------
+class _Malformed(Exception):
+    """A part of the HDF5 file that is not what a Keras weights file holds (turned into one CnnlabError)."""
+
+
+def _names(attrs, key: str, where: str) -> list[str]:
+    """A string-list attribute (``layer_names``, ``weight_names``); absent means none."""
+    value = attrs.get(key, [])
+    names = np.atleast_1d(value)
+    if isinstance(value, (bytes, str)) or not all(isinstance(v, (bytes, str)) for v in names):
+        raise _Malformed(f"the {key} attribute of {where} is not a list of names")
+    return [_text(v) for v in names]
+
+
+def _member(group, name: str, listed_in: str):
+    """The group ``name`` that ``listed_in`` names."""
+    member = group.get(name)
+    if member is None or not hasattr(member, "keys"):
+        raise _Malformed(f"{listed_in} names {name!r}, but the file has no such group")
+    return member
+
+
+def _numbered(keys, where: str) -> list[str]:
+    """A ``vars`` group's variable names in order: Keras 3 numbers them 0, 1, 2 …"""
+    keys = list(keys)
+    odd = next((k for k in keys if not k.isdigit()), None)
+    if odd is not None:
+        raise _Malformed(f"variable {odd!r} of {where} is not numbered (Keras names them 0, 1, 2 …)")
+    return sorted(keys, key=int)
+
+
+def _array(group, name: str, where: str) -> np.ndarray:
+    """A numeric dataset of ``group``, read whole."""
+    dataset = group.get(name)
+    if dataset is None or not hasattr(dataset, "dtype") or not hasattr(dataset, "shape"):
+        raise _Malformed(f"{where} lists the weight {name!r}, but the file holds no such array")
+    if dataset.size > MAX_WEIGHTS:  # compressed, a file of a few MB can declare terabytes
+        raise _Malformed(f"the weight {name!r} of {where} holds {dataset.size:,} numbers, more than any layer has")
+    value = np.asarray(dataset[()])
+    if value.dtype.kind not in "fiu":
+        raise _Malformed(f"the weight {name!r} of {where} holds {value.dtype} data, not numbers")
+    return value
+
+
+def _external_link(f) -> str | None:
+    """The first link to another file, if any: a weights file must be self-contained."""
+    h5py = _h5py()
+    found: list[str] = []
+    f.visititems_links(lambda name, link: found.append(f"{name} → {link.filename}")
+                       if isinstance(link, h5py.ExternalLink) else None)
+    return found[0] if found else None
+
+
+def _read_layers(fh) -> Raw:
+    """(layer, arrays) of an open HDF5 file, in either layout."""
+    with _h5py().File(fh, "r") as f:
+        link = _external_link(f)
+        if link:
+            raise _Malformed(f"it refers to another file ({link}); only self-contained weights files are read")
+        root = f["model_weights"] if "model_weights" in f else f
+        return _legacy_layers(root) if "layer_names" in root.attrs else _keras3_layers(f)
+
+
 def _kind(name: str, arrays: list[np.ndarray]) -> str:
     """Layer kind from its variables' shapes: conv, separable, dense or bn."""
     dims = [a.ndim for a in arrays]
@@ -182,14 +247,22 @@ def _kind(name: str, arrays: list[np.ndarray]) -> str:
 
 
 def _h5_layers(h5_path: str | os.PathLike) -> Raw:
-    """The layers of a Keras HDF5 weights file (Keras 3 or legacy Keras 2) in the file's order."""
-    h5py = _h5py()
+    """The layers of a Keras HDF5 weights file (Keras 3 or legacy Keras 2) in the file's order.
+
+    Only a regular file is opened (never a FIFO or device); a malformed file is one CnnlabError naming it.
+    """
+    where = os.fspath(h5_path)
+    fix = "pass the file written by Keras' model.save_weights (.weights.h5) or model.save (.h5)"
     try:
-        with h5py.File(h5_path, "r") as f:
-            root = f["model_weights"] if "model_weights" in f else f
-            return _legacy_layers(root) if "layer_names" in root.attrs else _keras3_layers(f)
-    except OSError as e:
-        raise CnnlabError(f"cannot read Keras weights {os.fspath(h5_path)!r}: {e}") from None
+        with open_regular(h5_path) as fh:
+            return _read_layers(fh)
+    except _Malformed as e:
+        raise CnnlabError(f"{where} is not a Keras weights file as cnnlab reads them: {e}; {fix}") from None
+    except CnnlabError:
+        raise
+    except Exception as e:  # missing, unreadable, or damage: h5py raises OSError, KeyError, RuntimeError, ValueError …
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else first_line(e)
+        raise CnnlabError(f"cannot read Keras weights {where!r}: {reason}; {fix}") from None
 
 
 def read_keras_layers(path: str | os.PathLike) -> list[KerasLayer]:

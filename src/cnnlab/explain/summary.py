@@ -10,10 +10,15 @@ One forward pass on zeros (eval mode, no grad) does everything at once:
   summary names both: ``total_macs`` and ``total_flops`` (= 2 × MACs);
 - a ``TorchFunctionMode`` follows every tensor derived from the input and composes its receptive
   field along the path the data really takes (``r_out = r_in + (k - 1)·d·j_in``, ``j_out = j_in·s``
-  for every convolution and pooling; the maximum over inputs where branches meet, e.g. Inception's
-  ``cat`` or ResNet's ``+``). This is the analytic (theoretical) receptive field, exact for
-  branching networks and independent of the weights. Once a tensor is flattened or globally pooled
-  the field is the whole input (``all``).
+  for every convolution and pooling; the union of the inputs' windows where branches meet, e.g.
+  Inception's ``cat`` or ResNet's ``+``). It also keeps where unit (0, 0)'s window starts
+  (``start_out = start_in - pad_before·j_in``, padding included, so TF's asymmetric ``same`` pads
+  are exact): unit (i, j) sees input rows ``start + i·jump`` … ``+ size - 1``. This is the analytic
+  (theoretical) receptive field, exact for branching networks and independent of the weights. Once
+  a tensor is flattened or globally pooled the field is the whole input (``all``).
+- a sentence network (N×L token ids) is followed the same way along its one axis, in tokens, through
+  the embedding (N×L×C), transposes and 1-D convolutions and poolings (``Field.layout``); a data-dependent
+  choice of positions (k-max pooling's ``topk``) makes the field the whole sentence.
 """
 from __future__ import annotations
 
@@ -28,83 +33,156 @@ from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
 Shape = tuple[int, ...]
-Pair = tuple[int, int]
+Pair = tuple[int, ...]  # one entry per spatial axis: (h, w) for images, (tokens,) for sentences
 WHOLE_INPUT = "all"
+CHANNELS_FIRST, CHANNELS_LAST, NO_CHANNELS = "NC*", "N*C", "N*"  # where a tensor's spatial axes are
 
 
 @dataclass(frozen=True)
 class Field:
-    """Receptive field size and jump (input pixels between neighbouring outputs) per axis (H, W)."""
+    """Receptive field size, jump (input positions between neighbouring outputs) and start per spatial axis, and
+    the layout of the tensor it belongs to: N×C×H×W or N×C×L (channels first), N×L×C (an embedding's output,
+    channels last) or N×L (token ids, no channels)."""
 
-    size: Pair | None  # None: every input pixel (after flatten / global pooling)
+    size: Pair | None  # None: every input position (after flatten / global pooling)
     jump: Pair | None
+    start: Pair | None = None  # input position where unit (0, 0)'s window begins (negative: in the padding)
+    layout: str = CHANNELS_FIRST
 
 
 _GLOBAL = Field(None, None)
 
 # Argument names of the windowed ops, to read kernel/stride/dilation however they were passed.
+_CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 _WINDOW_ARGS: dict[str, tuple[str, ...]] = {
-    "conv2d": ("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
+    "conv2d": _CONV_ARGS, "conv1d": _CONV_ARGS,
     "max_pool2d": ("input", "kernel_size", "stride", "padding", "dilation"),
+    "max_pool1d": ("input", "kernel_size", "stride", "padding", "dilation"),
     "avg_pool2d": ("input", "kernel_size", "stride", "padding"),
+    "avg_pool1d": ("input", "kernel_size", "stride", "padding"),
 }
 _PASS_THROUGH = {"pad", "constant_pad_nd"}
-_GLOBAL_POOLS = {"adaptive_avg_pool2d", "adaptive_max_pool2d"}
+_GLOBAL_POOLS = {"adaptive_avg_pool2d", "adaptive_max_pool2d", "adaptive_avg_pool1d", "adaptive_max_pool1d"}
+_TRANSPOSES = {"transpose", "permute", "swapaxes", "swapdims", "movedim"}
+_SELECTIONS = {"topk", "sort", "argsort"}  # data-dependent choices of positions: any input position can be picked
 
 
-def _pair(v: Any, default: Pair) -> Pair:
-    """An int or 1/2-sequence as an (h, w) pair; ``None`` or empty gives ``default``."""
+def _axes(v: Any, default: Pair, n: int) -> Pair:
+    """An int or sequence as an n-tuple (the last n entries); ``None`` or empty gives ``default``."""
     if v is None or (isinstance(v, (tuple, list)) and len(v) == 0):
         return default
     if isinstance(v, int):
-        return (v, v)
-    return (int(v[0]), int(v[-1]))
+        return (v,) * n
+    return tuple(int(x) for x in v)[-n:] if len(v) >= n else (int(v[0]),) * n
 
 
-def _window(name: str, args: tuple, kwargs: dict) -> tuple[Pair, Pair, Pair] | None:
-    """(kernel, stride, dilation) of a convolution or pooling call, else None."""
+def _pad_before(padding: Any, k: Pair, d: Pair) -> Pair:
+    """Positions an op pads before the input on each axis: PyTorch's ``"same"`` puts the smaller half first."""
+    if padding == "same":
+        return tuple((ki - 1) * di // 2 for ki, di in zip(k, d))
+    zeros = (0,) * len(k)
+    return zeros if padding == "valid" else _axes(padding, zeros, len(k))
+
+
+def _window(name: str, args: tuple, kwargs: dict) -> tuple[Pair, Pair, Pair, Pair] | None:
+    """(kernel, stride, dilation, padding before) of a convolution or pooling call, else None."""
     names = _WINDOW_ARGS.get(name)
     if names is None:
         return None
+    n = 1 if name.endswith("1d") else 2
     bound = dict(zip(names, args)) | kwargs
-    k = tuple(bound["weight"].shape[-2:]) if "weight" in names else _pair(bound["kernel_size"], (1, 1))
-    return k, _pair(bound.get("stride"), k), _pair(bound.get("dilation"), (1, 1))
+    ones = (1,) * n
+    k = tuple(bound["weight"].shape[-n:]) if "weight" in names else _axes(bound["kernel_size"], ones, n)
+    d = _axes(bound.get("dilation"), ones, n)
+    return k, _axes(bound.get("stride"), k, n), d, _pad_before(bound.get("padding"), k, d)
 
 
-def _compose(f: Field, k: Pair, s: Pair, d: Pair) -> Field:
-    """The course's rule: r_out = r_in + (k - 1)·d·j_in, j_out = j_in·s, per axis."""
+def _compose(f: Field, k: Pair, s: Pair, d: Pair, p: Pair) -> Field:
+    """The course's rule: r_out = r_in + (k - 1)·d·j_in, j_out = j_in·s; the window starts p·j_in earlier."""
     size = tuple(r + (ki - 1) * di * j for r, ki, di, j in zip(f.size, k, d, f.jump))
-    return Field(size, tuple(j * si for j, si in zip(f.jump, s)))
+    start = tuple(a - pi * j for a, pi, j in zip(f.start, p, f.jump))
+    return Field(size, tuple(j * si for j, si in zip(f.jump, s)), start, f.layout)
+
+
+def _spatial_dims(f: Field, ndim: int) -> range:
+    """The dimensions of an ``ndim``-dimensional tensor that hold field ``f``'s spatial axes, in its layout."""
+    first = 2 if f.layout == CHANNELS_FIRST else 1
+    return range(first, min(first + len(f.size), ndim))
+
+
+def _shift(f: Field, pad: Any, ndim: int) -> Field:
+    """``F.pad`` of an ``ndim``-dimensional tensor: the field is unchanged, its start moves by the positions padded
+    before each spatial axis (``pad`` holds (before, after) pairs from the last dimension backwards)."""
+    pad = list(pad)
+    before = [pad[2 * (ndim - 1 - dim)] if 2 * (ndim - 1 - dim) < len(pad) else 0 for dim in _spatial_dims(f, ndim)]
+    if len(before) != len(f.size):
+        return f
+    return Field(f.size, f.jump, tuple(a - b * j for a, b, j in zip(f.start, before, f.jump)), f.layout)
 
 
 def _merge(fields: list[Field]) -> Field:
-    """Where paths meet (add, cat, multiply) the output sees the widest input field."""
-    if any(f.size is None for f in fields):
+    """Where paths meet (add, cat, multiply) the output sees the union of the inputs' windows."""
+    if any(f.size is None for f in fields) or len({len(f.size) for f in fields}) > 1:
         return _GLOBAL
-    size = tuple(max(f.size[i] for f in fields) for i in (0, 1))
-    return Field(size, tuple(max(f.jump[i] for f in fields) for i in (0, 1)))
+    n = len(fields[0].size)
+    start = tuple(min(f.start[i] for f in fields) for i in range(n))
+    end = tuple(max(f.start[i] + f.size[i] for f in fields) for i in range(n))
+    return Field(tuple(e - a for a, e in zip(start, end)), tuple(max(f.jump[i] for f in fields) for i in range(n)),
+                 start, fields[0].layout)
 
 
-def _spatial(t: torch.Tensor) -> Pair | None:
-    """(H, W) of an N×C×H×W tensor, else None."""
-    return tuple(t.shape[-2:]) if t.dim() == 4 else None
+def _spatial(t: torch.Tensor, f: Field) -> Pair | None:
+    """The spatial shape of ``t`` read in field ``f``'s layout; None when ``t`` has no such axes (flattened, pooled)."""
+    n = len(f.size)
+    if f.layout == NO_CHANNELS:
+        return tuple(t.shape[1:]) if t.dim() == n + 1 else None
+    if t.dim() != n + 2:
+        return None
+    return tuple(t.shape[1:-1]) if f.layout == CHANNELS_LAST else tuple(t.shape[2:])
+
+
+def _with_layout(f: Field, layout: str) -> Field:
+    return Field(f.size, f.jump, f.start, layout)
+
+
+def _relayout(name: str, merged: Field, source: torch.Tensor, out: torch.Tensor) -> Field | None:
+    """The field of an op that moves the spatial axes of a sequence (embedding, transpose, unsqueeze), else None."""
+    if len(merged.size) != 1 or out.dim() != 3:
+        return None
+    if name == "embedding" and merged.layout == NO_CHANNELS:
+        return _with_layout(merged, CHANNELS_LAST)
+    if name == "unsqueeze" and merged.layout == NO_CHANNELS and out.shape[-1] == source.shape[-1]:
+        return _with_layout(merged, CHANNELS_FIRST)
+    if name in _TRANSPOSES and merged.layout in (CHANNELS_FIRST, CHANNELS_LAST) and source.dim() == 3:
+        length = source.shape[1] if merged.layout == CHANNELS_LAST else source.shape[2]
+        flipped = CHANNELS_FIRST if merged.layout == CHANNELS_LAST else CHANNELS_LAST
+        if (out.shape[2] if flipped == CHANNELS_FIRST else out.shape[1]) == length:
+            return _with_layout(merged, flipped)
+    return None
 
 
 def _propagate(name: str, args: tuple, kwargs: dict, inputs: list[tuple[torch.Tensor, Field]],
-              out: torch.Tensor) -> Field | None:
+               out: torch.Tensor) -> Field | None:
     """Field of ``out`` from the op ``name`` and its tracked inputs; None when unknowable."""
     merged = _merge([f for _, f in inputs])
-    if merged.size is None or out.dim() != 4:
+    if merged.size is None or name in _SELECTIONS:
+        return _GLOBAL
+    moved = _relayout(name, merged, inputs[0][0], out)
+    if moved is not None:
+        return moved
+    out_spatial = _spatial(out, merged)
+    if out_spatial is None:
         return _GLOBAL
     window = _window(name, args, kwargs)
     if window is not None:
         return _compose(merged, *window)
     if name in _PASS_THROUGH:
-        return merged
-    if name in _GLOBAL_POOLS and _spatial(out) == (1, 1):
+        bound = dict(zip(("input", "pad"), args)) | kwargs
+        return _shift(merged, bound["pad"], inputs[0][0].dim()) if len(inputs) == 1 else merged
+    if name in _GLOBAL_POOLS and all(v == 1 for v in out_spatial):
         return _GLOBAL
-    in_sizes = {_spatial(t) for t, _ in inputs}
-    return merged if in_sizes == {_spatial(out)} else None
+    in_sizes = {_spatial(t, f) for t, f in inputs}
+    return merged if in_sizes == {out_spatial} else None
 
 
 class FieldTracker(TorchFunctionMode):
@@ -113,7 +191,9 @@ class FieldTracker(TorchFunctionMode):
     def __init__(self, source: torch.Tensor) -> None:
         super().__init__()
         self.fields = WeakTensorKeyDictionary()
-        self.fields[source] = Field((1, 1), (1, 1))
+        tokens = source.dim() == 2
+        n = 1 if tokens else source.dim() - 2
+        self.fields[source] = Field((1,) * n, (1,) * n, (0,) * n, NO_CHANNELS if tokens else CHANNELS_FIRST)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -140,8 +220,11 @@ class Row:
     outputs: tuple[Shape, ...]  # per-sample shapes (batch dimension dropped); () when not called
     params: int
     macs: int  # per image
-    receptive_field: Pair | str | None  # (h, w) input pixels; "all" once flattened; None unknown
+    receptive_field: Pair | str | None  # (h, w) input pixels, (tokens,) for sentences; "all" once flattened
     jump: Pair | None
+    start: Pair | None = None  # input position (row, col; token) where unit (0, 0)'s field begins; None when rf is
+    # not a tuple
+    layout: str | None = None  # the first output's layout (Field.layout), when its field is known
 
 
 @dataclass(frozen=True)
@@ -149,7 +232,7 @@ class Summary:
     """Per-layer rows and model totals; ``str()`` renders a Keras-like table."""
 
     model_name: str
-    input_size: tuple[int, int, int]
+    input_size: tuple[int, ...]  # C, H, W; (L,) for token ids
     batch_size: int
     rows: tuple[Row, ...]
     outputs: tuple[Shape, ...]
@@ -186,6 +269,11 @@ class Summary:
 
     def __str__(self) -> str:
         return render(self)
+
+    def _repr_html_(self) -> str:
+        from .notebook import summary_html
+
+        return summary_html(self)
 
 
 def _module_depth(name: str) -> int:
@@ -227,10 +315,10 @@ def _field_of(tracker: FieldTracker, output: Any) -> Field | None:
     return tracker.fields.get(t) if t is not None and t in tracker.fields else None
 
 
-def _row_field(field: Field | None) -> tuple[Pair | str | None, Pair | None]:
+def _row_field(field: Field | None) -> tuple[Pair | str | None, Pair | None, Pair | None]:
     if field is None:
-        return None, None
-    return (WHOLE_INPUT, None) if field.size is None else (field.size, field.jump)
+        return None, None, None
+    return (WHOLE_INPUT, None, None) if field.size is None else (field.size, field.jump, field.start)
 
 
 def _module_macs(flops: dict[str, dict], root: str, name: str, module: nn.Module, batch_size: int) -> int:
@@ -256,13 +344,21 @@ def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return (p.device, p.dtype) if p is not None and p.dtype.is_floating_point else (torch.device("cpu"), torch.float32)
 
 
-def summarize(model: nn.Module, input_size: tuple[int, int, int], batch_size: int = 1,
+def example_batch(input_size: tuple[int, ...], batch_size: int, device: torch.device,
+                  dtype: torch.dtype) -> torch.Tensor:
+    """Zeros of a C×H×W input; for an (L,) input, L token ids of an unknown word (1), a sentence filling the length."""
+    if len(input_size) == 1:
+        return torch.ones((batch_size, *input_size), device=device, dtype=torch.int64)
+    return torch.zeros((batch_size, *input_size), device=device, dtype=dtype)
+
+
+def summarize(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1,
               depth: int | None = None) -> Summary:
-    """Summarize ``model`` on a C×H×W input: one row per leaf layer, or per block at ``depth``."""
+    """Summarize ``model`` on a C×H×W input (or (L,) token ids): one row per leaf layer, or per block at ``depth``."""
     shown = _shown(model, depth)
     records: dict[str, Any] = {}
     device, dtype = _device_dtype(model)
-    x = torch.zeros((batch_size, *input_size), device=device, dtype=dtype)
+    x = example_batch(tuple(input_size), batch_size, device, dtype)
 
     def hook_for(name: str):
         def hook(module, inputs, output):
@@ -284,9 +380,10 @@ def summarize(model: nn.Module, input_size: tuple[int, int, int], batch_size: in
     rows = []
     for name, module in shown:
         outputs, field = _record_of(records, name)
-        rf, jump = _row_field(field)
-        rows.append(Row(name or root, type(module).__name__, _module_depth(name), outputs,
-                        _count(module.parameters()), _module_macs(flops, root, name, module, batch_size), rf, jump))
+        rf, jump, start = _row_field(field)
+        rows.append(Row(name or root, type(module).__name__, _module_depth(name), outputs, _count(module.parameters()),
+                        _module_macs(flops, root, name, module, batch_size), rf, jump, start,
+                        None if field is None else field.layout))
     params = list(model.parameters())
     trainable = _count(p for p in params if p.requires_grad)
     return Summary(root, tuple(input_size), batch_size, tuple(rows), _shapes(out), _count(iter(params)),
@@ -294,13 +391,36 @@ def summarize(model: nn.Module, input_size: tuple[int, int, int], batch_size: in
                    counter.get_total_flops() // 2 // batch_size)
 
 
+def input_window(row: Row, unit: Pair) -> tuple[Pair, Pair] | None:
+    """(first, last) input row and (first, last) input column that unit (i, j) of ``row``'s output sees; for a
+    sentence network (first, last) token of unit (t,).
+
+    Unclipped: a window reaching into the padding has a negative first or a last beyond the image.
+    None when the field is unknown or the whole input.
+    """
+    if not isinstance(row.receptive_field, tuple) or row.start is None:
+        return None
+    first = [a + u * j for a, u, j in zip(row.start, unit, row.jump)]
+    return tuple((f, f + r - 1) for f, r in zip(first, row.receptive_field))
+
+
 def format_shape(shape: Shape) -> str:
     """``(N, 6, 16, 16)``: PyTorch's NCHW order with the batch dimension written N."""
     return "(" + ", ".join(["N", *map(str, shape)]) + ")"
 
 
-def _format_outputs(outputs: tuple[Shape, ...]) -> str:
-    return ", ".join(format_shape(s) for s in outputs) if outputs else "-"
+def format_sequence_shape(shape: Shape, layout: str | None) -> str:
+    """``(N, 58 tokens, 100 ch)``: a sequence layer's output in tokens × channels, whichever order it is stored in."""
+    if len(shape) != 2 or layout not in (CHANNELS_FIRST, CHANNELS_LAST):
+        return format_shape(shape)
+    channels, tokens = shape if layout == CHANNELS_FIRST else shape[::-1]
+    return f"(N, {tokens} tokens, {channels} ch)"
+
+
+def _format_outputs(outputs: tuple[Shape, ...], layout: str | None = None, tokens: bool = False) -> str:
+    if not outputs:
+        return "-"
+    return ", ".join(format_sequence_shape(s, layout) if tokens else format_shape(s) for s in outputs)
 
 
 def _format_pair(p: Pair | str | None) -> str:
@@ -308,16 +428,32 @@ def _format_pair(p: Pair | str | None) -> str:
         return "?"
     if isinstance(p, str):
         return p
-    return str(p[0]) if p[0] == p[1] else f"{p[0]}x{p[1]}"
+    return str(p[0]) if len(set(p)) == 1 else "x".join(map(str, p))
 
 
 def _table_lines(s: Summary) -> list[list[str]]:
     head = ["Layer (type)", "Output Shape", "Param #", "MACs", "RF", "Jump"]
     top = min((r.depth for r in s.rows), default=0)
-    body = [[f"{'  ' * (r.depth - top)}{r.name} ({r.kind})", _format_outputs(r.outputs), f"{r.params:,}",
-             f"{r.macs:,}", _format_pair(r.receptive_field), "-" if r.jump is None else _format_pair(r.jump)]
-            for r in s.rows]
+    tokens = len(s.input_size) == 1
+    body = [[f"{'  ' * (r.depth - top)}{r.name} ({r.kind})", _format_outputs(r.outputs, r.layout, tokens),
+             f"{r.params:,}", f"{r.macs:,}", _format_pair(r.receptive_field),
+             "-" if r.jump is None else _format_pair(r.jump)] for r in s.rows]
     return [head, *body]
+
+
+def format_input(s: Summary) -> str:
+    """``(N, 3, 32, 32)``, or ``(N, 64) token ids``."""
+    return f"(N, {s.input_size[0]}) token ids" if len(s.input_size) == 1 else format_shape(s.input_size)
+
+
+def input_units(s: Summary) -> tuple[str, str]:
+    """What the receptive field counts and what one input is: (pixels, image), or (tokens, sentence)."""
+    return ("tokens", "sentence") if len(s.input_size) == 1 else ("pixels", "image")
+
+
+def _input_line(s: Summary) -> str:
+    """``Input: (N, 3, 32, 32)``, or ``Input: (N, 64) token ids``."""
+    return f"Input: {format_input(s)}   Output: {_format_outputs(s.outputs)}"
 
 
 def render(s: Summary) -> str:
@@ -330,17 +466,17 @@ def render(s: Summary) -> str:
 
     rule = "=" * len(fmt(lines[0]))
     table = [f'Model: "{s.model_name}"', rule, fmt(lines[0]), rule, *map(fmt, lines[1:]), rule]
-    c, h, w = s.input_size
+    unit = input_units(s)
     totals = [
-        f"Input: (N, {c}, {h}, {w})   Output: {_format_outputs(s.outputs)}",
+        _input_line(s),
         f"Total params: {s.total_params:,}",
         f"Trainable params: {s.trainable_params:,}",
         f"Non-trainable params: {s.non_trainable_params:,}",
         f"Keras total params: {s.keras_total_params:,} (adds {s.bn_moving_stats:,} BatchNorm moving "
         f"mean/variance values, non-trainable in Keras: {s.keras_non_trainable_params:,})",
-        f"MACs per image: {s.total_macs:,} = {s.gmacs:.4g} G multiply-adds (what the papers call FLOPs)",
-        f"FLOPs per image (2×MACs): {s.total_flops:,} = {s.gflops:.4g} G",
-        "RF: receptive field in input pixels (all = whole image); Jump: input pixels between outputs.",
+        f"MACs per {unit[1]}: {s.total_macs:,} = {s.gmacs:.4g} G multiply-adds (what the papers call FLOPs)",
+        f"FLOPs per {unit[1]} (2×MACs): {s.total_flops:,} = {s.gflops:.4g} G",
+        f"RF: receptive field in input {unit[0]} (all = whole {unit[1]}); Jump: input {unit[0]} between outputs.",
     ]
     return "\n".join(table + totals)
 

@@ -9,6 +9,7 @@ loaded by ``create_model(name, pretrained=...)``.
 from __future__ import annotations
 
 import ast
+import collections.abc
 import difflib
 import fnmatch
 import inspect
@@ -36,7 +37,7 @@ class ModelInfo:
     name: str
     factory: Factory
     family: str
-    input_size: tuple[int, int, int] = (3, 224, 224)  # C, H, W the network was designed for
+    input_size: tuple[int, ...] = (3, 224, 224)  # C, H, W the network was designed for; (L,) tokens for text
     num_classes: int = 1000
     source: str = ""  # paper or course reference
     tags: tuple[str, ...] = field(default_factory=tuple)
@@ -146,13 +147,18 @@ def _build(name: str, num_classes: int | None, in_channels: int | None, input_si
             Path(name), num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kwargs
         )
     info = model_info(name)
-    c, h, w = info.input_size
+    c, size = (1, info.input_size) if is_text_model(name) else (info.input_size[0], info.input_size[1:])
     return info.factory(
         num_classes=num_classes if num_classes is not None else info.num_classes,
         in_channels=in_channels if in_channels is not None else c,
-        input_size=tuple(input_size) if input_size is not None else (h, w),
+        input_size=tuple(input_size) if input_size is not None else size,
         **kwargs,
     )
+
+
+def is_text_model(name: str) -> bool:
+    """True for a registered network over token ids (its input size is a sentence length, ``(L,)``)."""
+    return not is_spec_path(name) and len(model_info(name).input_size) == 1
 
 
 def check_options(name: str, kwargs: dict[str, Any]) -> None:
@@ -227,10 +233,29 @@ def parse_option(what: str, text: str, hint: Any) -> Any:
             return hint(text)
         except ValueError:
             raise CnnlabError(f"{what} takes {'a whole number' if hint is int else 'a number'}, not {text!r}") from None
-    try:  # tuples, lists …: a Python literal such as (3, 32, 32)
+    if origin in (tuple, list, collections.abc.Sequence):
+        return parse_sequence(what, text, hint)
+    try:  # anything else: a Python literal such as {"a": 1}
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         raise CnnlabError(f"{what} takes {hint}, which {text!r} does not spell: set it from Python instead") from None
+
+
+def parse_sequence(what: str, text: str, hint: Any) -> tuple | list:
+    """``3,4,5`` (or ``(3, 4, 5)``, or a single ``3``) as a tuple or list of the hint's item type: kim-cnn's
+    windows (``Sequence[int]``), dcnn's folding (``Sequence[bool]``: ``false,true``) …"""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    items = [t.strip() for t in text.strip().strip("()[]").split(",")]
+    if items and not items[-1]:  # a trailing comma: (3,)
+        items.pop()
+    if not items or not all(items):
+        raise CnnlabError(f"{what} takes comma-separated values such as 3,4,5, not {text!r}")
+    fixed = origin is tuple and args and args[-1] is not Ellipsis
+    if fixed and len(items) != len(args):
+        raise CnnlabError(f"{what} takes {len(args)} comma-separated values, not {text!r}")
+    kinds = args if fixed else [args[0] if args else None] * len(items)
+    values = [parse_option(what, t, kind) for t, kind in zip(items, kinds)]
+    return values if origin is list else tuple(values)
 
 
 def accepted_options(name: str) -> tuple[str, ...] | None:
@@ -258,8 +283,17 @@ def keyword_parameters(fn: Callable[..., Any]) -> tuple[list[str], bool]:
     return named, any(p.kind is p.VAR_KEYWORD for p in params)
 
 
-def default_input_size(name: str) -> tuple[int, int, int]:
-    """(C, H, W) the named network (or spec file) was designed for."""
+def input_too_small(error: RuntimeError, name: str, size: tuple[int, ...], fix: str) -> CnnlabError | None:
+    """The one line for a network whose feature map shrinks to nothing on ``size`` images, (H, W), or sentences,
+    (L,) (None for other errors)."""
+    if "too small" not in str(error):
+        return None
+    shown = f"{size[0]}-token sentences" if len(size) == 1 else "x".join(map(str, size)) + " images"
+    return CnnlabError(f"{name} cannot take {shown} (a feature map shrinks to nothing): {fix}")
+
+
+def default_input_size(name: str) -> tuple[int, ...]:
+    """(C, H, W) the named network (or spec file) was designed for; (L,) tokens for a text network."""
     if is_spec_path(name):
         from ..spec import load_spec_file
 

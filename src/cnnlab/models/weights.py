@@ -16,10 +16,8 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import pickle
 import re
 import urllib.error
-import zipfile
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,15 +119,13 @@ def download(weights: Weights, path: Path, progress: bool = True) -> None:
 
 def read_state_file(path: Path) -> dict[str, torch.Tensor]:
     """A local file's tensors: a plain state dict, or a cnnlab checkpoint's ``"model"`` (weights only, no code)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, OSError) as e:
-        raise CnnlabError(f"cannot read weights from {path}: {str(e).splitlines()[0][:160]}") from None
+    from ..engine.checkpoint import check_state_dict, read_torch_file
+
+    fix = "pass a state dict saved with torch.save (a .pth file) or a cnnlab run directory"
+    state = read_torch_file(path, fix=fix)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CnnlabError(f"{path} does not hold a state dict (a mapping of names to tensors)")
-    return state
+    return check_state_dict(state, str(path), fix)
 
 
 def run_checkpoint(directory: Path) -> Path:

@@ -25,28 +25,40 @@ class Preprocess:
 
 
 @dataclass(frozen=True)
+class TextInput:
+    """How a text model's sentences become token ids: its vocabulary (id = position; 0 pads, 1 is unknown) and
+    the tokenizer that splits them (``data/text.py TOKENIZERS``)."""
+
+    vocabulary: tuple[str, ...]
+    tokenizer: str = "kim"
+
+
+@dataclass(frozen=True)
 class RunCard:
     """The network (registered name or spec path, factory kwargs, transfer head), its input and its classes."""
 
     model_name: str
     num_classes: int
     in_channels: int
-    input_size: tuple[int, int]
+    input_size: tuple[int, ...]  # (H, W); (L,) tokens — the longest training sentence — for a text model
     classes: tuple[str, ...]
     dataset: str = ""
     model_kwargs: dict = field(default_factory=dict)
     transfer: dict | None = None  # models.transfer.transfer_meta: hidden widths, pooling, freeze, normalize
     preprocess: Preprocess = field(default_factory=Preprocess)
+    text: TextInput | None = None  # set for a network over token ids
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of one input image."""
-        return (self.in_channels, *self.input_size)
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of one input image; (L,) of one sentence's token ids."""
+        return tuple(self.input_size) if self.text else (self.in_channels, *self.input_size)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, not tuples): what checkpoints and export metadata store."""
         d = asdict(self)
         d["input_size"], d["classes"] = list(self.input_size), list(self.classes)
+        if self.text:
+            d["text"]["vocabulary"] = list(self.text.vocabulary)
         return d
 
     @classmethod
@@ -65,6 +77,7 @@ class RunCard:
                 model_kwargs=_optional(d, "model_kwargs", dict, source) or {},
                 transfer=_transfer(d, source),
                 preprocess=_preprocess(d, source),
+                text=_text(d, source),
             )
         except KeyError as e:
             raise _bad(source, e.args[0], "is missing") from None
@@ -105,12 +118,24 @@ def _count(d: dict, key: str, source: str) -> int:
     return value
 
 
-def _size(d: dict, source: str) -> tuple[int, int]:
+def _size(d: dict, source: str) -> tuple[int, ...]:
     value = d["input_size"]
-    if (not isinstance(value, (list, tuple)) or len(value) != 2
+    dims = 1 if d.get("text") else 2
+    if (not isinstance(value, (list, tuple)) or len(value) != dims
             or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
-        raise _bad(source, "input_size", f"must be two positive whole numbers (got {value!r})")
-    return int(value[0]), int(value[1])
+        raise _bad(source, "input_size", f"must be {'one positive whole number' if dims == 1 else 'two positive whole numbers'}"
+                   f" (got {value!r})")
+    return tuple(int(v) for v in value)
+
+
+def _text(d: dict, source: str) -> TextInput | None:
+    spec = _optional(d, "text", dict, source)
+    if spec is None:
+        return None
+    words = spec.get("vocabulary")
+    if not isinstance(words, (list, tuple)) or len(words) < 2 or not all(isinstance(w, str) for w in words):
+        raise _bad(source, "text.vocabulary", "must be a list of at least two words (padding, unknown)")
+    return TextInput(tuple(words), str(spec.get("tokenizer", "kim")))
 
 
 def _classes(d: dict, source: str) -> tuple[str, ...]:
@@ -138,4 +163,4 @@ def _preprocess(d: dict, source: str) -> Preprocess:
     return Preprocess(bool(spec.get("rgb", False)), resize, str(spec.get("label_mode", "fine")))
 
 
-__all__ = ["Preprocess", "RunCard"]
+__all__ = ["Preprocess", "RunCard", "TextInput"]

@@ -4,12 +4,11 @@ Each network trains in ``RUNS_ROOT/<model>-<dataset>`` and resumes there, so an 
 continues where it stopped; a run that already finished with the same identity is reused as it is.
 The report (``report.md``, ``report.html`` with the curves embedded as base64 PNG, ``curves.png``)
 holds, per run: parameters, forward FLOPs per image, final train/val loss and accuracy, best val
-accuracy, seconds per epoch and training images per second.
+accuracy, seconds per epoch and training images per second. The curves are accuracy and loss, or
+(``curves="error"``) training and validation error, as in He et al.'s degradation figures.
 """
 from __future__ import annotations
 
-import base64
-import html
 import math
 import sys
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from ..errors import CnnlabError
 from ..engine.history import History
+from ..explain.notebook import block, report_html
 from ..io import atomic_write_text
 from .config import LENGTH_OR_HARDWARE, RunConfig, fields_with_role
 from .run import default_run_dir, load_trained, train_run
@@ -61,6 +61,15 @@ def is_finished(cfg: RunConfig, run_dir: Path) -> bool:
     return (run_dir / "history.json").is_file() and len(History.load(run_dir)) >= cfg.epochs
 
 
+def reusable(cfg: RunConfig, run_dir: Path, fresh: bool, purpose: str = "compare") -> bool:
+    """True when ``run_dir`` holds a finished run of ``cfg`` to reuse; an error when it holds one with other settings."""
+    diff = [] if fresh else settings_mismatch(cfg, run_dir)
+    if diff:
+        raise CnnlabError(f"{run_dir} holds a {cfg.model} run with a different {', '.join(diff)}: pass --fresh to "
+                          f"retrain it, or --run-dir to {purpose} elsewhere")
+    return not fresh and is_finished(cfg, run_dir)
+
+
 def train_all(configs: list[RunConfig], runs_root: Path, fresh: bool = False, progress: bool = True) -> list[Path]:
     """Train (resume, or reuse when finished) one run per config under ``runs_root``; their directories."""
     if not configs:
@@ -68,11 +77,7 @@ def train_all(configs: list[RunConfig], runs_root: Path, fresh: bool = False, pr
     dirs = []
     for i, cfg in enumerate(configs, start=1):
         run_dir = run_dir_for(cfg, runs_root)
-        diff = [] if fresh else settings_mismatch(cfg, run_dir)
-        if diff:
-            raise CnnlabError(f"{run_dir} holds a {cfg.model} run with a different {', '.join(diff)}: pass --fresh to "
-                              "retrain it, or --run-dir to compare elsewhere")
-        if not fresh and is_finished(cfg, run_dir):
+        if reusable(cfg, run_dir, fresh):
             print(f"[{i}/{len(configs)}] {cfg.model}: finished run in {run_dir}, reused", file=sys.stderr, flush=True)
         else:
             print(f"[{i}/{len(configs)}] {cfg.model}", file=sys.stderr, flush=True)
@@ -123,13 +128,6 @@ def markdown_table(rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]])
 
 
-def html_table(rows: list[list[str]]) -> str:
-    """The same table as HTML."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def describe(base: RunConfig) -> str:
     """One line naming the shared training settings."""
     return (f"dataset {base.dataset}, {base.epochs} epoch(s), batch {base.batch_size}, {base.optimizer} "
@@ -137,52 +135,59 @@ def describe(base: RunConfig) -> str:
             + (f", first {base.limit_train} training images" if base.limit_train else ""))
 
 
-def markdown_report(rows: list[list[str]], settings: str, curves: str) -> str:
+CURVE_TITLES = {"accuracy-loss": "accuracy and loss of every run",
+                "error": "training and validation error of every run"}
+
+
+def markdown_report(rows: list[list[str]], settings: str, curves: str, view: str = "accuracy-loss") -> str:
     """report.md: settings, table, and the overlaid curves."""
     return (f"# Comparison\n\n{settings}.\n\n{markdown_table(rows)}\n\nMFLOPs: forward floating-point operations per "
             f"image (2 per multiply-add). s/epoch and img/s: training time, averaged over epochs.\n\n"
-            f"![accuracy and loss of every run]({curves})\n")
+            f"![{CURVE_TITLES[view]}]({curves})\n")
 
 
 def html_report(rows: list[list[str]], settings: str, png: bytes) -> str:
     """report.html: a self-contained page (the curves PNG inlined as base64)."""
-    image = base64.b64encode(png).decode("ascii")
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-             "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th:first-child,td:first-child{text-align:left}"
-             "img{max-width:100%}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>cnnlab comparison</title>"
-            f"<style>{style}</style></head><body><h1>Comparison</h1><p>{html.escape(settings)}.</p>"
-            f"{html_table(rows)}<p>MFLOPs: forward floating-point operations per image (2 per multiply-add). "
-            f"s/epoch and img/s: training time, averaged over epochs.</p>"
-            f"<img alt=\"accuracy and loss of every run\" src=\"data:image/png;base64,{image}\"></body></html>\n")
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>cnnlab comparison</title>"
+            "<style>body{font-family:sans-serif;margin:2em}</style></head><body>"
+            f"{block('<h1>Comparison</h1>', report_html(rows, settings, png))}</body></html>\n")
 
 
 @dataclass(frozen=True)
 class Report:
-    """What ``write_report`` wrote, and the table it printed from."""
+    """What ``write_report`` wrote, and the table it printed from (a notebook shows table and curves)."""
 
     markdown: Path
     html: Path
     curves: Path
     table: str
+    rows: tuple[tuple[str, ...], ...] = ()
+    settings: str = ""
+
+    def _repr_html_(self) -> str:
+        return block("<b>Comparison</b>", report_html(self.rows, self.settings, self.curves.read_bytes()))
 
 
-def write_report(run_dirs: list[Path], base: RunConfig, out_dir: Path) -> Report:
-    """Write report.md, report.html and curves.png for these runs into ``out_dir``."""
+def write_report(run_dirs: list[Path], base: RunConfig, out_dir: Path, curves: str = "accuracy-loss") -> Report:
+    """Write report.md, report.html and curves.png (``curves``: accuracy-loss or error) for these runs."""
     from ..explain.plots import plot_runs
 
     stats = [run_stats(d) for d in run_dirs]
     rows = table_rows(stats)
     out_dir = Path(out_dir)
-    curves = plot_runs({s.model: History.load(Path(s.run_dir)).to_dict() for s in stats}, out_dir / "curves.png")
+    histories = {s.model: History.load(Path(s.run_dir)).to_dict() for s in stats}
+    png = plot_runs(histories, out_dir / "curves.png", curves)
     settings = describe(base)
     md, page = out_dir / "report.md", out_dir / "report.html"
-    atomic_write_text(md, markdown_report(rows, settings, curves.name))
-    atomic_write_text(page, html_report(rows, settings, curves.read_bytes()))
-    return Report(md, page, curves, text_table(rows))
+    atomic_write_text(md, markdown_report(rows, settings, png.name, curves))
+    atomic_write_text(page, html_report(rows, settings, png.read_bytes()))
+    return Report(md, page, png, text_table(rows), tuple(map(tuple, rows)), settings)
 
 
 def compare(configs: list[RunConfig], out_dir: Path, runs_root: Path = Path("runs"), fresh: bool = False,
-            progress: bool = True) -> Report:
+            progress: bool = True, curves: str = "accuracy-loss") -> Report:
     """Train every run (resuming each), then write the comparison report; the first config names the settings."""
-    return write_report(train_all(configs, runs_root, fresh, progress), configs[0], out_dir)
+    from ..explain.plots import check_curves
+
+    check_curves(curves)  # before any training, not after hours of it
+    return write_report(train_all(configs, runs_root, fresh, progress), configs[0], out_dir, curves)

@@ -16,12 +16,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..data.files import open_regular
 from ..data.loader import AUGMENTS
 from ..engine.config import FitConfig
 from ..engine.evaluate import TTAS
 from ..engine.optim import DEFAULT_LR, OPTIMIZERS, SCHEDULE_NEEDS, SCHEDULE_PARAMS, SCHEDULES, missing_schedule_param
 from ..engine.precision import PRECISIONS
-from ..errors import CnnlabError
+from ..errors import CnnlabError, first_line
 
 FLOAT32_MAX = 3.4028234663852886e38  # a larger learning rate overflows inside the optimizer
 MAX_SEED = 2**32 - 1  # numpy's and the loader's seed range
@@ -77,12 +78,18 @@ class Option:
         return low_ok and high_ok
 
     def bounds_text(self) -> str:
-        """``>= 0``, ``in [0, 1)``, ``positive and finite in float32`` …"""
+        """``>= 0``, ``in [0, 1)``, ``in [0, 4294967295]``, ``positive and finite in float32`` …"""
         if self.low is not None and self.high is not None and self.high != FLOAT32_MAX:
-            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{']' if self.high_closed else ')'}"
-        text = "positive" if self.low == 0 and self.low_open else f">= {self.low:g}" if self.low is not None else ""
+            return (f"in {'(' if self.low_open else '['}{_bound(self.low)}, {_bound(self.high)}"
+                    f"{']' if self.high_closed else ')'}")
+        text = "positive" if self.low == 0 and self.low_open else f">= {_bound(self.low)}" if self.low is not None else ""
         finite = "finite in float32" if self.high == FLOAT32_MAX else "finite"
         return f"{text} and {finite}" if text else finite
+
+
+def _bound(value: float) -> str:
+    """A bound as written: whole numbers in full (4294967295, not 4.29497e+09), others as %g."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 2**63 else f"{value:g}"
 
 
 def option(default: Any, type_: type, help: str = "", **kw: Any) -> Any:
@@ -96,7 +103,8 @@ class RunConfig:
 
     model: str = "baseline-cifar"
     dataset: str = option("digits", str, "digits (embedded, no download), cifar10, cifar100, mnist, fashion-mnist, "
-                          "or an image folder", role=IDENTITY)
+                          "or an image folder; for text models mr, sst2, trec, a LABEL-sentence/TSV/CSV file or a "
+                          "folder of class folders of .txt files", role=IDENTITY)
     data_dir: str = option(None, str, "where datasets are cached/extracted (default: $CNNLAB_DATA or "
                            "~/.cache/cnnlab/data)", role=LENGTH_OR_HARDWARE)
     epochs: int = option(ENGINE.epochs, int, "epochs to train", low=1, role=LENGTH_OR_HARDWARE)
@@ -104,7 +112,7 @@ class RunConfig:
     optimizer: str = option(ENGINE.optimizer, str, "", choices=OPTIMIZERS, role=IDENTITY)
     lr: float = option(None, float, "learning rate (default: adam 1e-3, sgd 0.01, muon 0.05)", low=0, low_open=True,
                        high=FLOAT32_MAX)
-    momentum: float = option(ENGINE.momentum, float, "SGD/Muon momentum", low=0, high=1)
+    momentum: float = option(ENGINE.momentum, float, "SGD/Muon momentum; Adadelta's rho", low=0, high=1)
     weight_decay: float = option(ENGINE.weight_decay, float, "L2 weight decay (biases and norms excluded)", low=0)
     schedule: str = option(ENGINE.schedule, str, "learning-rate schedule; inverse-time, step and exponential are "
                            "Keras' decays (see --decay, --step-size, --decay-steps)", choices=SCHEDULES)
@@ -120,8 +128,11 @@ class RunConfig:
                               "--decay-rate", low=1, metavar="STEPS")
     label_smoothing: float = option(ENGINE.label_smoothing, float, "", low=0, high=1)
     augment: str = option("none", str, "training-time augmentation", choices=AUGMENTS, role=IDENTITY)
-    val: str = option("test", str, "'test' (the course's validation_data) or a fraction of train, e.g. 0.1",
-                      role=IDENTITY)
+    val: str = option("test", str, "'test' (the course's validation_data), 'dev' (the dataset's dev split, else "
+                      "a stratified 10%% of train, as Kim 2014) or a fraction of train, e.g. 0.1", role=IDENTITY)
+    fold: int = option(None, int, "K-fold cross-validation: fold K of --folds (stratified, fixed) is the test split, "
+                       "the other folds are train (see `cnnlab cv`)", low=1, metavar="K", role=IDENTITY)
+    folds: int = option(10, int, "number of folds for --fold", low=2, role=IDENTITY)
     val_every: int = option(ENGINE.val_every, int, "epochs between validations", low=1)
     seed: int = option(ENGINE.seed, int, "seeds weights, order and augmentation", low=0, high=MAX_SEED, high_closed=True,
                        role=IDENTITY)
@@ -155,7 +166,8 @@ class RunConfig:
     limit_val: int = option(None, int, "use only the first N validation images", low=1, metavar="N")
     device: str = option("auto", str, "auto (CUDA when present), cpu, cuda, cuda:1 …", role=LENGTH_OR_HARDWARE)
     model_kwargs: dict = option(None, dict, "a keyword of the model's factory, typed by it, e.g. stride_in_1x1=true "
-                                "(resnet50) or aux_logits=true (googlenet); repeatable", flag="--model-option",
+                                "(resnet50), aux_logits=true (googlenet), variant=static or windows=3,4,5 (kim-cnn); "
+                                "repeatable", flag="--model-option",
                                 metavar="KEY=VALUE", role=IDENTITY)
     rgb: bool = option(False, bool, "repeat a grayscale channel three times (MNIST → RGB)", role=IDENTITY)
     resize: int = option(None, int, "resize images to NxN (e.g. 32 for VGG16 on MNIST)", low=1, high=MAX_RESIZE,
@@ -168,6 +180,8 @@ class RunConfig:
     freeze: str = option("none", str, "backbone: train only the new head", choices=FREEZE, role=IDENTITY)
     head: str = option(None, str, 'hidden Dense widths of a new head, e.g. "256,64" (Keras include_top=False + '
                        'Dense layers); "" for the classifier only', metavar="W1,W2", role=IDENTITY)
+    word_vectors: str = option(None, str, "pretrained word vectors for a text model's embeddings: word2vec binary "
+                               "(.bin) or text/GloVe (.txt) file", metavar="PATH", role=IDENTITY)
     pooling: str = option("none", str, "new head's input: none (flatten the feature map), avg or max (global "
                           "pooling)", choices=POOLINGS, role=IDENTITY)
 
@@ -201,6 +215,8 @@ class RunConfig:
         self.val_fraction()
         self.head_widths()
         self._check_schedule()
+        if self.fold is not None and self.fold > self.folds:
+            raise CnnlabError(f"--fold {self.fold} is beyond --folds {self.folds}: folds are numbered 1 to {self.folds}")
         return self
 
     def _check_schedule(self) -> None:
@@ -227,15 +243,16 @@ class RunConfig:
         return parse_head(self.head or "")
 
     def val_fraction(self) -> float | None:
-        """The validation fraction carved from train, or None when validating on the test split."""
-        if self.val == "test":
+        """The validation fraction carved from train, or None when validating on the test or dev split."""
+        if self.val in ("test", "dev"):
             return None
         try:
             frac = float(self.val)
         except ValueError:
             frac = -1.0
         if not 0 < frac < 1:
-            raise CnnlabError(f"--val must be 'test' or a fraction of the training set in (0, 1), not {self.val!r}")
+            raise CnnlabError(f"--val must be 'test', 'dev' or a fraction of the training set in (0, 1), not "
+                              f"{self.val!r}")
         return frac
 
     @property
@@ -272,17 +289,30 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: Path) -> "RunConfig":
+        """A saved config.json (a regular file only); a damaged one is one line naming it."""
         try:
-            data = json.loads(Path(path).read_text())
+            with open_regular(path) as fh:
+                data = json.loads(fh.read().decode("utf-8"))
         except (OSError, ValueError) as e:
-            raise CnnlabError(f"cannot read run configuration {path}: {e}") from None
+            raise CnnlabError(f"cannot read run configuration {path}: {first_line(e)}") from None
         if not isinstance(data, dict):
             raise CnnlabError(f"cannot read run configuration {path}: not a JSON object")
         return cls.from_dict(data)
 
     def identity_mismatch(self, other: "RunConfig") -> list[str]:
-        """Names of the identity fields on which two configs differ."""
-        return [f for f in fields_with_role(IDENTITY) if getattr(self, f) != getattr(other, f)]
+        """Names of the identity fields on which two configs differ (as config.json holds them: a model option's
+        tuple, windows=(3, 4, 5), is the list a saved config reads back)."""
+        return [f for f in fields_with_role(IDENTITY) if _plain(getattr(self, f)) != _plain(getattr(other, f))]
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with its tuples as lists, recursively: what a JSON round trip gives back."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
 
 def _coerce(value: Any, opt: Option) -> Any:
     """Accept what Python users naturally pass: a path for a text option, a number for ``val``."""

@@ -45,14 +45,23 @@ def export_weights(model: nn.Module, fmt: str, path: Path, card: RunCard | None 
     return path
 
 
-def onnx_bytes(model: nn.Module, input_shape: tuple[int, int, int]) -> bytes:
-    """The eval-mode model as ONNX (input ``images`` N×C×H×W in [0, 1], output ``logits``; batch size free)."""
+def example_input(card: RunCard, batch: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A batch the model takes: random [0, 1] images, or random word ids of the card's sentence length."""
+    if card.text:
+        return torch.randint(1, len(card.text.vocabulary), (batch, *card.input_shape), generator=generator)
+    return torch.rand(batch, *card.input_shape, generator=generator)
+
+
+def onnx_bytes(model: nn.Module, card: RunCard) -> bytes:
+    """The eval-mode model as ONNX, output ``logits``: input ``images`` N×C×H×W in [0, 1] (batch size free), or
+    ``tokens`` N×L int64 word ids (batch size and sentence length free)."""
     model = model.eval().cpu()
+    name, axes = ("tokens", {0: "batch", 1: "length"}) if card.text else ("images", {0: "batch"})
     buf = io.BytesIO()
     with warnings.catch_warnings():  # the legacy exporter's deprecation and tracer notes are not the user's concern
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(1, *input_shape),), buf, dynamo=False, input_names=["images"],
-                          output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+        torch.onnx.export(model, (example_input(card),), buf, dynamo=False, input_names=[name],
+                          output_names=["logits"], dynamic_axes={name: axes, "logits": {0: "batch"}})
     return buf.getvalue()
 
 
@@ -62,7 +71,7 @@ def export_onnx(model: nn.Module, card: RunCard, path: Path) -> Path:
         import onnx
     except ImportError:
         raise CnnlabError("ONNX export needs the optional extra: pip install 'cnnlab[onnx]' (onnx, onnxruntime)") from None
-    proto = onnx.load_from_string(onnx_bytes(model, card.input_shape))
+    proto = onnx.load_from_string(onnx_bytes(model, card))
     entry = proto.metadata_props.add()
     entry.key, entry.value = ONNX_META_KEY, json.dumps(card.to_dict())
     path = Path(path)
@@ -70,12 +79,12 @@ def export_onnx(model: nn.Module, card: RunCard, path: Path) -> Path:
     return path
 
 
-def onnx_max_difference(path: Path, model: nn.Module, input_shape: tuple[int, int, int], batch: int = 4) -> float:
+def onnx_max_difference(path: Path, model: nn.Module, card: RunCard, batch: int = 4) -> float:
     """Largest |onnxruntime − PyTorch| logit difference on a seeded random batch."""
     from .predict import onnx_predictor
 
     logits_of, _ = onnx_predictor(path)
-    x = torch.rand(batch, *input_shape, generator=torch.Generator().manual_seed(0))
+    x = example_input(card, batch, torch.Generator().manual_seed(0))
     with torch.inference_mode():
         reference = model.eval().cpu()(x)
     return float((logits_of(x) - reference).abs().max())

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..data.folder import DECODE_ERRORS, IMAGE_EXTENSIONS, Skipped, read_image
-from ..errors import CnnlabError
+from ..errors import CnnlabError, first_line
 from .card import RunCard
 
 ONNX_META_KEY = "cnnlab"  # ONNX metadata_props key holding the model description as JSON
@@ -81,11 +81,37 @@ def predict_files(logits_of: Logits, card: RunCard, inputs: Sequence[str | os.Pa
     return [Prediction(str(p), top) for p, top in zip(ok, top_k(logits, card.classes, k))], skipped
 
 
+def sentence_ids(sentences: Sequence[str], card: RunCard) -> torch.Tensor:
+    """Token ids of sentences as the run's training saw them: its tokenizer, its vocabulary (unknown → ``<unk>``)."""
+    from ..data.text import encode, tokenize
+
+    return encode([tokenize(s, card.text.tokenizer) for s in sentences], card.text.vocabulary)[0]
+
+
+def read_sentences(path: Path) -> list[str]:
+    """The non-blank lines of a UTF-8 text file, one sentence each."""
+    from ..data.text import read_text, text_lines
+
+    return [line.strip() for line in text_lines(read_text(Path(path))) if line.strip()]
+
+
+def predict_sentences(logits_of: Logits, card: RunCard, sentences: Sequence[str], k: int = 3,
+                      batch_size: int = 256) -> list[Prediction]:
+    """Top-k predictions of each sentence (its text stands where an image's path would)."""
+    if not card.text:
+        raise CnnlabError("this model classifies images: give image files or folders, not sentences")
+    if not sentences:
+        raise CnnlabError('no sentences given: cnnlab predict RUN "a sentence" […] or --file SENTENCES.txt')
+    logits = torch.cat([logits_of(sentence_ids(sentences[i:i + batch_size], card))
+                        for i in range(0, len(sentences), batch_size)])
+    return [Prediction(s, top) for s, top in zip(sentences, top_k(logits, card.classes, k))]
+
+
 def torch_predictor(run: Path, which: str = "best") -> tuple[Logits, RunCard]:
     """Logits function and input description of a trained run directory or checkpoint."""
     from .run import load_trained
 
-    if Path(run).suffix.lower() in IMAGE_EXTENSIONS:
+    if Path(run).suffix.lower() in IMAGE_EXTENSIONS and not Path(run).is_dir():
         raise CnnlabError(f"{run} is an image: give the run directory or checkpoint first "
                           "(cnnlab predict RUN_DIR IMAGE …), or an exported model with --onnx MODEL.onnx")
     trained = load_trained(run, which)
@@ -114,24 +140,45 @@ def onnx_predictor(path: Path) -> tuple[Logits, RunCard]:
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for bad files
-        raise CnnlabError(f"{path} is not a loadable ONNX model ({str(e).splitlines()[0][:160]})") from None
+        raise CnnlabError(f"{path} is not a loadable ONNX model ({first_line(e)})") from None
     meta = session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY)
     if meta is None:
         raise CnnlabError(f"{path} lacks cnnlab's model description (class names, input size): export it with "
                           "`cnnlab export RUN_DIR --onnx`")
+    try:
+        card = RunCard.from_dict(json.loads(meta), str(path))
+    except ValueError:
+        raise CnnlabError(f"{path}: its cnnlab model description is not valid JSON; export it again with "
+                          "`cnnlab export RUN_DIR --onnx`") from None
+    check_onnx_shapes(session, card, path)
     name = session.get_inputs()[0].name
 
     def logits_of(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {name: x.numpy()})[0])
 
-    try:
-        card = json.loads(meta)
-    except ValueError:
-        raise CnnlabError(f"{path}: its cnnlab model description is not valid JSON; export it again with "
-                          "`cnnlab export RUN_DIR --onnx`") from None
-    return logits_of, RunCard.from_dict(card, str(path))
+    return logits_of, card
 
 
-def format_prediction(p: Prediction) -> str:
-    """``path  7 0.912  1 0.050  2 0.010``: one line per image."""
-    return p.path + "  " + "  ".join(f"{name} {prob:.3f}" for name, prob in p.top)
+def check_onnx_shapes(session, card: RunCard, path: Path) -> None:
+    """Refuse an ONNX model whose input or output does not have the shape its cnnlab description states (a text
+    network's input is batch × length, of any length)."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    shape = _dims(inputs[0].shape)[1:] if len(inputs) == 1 else None
+    input_fits = shape is not None and (len(shape) == 1 if card.text else shape == list(card.input_shape))
+    fits = input_fits and len(outputs) == 1 and _dims(outputs[0].shape)[1:] in ([card.num_classes], [None])
+    if not fits:
+        described = "sentences of token ids" if card.text else f"{'x'.join(map(str, card.input_shape))} images"
+        raise CnnlabError(f"{path}: its network (inputs {[i.shape for i in inputs]}, outputs "
+                          f"{[o.shape for o in outputs]}) does not match its cnnlab description "
+                          f"({described}, {card.num_classes} classes); export it again with "
+                          "`cnnlab export RUN_DIR --onnx`")
+
+
+def _dims(shape: Sequence) -> list[int | None]:
+    """An ONNX shape with its symbolic dimensions (the batch, say) as None."""
+    return [d if isinstance(d, int) else None for d in shape]
+
+
+def format_prediction(p: Prediction, quoted: bool = False) -> str:
+    """``path  7 0.912  1 0.050  2 0.010``: one line per image (a sentence is written as a JSON string)."""
+    return (json.dumps(p.path) if quoted else p.path) + "  " + "  ".join(f"{name} {prob:.3f}" for name, prob in p.top)

@@ -122,4 +122,20 @@ register_recipe(Recipe(
     make_optimizer=fast_optimizer,
 ))
 
+# ---- he2016-cifar: the CIFAR-10 schedule of He et al. 2016 §4.2 (resnet*-cifar, plain*-cifar) -----
+register_recipe(Recipe(
+    name="he2016-cifar",
+    description="the paper's CIFAR-10 optimiser: SGD momentum 0.9, lr 0.1, weight decay 1e-4, batch 128, "
+                "4-pixel crops and flips (its lr divisions at 32k and 48k steps are left to --schedule)",
+    defaults=dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=128, augment="crop-flip"),
+))
+
+# ---- kim-2014: Kim (2014)'s training of his sentence CNN ---------------------------------------
+register_recipe(Recipe(
+    name="kim-2014",
+    description="Kim 2014's training: Adadelta (rho 0.95, eps 1e-6, lr 1), batch 50, 25 epochs, validation on "
+                "the dev split (else 10% of train), max-norm 3 on the output layer (the network's after_step)",
+    defaults=dict(dataset="mr", optimizer="adadelta", lr=1.0, momentum=0.95, batch_size=50, epochs=25, val="dev"),
+))
+
 __all__ = ["RECIPES", "Recipe", "get_recipe", "recipe_hooks", "recipe_of_model", "register_recipe"]

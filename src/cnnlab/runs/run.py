@@ -8,27 +8,32 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..data import ImageSet, canonical_name, dataset_info, load_dataset
 from ..data.loader import TensorLoader
+from ..data.text import TextSet, fold_indices, is_text_dataset, load_text, readable_splits, text_splits
 from ..errors import CnnlabError
-from ..models import create_model
+from ..models import create_model, is_text_model
+from ..models.registry import input_too_small
 from ..engine import distributed as D
 from ..engine.checkpoint import load_checkpoint, load_model_state
 from ..engine.evaluate import predict_logits
 from ..engine.callbacks import Callback, EarlyStopping, ReduceLROnPlateau, TensorBoard
 from ..engine.fit import Trainer
 from ..engine.history import History
-from ..io import remove_stale_temps
+from ..io import remove_stale_temps, run_dir_lock
 from ..models.transfer import backbone_kwargs, build_transfer, load_pretrained, transfer_meta
 from .budget import fit_to_budget, resumed_epochs
-from .card import Preprocess, RunCard
+from .card import Preprocess, RunCard, TextInput
 from .config import RunConfig
 from .recipes import recipe_hooks
 
@@ -57,12 +62,17 @@ def default_run_dir(cfg: RunConfig) -> Path:
     return Path("runs") / f"{model}-{dataset}"
 
 
+Data = ImageSet | TextSet
+DEV_FRACTION = 0.1  # Kim 2014: "for datasets without a standard dev set we randomly select 10% of the training data"
+FOLD_SEED = 0  # the folds of --fold are the same whatever the run's --seed, so runs with other seeds compare
+
+
 @dataclass
 class Splits:
-    """The training images and the validation images a run uses, with the class names."""
+    """The training examples and the validation examples a run uses, with the class names."""
 
-    train: ImageSet
-    val: ImageSet
+    train: Data
+    val: Data
 
 
 def is_folder(dataset: str) -> bool:
@@ -70,8 +80,27 @@ def is_folder(dataset: str) -> bool:
     return canonical_name(dataset) is None
 
 
-def load_split(cfg: RunConfig, split: str) -> ImageSet:
-    """One split of the run's dataset, with its label mode, converted to RGB and resized as the run asks."""
+def check_modality(cfg: RunConfig) -> None:
+    """A text network needs a sentence dataset and an image network an image one; one line naming the fix."""
+    text_model = is_text_model(cfg.model)
+    if text_model and not is_text_dataset(cfg.dataset):
+        raise CnnlabError(f"{cfg.model} classifies sentences: --dataset mr, sst2, trec, a file of labelled lines "
+                          f"(LABEL sentence, .tsv, .csv) or a folder of class folders of .txt files (got {cfg.dataset!r})")
+    if not text_model and canonical_name(cfg.dataset) is None and is_text_dataset(cfg.dataset):
+        raise CnnlabError(f"{cfg.dataset} holds sentences but {cfg.model} classifies images: train a text network "
+                          "on it (kim-cnn, dcnn)")
+    if text_model and (cfg.transfer or cfg.rgb or cfg.resize or cfg.augment != "none"):
+        raise CnnlabError(f"{cfg.model} reads token ids: the image options (--pretrained, --head, --freeze, --pooling, "
+                          "--rgb, --resize, --augment) do not apply")
+    if cfg.word_vectors and not text_model:
+        raise CnnlabError(f"--word-vectors fills a text network's embeddings; {cfg.model} has none")
+
+
+def load_split(cfg: RunConfig, split: str) -> Data:
+    """One split of the run's dataset: sentences for a text network; else images with their label mode,
+    converted to RGB and resized as the run asks."""
+    if is_text_model(cfg.model):
+        return load_text(cfg.dataset, split, root=cfg.data_dir)
     opts: dict = {"label_mode": cfg.label_mode} if cfg.label_mode != "fine" else {}
     if cfg.resize and is_folder(cfg.dataset):
         opts["size"] = cfg.resize  # decode straight at the final size
@@ -80,24 +109,77 @@ def load_split(cfg: RunConfig, split: str) -> ImageSet:
     return data.resize(cfg.resize, cfg.resize) if cfg.resize else data
 
 
+def run_split(cfg: RunConfig, split: str) -> Data:
+    """``train`` or ``test`` as the run sees them: with ``--fold K``, the other folds and fold K of the train split."""
+    if not cfg.fold:
+        return load_split(cfg, split)
+    data = load_split(cfg, "train")
+    fold = fold_indices(data.labels.numpy(), cfg.folds, cfg.fold, FOLD_SEED)
+    return data.subset(fold) if split == "test" else data.subset(np.setdiff1d(np.arange(len(data)), fold))
+
+
+def has_dev_split(cfg: RunConfig) -> bool:
+    """True when the dataset comes with a dev split of its own (SST-2)."""
+    return is_text_dataset(cfg.dataset) and "dev" in text_splits(cfg.dataset)
+
+
+def dev_part(cfg: RunConfig, train: Data) -> tuple[Data, Data]:
+    """(train, dev): the dataset's dev split, else a stratified, seeded 10% of train as Kim held out."""
+    if has_dev_split(cfg):
+        return train, load_split(cfg, "dev")
+    return train.split(DEV_FRACTION, seed=cfg.seed)
+
+
 def load_splits(cfg: RunConfig) -> Splits:
-    """Train and validation sets: the test split (course behaviour) or a fraction carved from train."""
+    """Train and validation sets: the test split (course behaviour; fold K with --fold), the dev split, or a
+    fraction carved from train. A text run's vocabulary is that of its training part."""
+    check_modality(cfg)
     frac = cfg.val_fraction()
-    if is_folder(cfg.dataset):
+    if is_folder(cfg.dataset) and not is_text_dataset(cfg.dataset):
         dataset_info(cfg.dataset)  # neither a dataset name nor a folder: the error lists the datasets
-    if frac is None and is_folder(cfg.dataset):
-        raise CnnlabError(f"the image folder {cfg.dataset} has no test split: pass --val 0.2 to validate on a "
-                          "stratified 20% of it")
-    train = load_split(cfg, "train")
-    if frac is None:
-        val = load_split(cfg, "test")
+        if cfg.val == "test" and not cfg.fold:
+            raise CnnlabError(f"the image folder {cfg.dataset} has no test split: pass --val 0.2 to validate on a "
+                              "stratified 20% of it")
+    train = run_split(cfg, "train")
+    if cfg.val == "test":
+        val = run_split(cfg, "test")
+    elif cfg.val == "dev":
+        train, val = dev_part(cfg, train)
     else:
         train, val = train.split(frac, seed=cfg.seed)
+        check_every_class_trains(cfg, train, val)
     if cfg.limit_train:
         train = train.subset(cfg.limit_train)
     if cfg.limit_val:
         val = val.subset(cfg.limit_val)
+    if isinstance(train, TextSet):
+        train = train.with_vocabulary()
+        val = val.with_vocabulary(train.vocabulary)
     return Splits(train, val)
+
+
+def check_every_class_trains(cfg: RunConfig, train: Data, val: Data) -> None:
+    """Refuse a --val fraction that leaves a class with no training example (a class of one image, say); a class
+    the data has no example of at all (TREC's ABBR in a small file) is not the fraction's doing."""
+    k = len(train.classes)
+    in_train, in_val = torch.bincount(train.labels, minlength=k), torch.bincount(val.labels, minlength=k)
+    starved = ((in_train == 0) & (in_val > 0)).nonzero()
+    if not len(starved):
+        return
+    c = int(starved[0])
+    total = int(in_val[c])
+    one, many = train.unit.removesuffix("s"), train.unit  # image(s), sentence(s)
+    raise CnnlabError(f"--val {cfg.val} of {cfg.dataset} leaves class {train.classes[c]!r} without a training {one} "
+                      f"(it has {total} in all): add {many} of it, or lower --val")
+
+
+def eval_split(cfg: RunConfig, split: str) -> Data:
+    """The examples of one split as the run defined them: train, test (fold K with --fold), dev, or val."""
+    if split == "val":
+        return load_splits(cfg).val
+    if split == "dev":
+        return dev_part(cfg, run_split(cfg, "train"))[1]
+    return run_split(cfg, split)
 
 
 def make_loaders(cfg: RunConfig, splits: Splits, device: torch.device) -> tuple[TensorLoader, TensorLoader]:
@@ -108,9 +190,9 @@ def make_loaders(cfg: RunConfig, splits: Splits, device: torch.device) -> tuple[
         raise CnnlabError(f"--batch-size {cfg.batch_size} is the global batch: it must split evenly over the "
                           f"{world} processes (try {cfg.batch_size // world * world or world})")
     common = dict(device=device, channels_last=cfg.channels_last)
-    train = TensorLoader(splits.train.images, splits.train.labels, cfg.batch_size // world, shuffle=True,
+    train = TensorLoader(splits.train.inputs, splits.train.labels, cfg.batch_size // world, shuffle=True,
                          augment=cfg.augment, seed=cfg.seed, rank=rank, world_size=world, **common)
-    val = TensorLoader(splits.val.images[rank::world], splits.val.labels[rank::world], cfg.eval_batch_size,
+    val = TensorLoader(splits.val.inputs[rank::world], splits.val.labels[rank::world], cfg.eval_batch_size,
                        shuffle=False, **common)
     return train, val
 
@@ -127,8 +209,12 @@ def wrap_distributed(model: nn.Module, cfg: RunConfig, device: torch.device) -> 
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def make_card(cfg: RunConfig, data: ImageSet) -> RunCard:
+def make_card(cfg: RunConfig, data: Data) -> RunCard:
     """What the run's checkpoints carry to rebuild its model and name its classes without the dataset."""
+    if isinstance(data, TextSet):
+        return RunCard(model_name=cfg.model, num_classes=len(data.classes), in_channels=1,
+                       input_size=(int(data.tokens.shape[1]),), classes=tuple(data.classes), dataset=cfg.dataset,
+                       model_kwargs=dict(cfg.model_kwargs or {}), text=TextInput(data.vocabulary, data.tokenizer))
     c, h, w = data.images.shape[1:]
     transfer = transfer_meta(cfg.model, cfg.pretrained, cfg.head_widths(), cfg.pooling, cfg.freeze) \
         if cfg.transfer else None
@@ -140,20 +226,22 @@ def make_card(cfg: RunConfig, data: ImageSet) -> RunCard:
 
 def build_model(card: RunCard) -> nn.Module:
     """The network a run card describes (a backbone under a new head for transfer), freshly initialised."""
+    vocab = {"vocab_size": len(card.text.vocabulary)} if card.text else {}
+
     def factory() -> nn.Module:
         return create_model(card.model_name, num_classes=card.num_classes, in_channels=card.in_channels,
-                            input_size=card.input_size, **card.model_kwargs)
+                            input_size=card.input_size, **vocab, **card.model_kwargs)
 
     try:
         if card.transfer:
             return build_transfer(factory, card.transfer, card.num_classes, card.in_channels, card.input_size)
         return factory()
     except RuntimeError as e:
-        if "too small" not in str(e):
+        fix = "use longer sentences" if card.text else "use larger inputs, e.g. --resize 32"
+        too_small = input_too_small(e, card.model_name, card.input_size, fix)
+        if too_small is None:
             raise
-        h, w = card.input_size
-        raise CnnlabError(f"{card.model_name} cannot take {h}x{w} images (a feature map shrinks to "
-                          "nothing): use larger inputs, e.g. --resize 32") from None
+        raise too_small from None
 
 
 def parameter_counts(model: nn.Module) -> str:
@@ -194,17 +282,40 @@ def config_callbacks(cfg: RunConfig) -> list[Callback]:
     return callbacks
 
 
+@contextmanager
+def training_lock(run_dir: Path, device: torch.device) -> Iterator[None]:
+    """Rank 0 holds ``run_dir``'s lock (``io.run_dir_lock``) for the whole run; every rank stops if it could not."""
+    refused: CnnlabError | None = None
+    with ExitStack() as held:
+        if D.is_main():
+            try:
+                held.enter_context(run_dir_lock(run_dir))
+            except CnnlabError as e:
+                refused = e
+        if D.any_rank(refused is not None, device):
+            raise refused or CnnlabError(f"rank {D.rank()} stops: rank 0 could not lock {run_dir} (see its message)")
+        yield
+
+
 def train_run(cfg: RunConfig, run_dir: Path | None = None, fresh: bool = False, progress: bool = True,
               callbacks: Sequence[Callback] = ()) -> History:
     """Train (or resume) the run ``cfg`` describes in ``run_dir`` (default: runs/MODEL-DATASET); returns its History.
 
-    ``callbacks`` (``cnnlab.callbacks``) run after those the options ask for.
+    ``callbacks`` (``cnnlab.callbacks``) run after those the options ask for. The directory is locked for
+    the whole run: a second process training there is refused with one line.
     """
     started = time.perf_counter()
     callbacks = [*config_callbacks(cfg), *callbacks]
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
     device = pick_device(cfg.device)
     D.init_from_env(device)
+    with training_lock(run_dir, device):
+        return _train_locked(cfg, run_dir, device, started, fresh, progress, callbacks)
+
+
+def _train_locked(cfg: RunConfig, run_dir: Path, device: torch.device, started: float, fresh: bool, progress: bool,
+                  callbacks: Sequence[Callback]) -> History:
+    """``train_run`` once the run directory is this process's: clean up, load, build, resume, fit."""
     if fresh and D.is_main():
         start_fresh(run_dir)
     if D.is_main():
@@ -216,7 +327,9 @@ def train_run(cfg: RunConfig, run_dir: Path | None = None, fresh: bool = False, 
     model = build_model(card)
     recipe = recipe_hooks(cfg.recipe)
     if recipe and recipe.init_from_data:
-        recipe.init_from_data(model, splits.train.images)
+        recipe.init_from_data(model, splits.train.inputs)
+    if isinstance(splits.train, TextSet) and not (run_dir / "last.pt").exists():
+        load_vectors(model, cfg, splits.train.vocabulary)
     if cfg.pretrained and not (run_dir / "last.pt").exists():
         source = load_pretrained(model, cfg.model, cfg.pretrained)
         if D.is_main():
@@ -234,8 +347,9 @@ def train_run(cfg: RunConfig, run_dir: Path | None = None, fresh: bool = False, 
         cfg = replace(cfg, epochs=epochs) if epochs else fit_to_budget(
             cfg, D.unwrap(model), train_loader, val_loader, time.perf_counter() - started, optimizer_factory)
     if D.is_main():
+        unit = splits.train.unit
         print(f"Training {cfg.model} on {cfg.dataset}: {len(splits.train):,} train / {len(splits.val):,} "
-              f"validation images, {card.num_classes} classes, {parameter_counts(model)}, device {device}"
+              f"validation {unit}, {card.num_classes} classes, {parameter_counts(model)}, device {device}"
               + (f" × {D.world_size()} processes" if D.is_distributed() else "")
               + f" → {run_dir}", file=sys.stderr, flush=True)
     trainer = Trainer(model, train_loader, val_loader, cfg.fit_config(), run_dir,
@@ -246,6 +360,26 @@ def train_run(cfg: RunConfig, run_dir: Path | None = None, fresh: bool = False, 
     history = trainer.fit()
     history.run_dir = run_dir
     return history
+
+
+def load_vectors(model: nn.Module, cfg: RunConfig, vocabulary: tuple[str, ...]) -> None:
+    """Fill a text network's embeddings from ``--word-vectors``; its variant must want them (Kim's static,
+    non-static, multichannel) and the file must exist."""
+    variant = getattr(model, "variant", None)
+    if variant is not None and variant != "rand" and not cfg.word_vectors:
+        raise CnnlabError(f"{cfg.model} variant {variant} starts from pretrained vectors: pass --word-vectors PATH "
+                          "(a word2vec .bin or GloVe .txt file), or --model-option variant=rand")
+    if not cfg.word_vectors:
+        return
+    if variant == "rand":
+        raise CnnlabError(f"{cfg.model} variant rand uses random vectors only: pass --model-option "
+                          "variant=static (or non-static, multichannel) to start from --word-vectors")
+    from ..data.vectors import read_word_vectors
+
+    vectors = read_word_vectors(cfg.word_vectors, vocabulary)
+    model.load_word_vectors(vectors.vectors, vectors.found)
+    if D.is_main():
+        print(f"Word vectors: {vectors.describe()}", file=sys.stderr, flush=True)
 
 
 def resolve_checkpoint(path: Path, which: str = "best") -> Path:
@@ -277,7 +411,7 @@ def load_trained(path: Path, which: str = "best", device: str = "cpu") -> Traine
     ckpt = load_checkpoint(ckpt_path, map_location=device)
     card = RunCard.from_checkpoint(ckpt, str(ckpt_path))
     model = build_model(card).to(device)
-    load_model_state(model, ckpt["model"], str(ckpt_path))
+    load_model_state(model, ckpt.get("model"), str(ckpt_path))
     model.eval()
     return Trained(model, card, saved_config(ckpt, card, str(ckpt_path)), ckpt_path)
 
@@ -298,7 +432,7 @@ def saved_config(ckpt: dict, card: RunCard, source: str) -> RunConfig:
 
 @dataclass
 class EvalResult:
-    """Loss, accuracy, per-class accuracy and the confusion matrix (rows: true class)."""
+    """Loss, accuracy, per-class accuracy and the confusion matrix (rows: true class), with every image's verdict."""
 
     loss: float
     accuracy: float
@@ -309,38 +443,80 @@ class EvalResult:
     count: int
     tta: str = "none"  # test-time augmentation the run's config asks for (RunConfig.tta)
     confusion_png: Path | None = None  # where the confusion matrix was drawn, when asked
+    labels: torch.Tensor | None = None  # int64 true class of each evaluated example, in split order
+    predicted: torch.Tensor | None = None  # int64 predicted class of each evaluated example
+    unit: str = "images"  # what was counted: images or sentences
 
     def per_class_accuracy(self) -> list[float]:
         totals = self.confusion.sum(1).clamp(min=1)
         return (self.confusion.diag() / totals).tolist()
 
+    def _repr_html_(self) -> str:
+        from ..explain.notebook import eval_html
 
-def evaluate_run(path: Path, split: str | None = None, data_dir: str | None = None, which: str = "best",
-                 batch_size: int = 500) -> EvalResult:
-    """Evaluate a trained run on a split (train, test, or val: the images it validated on) of its dataset.
+        title = f"{self.checkpoint} on {self.split} ({self.count:,} {self.unit})"
+        return eval_html(title, self.loss, self.accuracy, self.classes, self.confusion.numpy())
 
-    By default the test split; for an image folder, which has none, the run's own validation images.
-    """
-    trained = load_trained(path, which)
+
+def has_test_split(cfg: RunConfig) -> bool:
+    """True when the run has a test split: fold K of a --fold run, else the dataset's own (the built-in image sets',
+    TREC's, SST-2's when its file is there); an image folder, MR and a file or folder of sentences have none."""
+    if cfg.fold:
+        return True
+    if is_text_dataset(cfg.dataset):
+        return "test" in readable_splits(cfg.dataset, cfg.data_dir)
+    return not is_folder(cfg.dataset)
+
+
+def default_split(trained: Trained, data_dir: str | None = None) -> str:
+    """The split a run is evaluated on unless asked: test, or for a dataset without one (an image folder, MR
+    without --fold) the examples it validated on."""
+    saved = trained.config
+    cfg = replace(saved, dataset=trained.card.dataset or saved.dataset, data_dir=data_dir or saved.data_dir)
+    return "test" if has_test_split(cfg) else "val"
+
+
+def evaluation_data(trained: Trained, split: str | None = None, data_dir: str | None = None) -> Data:
+    """The examples of one split (train, test, dev, or val: those the run validated on) of a run's dataset, whole;
+    by default ``default_split``."""
     card, saved = trained.card, trained.config
     cfg = replace(saved, dataset=card.dataset or saved.dataset, data_dir=data_dir or saved.data_dir,
                   limit_train=None, limit_val=None)
-    split = split or ("val" if is_folder(cfg.dataset) else "test")
-    if split == "test" and is_folder(cfg.dataset):
+    split = split or default_split(trained, data_dir)
+    if split == "test" and is_folder(cfg.dataset) and not is_text_dataset(cfg.dataset) and not cfg.fold:
         raise CnnlabError(f"the image folder {cfg.dataset} has no test split: use --split val (the part held out "
                           "for validation) or --split train")
-    data = load_splits(cfg).val if split == "val" else load_split(cfg, split)
-    if tuple(data.images.shape[1:]) != card.input_shape:
+    data = eval_split(cfg, split)
+    if card.text:
+        data = data.with_vocabulary(card.text.vocabulary)
+    elif tuple(data.images.shape[1:]) != card.input_shape:
         raise CnnlabError(f"{split} images are {tuple(data.images.shape[1:])}, the model expects {card.input_shape}")
-    loader = TensorLoader(data.images, data.labels, batch_size, shuffle=False)
-    logits, labels = predict_logits(trained.model, loader, tta=saved.tta)
+    return data
+
+
+def evaluate_trained(trained: Trained, data: Data, split: str, batch_size: int = 500) -> EvalResult:
+    """Loss, accuracy and confusion matrix of a loaded run on ``data`` (its test-time augmentation included)."""
+    loader = TensorLoader(data.inputs, data.labels, batch_size, shuffle=False)
+    logits, labels = predict_logits(trained.model, loader, tta=trained.config.tta)
     loss = torch.nn.functional.cross_entropy(logits, labels).item()
     pred = logits.argmax(1)
-    k = card.num_classes
+    k = trained.card.num_classes
     confusion = torch.bincount(labels * k + pred, minlength=k * k).view(k, k)
-    return EvalResult(loss, (pred == labels).float().mean().item(), list(card.classes), confusion,
-                      str(trained.path), split, len(labels), saved.tta)
+    return EvalResult(loss, (pred == labels).float().mean().item(), list(trained.card.classes), confusion,
+                      str(trained.path), split, len(labels), trained.config.tta, labels=labels, predicted=pred,
+                      unit=data.unit)
 
 
-__all__ = ["EvalResult", "Splits", "Trained", "build_model", "default_run_dir", "evaluate_run", "load_splits",
-           "load_trained", "make_card", "make_loaders", "pick_device", "resolve_checkpoint", "train_run"]
+def evaluate_run(path: Path, split: str | None = None, data_dir: str | None = None, which: str = "best",
+                 batch_size: int = 500) -> EvalResult:
+    """Evaluate a trained run on a split (train, test — fold K for a --fold run —, dev, or val: the examples it
+    validated on) of its dataset; by default the test split, for a dataset without one (an image folder) the run's
+    own validation examples."""
+    trained = load_trained(path, which)
+    split = split or default_split(trained, data_dir)
+    return evaluate_trained(trained, evaluation_data(trained, split, data_dir), split, batch_size)
+
+
+__all__ = ["EvalResult", "Splits", "Trained", "build_model", "default_run_dir", "default_split", "eval_split",
+           "evaluate_run", "evaluate_trained", "evaluation_data", "has_test_split", "load_splits", "load_trained",
+           "make_card", "make_loaders", "pick_device", "resolve_checkpoint", "train_run"]

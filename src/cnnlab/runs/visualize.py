@@ -25,6 +25,11 @@ class Pictures:
     filters: Path
     feature_maps: list[Path]
 
+    def _repr_html_(self) -> str:
+        from ..explain.notebook import block, png_img
+
+        return block(*(png_img(p.read_bytes(), p.stem) for p in (self.filters, *self.feature_maps)))
+
 
 def feature_body(model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor] | None]:
     """The module whose blocks to show and how to run an image through them (a transfer model: its backbone)."""
@@ -38,6 +43,9 @@ def visualize_run(run: Path, image: Path, out_dir: Path | None = None, which: st
                   max_maps: int = 64) -> Pictures:
     """filters.png and NN_<block>.png for ``image`` (read as the model reads its inputs) into ``out_dir``."""
     trained = load_trained(run, which)
+    if trained.card.text:
+        raise CnnlabError(f"{run} is a text model: its filters read word windows, not pixels; see what excites them "
+                          f"with `cnnlab ngrams {run}`")
     images, ok, skipped = read_images([Path(image)], trained.card)
     if not ok:
         raise CnnlabError(f"cannot read {skipped[0].path}: {skipped[0].reason}")

@@ -1,0 +1,180 @@
+"""The course recipe in cnnlab and in the course's own Keras code, side by side over seeds (issue 15).
+
+For each course network: N seeds of ``cnnlab train NAME --dataset cifar10`` (the course recipe: Adam,
+batch 32, no augmentation, validation on the held-out test_batch) and N seeds of the course's Keras
+script on the same images in the same order (``keras_side_by_side.py``, run by the Python of a venv
+holding the ``keras-bench`` extra). Prints per-epoch held-out accuracy as mean ± sd for both, the
+difference, Welch's t and its degrees of freedom, and training seconds per epoch of each (validation
+excluded on both sides); ``--markdown``
+appends the final-epoch table for docs/results.md.
+
+    .venv/bin/python benchmarks/course_fidelity.py /work/data/cifar --keras-python /work/kvenv/bin/python \\
+        --seeds 1 2 3 --epochs 2 --limit-train 8000
+
+``--keras 2`` (default) runs TF2's Keras 2 (``TF_USE_LEGACY_KERAS=1`` with ``tf_keras``), the Keras the
+course was written for. ``--keras 3`` runs Keras 3, where the course's subclassed models (``call(self, x)``
+without ``training``) train BatchNormalization in inference mode and without dropout — use ``--form
+functional`` there to run the network the course describes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+COURSE = ("baseline-cifar", "lenet5-cifar", "alexnet8-cifar", "vgg16-cifar", "inception10-cifar", "resnet18-cifar")
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Runs:
+    """Per-seed, per-epoch held-out accuracy and seconds of one network in one framework."""
+
+    accuracy: list[list[float]]
+    seconds: list[list[float]]
+
+    def epoch(self, e: int) -> list[float]:
+        return [a[e] for a in self.accuracy]
+
+    def seconds_per_epoch(self) -> float:
+        return statistics.mean(s for run in self.seconds for s in run)
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def welch(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Welch's t of mean(a) - mean(b) and its Welch–Satterthwaite degrees of freedom (nan when undefined)."""
+    (ma, sa), (mb, sb) = mean_sd(a), mean_sd(b)
+    va, vb = sa * sa / len(a), sb * sb / len(b)
+    if len(a) < 2 or len(b) < 2 or va + vb == 0:
+        return math.nan, math.nan
+    df = (va + vb) ** 2 / (va * va / (len(a) - 1) + vb * vb / (len(b) - 1))
+    return (ma - mb) / math.sqrt(va + vb), df
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """The environment of a child run: all cores by default (cnnlab's own CPU settings apply), else a cap."""
+    env = dict(os.environ)
+    if threads < (os.cpu_count() or threads):
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def cnnlab_runs(model: str, a: argparse.Namespace, work: Path) -> Runs:
+    """Each seed as a user runs it: ``python -m cnnlab train`` in a fresh process; its history.json."""
+    accuracy, seconds = [], []
+    for seed in a.seeds:
+        run = work / f"cnnlab-{model}-{seed}"
+        cmd = [sys.executable, "-m", "cnnlab", "train", model, "--dataset", "cifar10", "--data-dir", str(a.data_dir),
+               "--epochs", str(a.epochs), "--seed", str(seed), "--run-dir", str(run), "--fresh", "--no-progress"]
+        if a.limit_train:
+            cmd += ["--limit-train", str(a.limit_train)]
+        subprocess.run(cmd, check=True, env=thread_env(a.threads), stdout=subprocess.DEVNULL)
+        history = json.loads((run / "history.json").read_text())
+        accuracy.append(history["val_accuracy"])
+        seconds.append(history["seconds"])
+    return Runs(accuracy, seconds)
+
+
+def keras_runs(model: str, a: argparse.Namespace, work: Path) -> tuple[Runs, str]:
+    """All seeds in one process of the Keras venv (``keras_side_by_side.py --json``); also its versions."""
+    out = work / f"keras-{model}.json"
+    cmd = [str(a.keras_python), str(HERE / "keras_side_by_side.py"), str(a.data_dir), "--model", model,
+           "--form", a.form, "--limit-train", str(a.limit_train or 10**9), "--epochs", str(a.epochs),
+           "--threads", str(a.threads), "--json", str(out), "--seeds", *map(str, a.seeds)]
+    env = thread_env(a.threads)
+    if a.keras == 2:
+        env["TF_USE_LEGACY_KERAS"] = "1"
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    result = json.loads(out.read_text())
+    runs = [result["runs"][str(s)] for s in a.seeds]
+    return Runs([r["val_accuracy"] for r in runs], [r["seconds"] for r in runs]), result["tensorflow"]
+
+
+def pct(m: float, sd: float) -> str:
+    return f"{100 * m:.2f} ± {100 * sd:.2f}"
+
+
+def report(model: str, ours: Runs, keras: Runs) -> list[str]:
+    """One line per epoch: both means ± sd, the difference in points, Welch's t (df)."""
+    lines = [f"\n{model}: held-out accuracy % (mean ± sd over {len(ours.accuracy)} seeds)",
+             f"{'epoch':>5}  {'cnnlab':>15}  {'Keras':>15}  {'diff':>6}  {'Welch t (df)':>13}"]
+    for e in range(len(ours.accuracy[0])):
+        a, b = ours.epoch(e), keras.epoch(e)
+        t, df = welch(a, b)
+        diff = 100 * (statistics.mean(a) - statistics.mean(b))
+        lines.append(f"{e + 1:>5}  {pct(*mean_sd(a)):>15}  {pct(*mean_sd(b)):>15}  {diff:>+6.2f}  "
+                     f"{t:>6.2f} ({df:4.1f})")
+    lines.append(f"training s/epoch: cnnlab {ours.seconds_per_epoch():.1f}, Keras {keras.seconds_per_epoch():.1f} "
+                 f"(Keras / cnnlab {keras.seconds_per_epoch() / ours.seconds_per_epoch():.2f}x)")
+    return lines
+
+
+def markdown_row(model: str, ours: Runs, keras: Runs) -> str:
+    a, b = ours.epoch(-1), keras.epoch(-1)
+    (ma, sa), (mb, sb) = mean_sd(a), mean_sd(b)
+    t, df = welch(a, b)
+    ok = ma >= mb - 0.005 or ma >= mb - sb
+    return (f"| {model} | {pct(ma, sa)} | {pct(mb, sb)} | {100 * (ma - mb):+.2f} | {t:.2f} ({df:.1f}) | "
+            f"{ours.seconds_per_epoch():.1f} | {keras.seconds_per_epoch():.1f} | {'yes' if ok else '**no**'} |")
+
+
+def machine() -> str:
+    import torch
+
+    flags = set()
+    try:
+        flags = {f for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
+                 for f in line.split(":")[1].split() if f.startswith(("amx", "avx512_bf16", "avx512f"))}
+    except OSError:
+        pass
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"capability {torch.backends.cpu.get_cpu_capability()}, flags {' '.join(sorted(flags)) or '-'}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("data_dir", type=Path, help="holds cifar-10-batches-py")
+    p.add_argument("--keras-python", type=Path, required=True, help="python of a venv with cnnlab[keras-bench]")
+    p.add_argument("--models", nargs="+", default=list(COURSE), choices=COURSE)
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--limit-train", type=int, help="the first N training images (default: all)")
+    p.add_argument("--keras", type=int, choices=(2, 3), default=2)
+    p.add_argument("--form", choices=("subclassed", "functional"), default="subclassed")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--markdown", action="store_true", help="also print the final-epoch table for docs/results.md")
+    a = p.parse_args()
+    if not a.keras_python.exists():
+        sys.exit(f"course_fidelity: no {a.keras_python}: make a venv with `pip install -e '.[keras-bench]'`")
+    print(f"machine: {machine()}")
+    images = f"the first {a.limit_train:,}" if a.limit_train else "all"
+    print(f"recipe: course (Adam, batch 32, no augmentation), {a.epochs} epochs, {images} training images, "
+          f"held-out test_batch; seeds {a.seeds}; Keras {a.keras} {a.form}; {a.threads} threads each, one run at "
+          "a time")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fidelity-") as tmp:
+        for model in a.models:
+            ours = cnnlab_runs(model, a, Path(tmp))
+            keras, tf_version = keras_runs(model, a, Path(tmp))
+            print("\n".join(report(model, ours, keras)), flush=True)
+            rows.append(markdown_row(model, ours, keras))
+    if a.markdown:
+        print(f"\n| network | cnnlab final % | Keras {a.keras} (TF {tf_version}) final % | diff | Welch t (df) | "
+              "cnnlab s/epoch | Keras s/epoch | within 0.5 pt or 1 sd |")
+        print("|---|---|---|---|---|---|---|---|")
+        print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
