@@ -150,12 +150,13 @@ def run_options(a: argparse.Namespace) -> dict:
 def cmd_train(a: argparse.Namespace) -> int:
     from . import api
     from .engine import distributed as D
+    from .engine.callbacks import epochs
 
     history = api.train(a.model, run_dir=a.run_dir, fresh=a.fresh, progress=a.progress, **run_options(a))
     if D.is_main():
         run_dir = history.run_dir
         best, tta = history.best("val_accuracy"), history.last("tta_val_accuracy")
-        print(f"Done: {len(history)} epochs; best val_accuracy {best:.4f}; final val_accuracy "
+        print(f"Done: {epochs(len(history))}; best val_accuracy {best:.4f}; final val_accuracy "
               f"{history.last('val_accuracy'):.4f}" + ("" if math.isnan(tta) else " (with test-time augmentation: "
                                                        f"{tta:.4f})") + f". Run directory: {run_dir}\n"
               f"Next: cnnlab plot {run_dir} · cnnlab eval {run_dir} · cnnlab export-weights {run_dir}")
