@@ -77,8 +77,8 @@ def cnnlab_runs(model: str, a: argparse.Namespace, work: Path) -> Runs:
         run = work / f"cnnlab-{model}-{seed}"
         cmd = [sys.executable, "-m", "cnnlab", "train", model, "--dataset", "cifar10", "--data-dir", str(a.data_dir),
                "--epochs", str(a.epochs), "--seed", str(seed), "--run-dir", str(run), "--fresh", "--no-progress"]
-        if a.limit_train:
-            cmd += ["--limit-train", str(a.limit_train)]
+        for flag, value in (("--limit-train", a.limit_train), ("--limit-val", a.limit_val)):
+            cmd += [flag, str(value)] if value else []
         subprocess.run(cmd, check=True, env=thread_env(a.threads), stdout=subprocess.DEVNULL)
         history = json.loads((run / "history.json").read_text())
         accuracy.append(history["val_accuracy"])
@@ -92,6 +92,7 @@ def keras_runs(model: str, a: argparse.Namespace, work: Path) -> tuple[Runs, str
     cmd = [str(a.keras_python), str(HERE / "keras_side_by_side.py"), str(a.data_dir), "--model", model,
            "--form", a.form, "--limit-train", str(a.limit_train or 10**9), "--epochs", str(a.epochs),
            "--threads", str(a.threads), "--json", str(out), "--seeds", *map(str, a.seeds)]
+    cmd += ["--limit-val", str(a.limit_val)] if a.limit_val else []
     env = thread_env(a.threads)
     if a.keras == 2:
         env["TF_USE_LEGACY_KERAS"] = "1"
@@ -150,6 +151,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--limit-train", type=int, help="the first N training images (default: all)")
+    p.add_argument("--limit-val", type=int, help="validate on the first N held-out images (default: all 10,000)")
     p.add_argument("--keras", type=int, choices=(2, 3), default=2)
     p.add_argument("--form", choices=("subclassed", "functional"), default="subclassed")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -159,9 +161,10 @@ def main() -> None:
         sys.exit(f"course_fidelity: no {a.keras_python}: make a venv with `pip install -e '.[keras-bench]'`")
     print(f"machine: {machine()}")
     images = f"the first {a.limit_train:,}" if a.limit_train else "all"
+    held_out = f"the first {a.limit_val:,} of" if a.limit_val else "all of"
     print(f"recipe: course (Adam, batch 32, no augmentation), {a.epochs} epochs, {images} training images, "
-          f"held-out test_batch; seeds {a.seeds}; Keras {a.keras} {a.form}; {a.threads} threads each, one run at "
-          "a time")
+          f"{held_out} the held-out test_batch; seeds {a.seeds}; Keras {a.keras} {a.form}; {a.threads} threads "
+          "each, one run at a time")
     rows = []
     with tempfile.TemporaryDirectory(prefix="fidelity-") as tmp:
         for model in a.models:

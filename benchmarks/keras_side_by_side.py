@@ -1,7 +1,8 @@
 """The course's own Keras training of a network on the first N CIFAR-10 training images: final validation accuracy.
 
 usage: python benchmarks/keras_side_by_side.py DATA_DIR [--model baseline-cifar] [--form subclassed]
-       [--limit-train 8000] [--epochs 2] [--seeds 0 1] [--threads 1] [--json OUT]   (needs tensorflow-cpu)
+       [--limit-train 8000] [--epochs 2] [--seeds 0 1] [--limit-val N] [--threads 1] [--json OUT]
+       (needs tensorflow-cpu)
 
 ``--json`` writes each seed's per-epoch validation accuracy and seconds (``course_fidelity.py`` reads it).
 
@@ -84,6 +85,7 @@ def main() -> None:
     p.add_argument("--limit-train", type=int, default=8000)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--limit-val", type=int, help="validate on the first N test_batch images (default: all)")
     p.add_argument("--threads", type=int, default=1, help="TensorFlow's intra-op threads (inter-op: 1)")
     p.add_argument("--json", type=Path, help="write {seed: {val_accuracy: [...], seconds: [...]}} here")
     a = p.parse_args()
@@ -91,6 +93,7 @@ def main() -> None:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     x, y = batches(a.data_dir, [f"data_batch_{i}" for i in range(1, 6)])
     x_val, y_val = batches(a.data_dir, ["test_batch"])
+    x_val, y_val = x_val[:a.limit_val], y_val[:a.limit_val]
     runs = {s: run(a.model, a.form, x[:a.limit_train], y[:a.limit_train], x_val, y_val, a.epochs, s) for s in a.seeds}
     if a.json:
         a.json.write_text(json.dumps({"keras": tf.keras.__version__ if hasattr(tf.keras, "__version__") else "",
