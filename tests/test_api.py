@@ -141,3 +141,12 @@ def test_compare_refuses_unknown_curves_before_training(tmp_path, monkeypatch, c
     assert main(["compare", "baseline-cifar", "--curves", "loss", "--epochs", "1"]) == 2
     assert "unknown curves 'loss': choose one of accuracy-loss, error" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("recipe", [[None], 3, {"name": "fast"}])
+def test_a_config_json_whose_recipe_is_not_a_name_is_one_line_naming_the_file(tmp_path, recipe):
+    """A fuzzed config.json with "recipe": [null] once escaped as TypeError from the recipe lookup."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**RunConfig().to_dict(), "recipe": recipe}))
+    with pytest.raises(CnnlabError, match=r"config.json is damaged: --recipe must be a recipe's name"):
+        RunConfig.load(path)

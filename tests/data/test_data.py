@@ -149,6 +149,18 @@ def test_safe_pickle_accepts_protocol_5_arrays(tmp_path):
     assert loaded[b"data"].tolist() == list(range(6)) and loaded[b"n"] == 3
 
 
+
+def test_safe_pickle_takes_latin1_bytes_and_refuses_any_other_codec(tmp_path):
+    """Protocol 2 pickles bytes as _codecs.encode(str, 'latin1'); a fuzzed 'matin1' once escaped as LookupError."""
+    path = tmp_path / "p2"
+    path.write_bytes(pickle.dumps({b"data": b"\x00\xff"}, protocol=2))
+    assert load_pickle(path) == {b"data": b"\x00\xff"}
+    for codec in (b"matin1", b"zlib__"):
+        path.write_bytes(path.read_bytes().replace(b"latin1", codec))
+        with pytest.raises(CnnlabError, match=r"truncated or corrupt \(UnpicklingError: _codecs.encode with"):
+            load_pickle(path)
+        path.write_bytes(pickle.dumps({b"data": b"\x00\xff"}, protocol=2))
+
 # ---- download ------------------------------------------------------------------------------------
 
 def test_wrong_md5_errors_and_leaves_nothing(tmp_path, cifar10_archive):

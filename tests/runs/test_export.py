@@ -4,6 +4,7 @@ import sys
 import pytest
 import torch
 
+import cnnlab
 from cnnlab.cli import main
 from cnnlab.runs.card import RunCard
 from cnnlab.runs.export import export_onnx, onnx_bytes, onnx_max_difference
@@ -56,3 +57,21 @@ def test_onnx_file_without_description_and_missing_extra(tmp_path, monkeypatch):
         onnx_predictor(raw)
     with pytest.raises(CnnlabError, match=r"pip install 'cnnlab\[onnx\]'"):
         export_onnx(model, RunCard("raw", 2, 1, (2, 2), ("a", "b")), tmp_path / "x.onnx")
+
+
+def test_an_onnx_model_whose_padding_arithmetic_is_damaged_is_refused_before_it_runs(digits_run, tmp_path):
+    """Fuzzed constants in the TF-"same" padding arithmetic once made onnxruntime allocate or compute for minutes;
+    ONNX's shape inference (constants propagated) now judges the model before it runs."""
+    import onnx
+    from onnx import numpy_helper
+
+    good = tmp_path / "good.onnx"
+    cnnlab.export(digits_run, format="onnx", out=good)
+    proto = onnx.load(str(good))
+    constants = [n.attribute[0].t for n in proto.graph.node if n.op_type == "Constant"]
+    value = next(t for t in constants if numpy_helper.to_array(t).dtype.kind == "i" and numpy_helper.to_array(t).any())
+    value.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(value) * 3000, value.name))
+    onnx.save(proto, str(tmp_path / "bad.onnx"))
+    with pytest.raises(CnnlabError, match=r"bad.onnx: ONNX cannot work out its tensors' shapes .*export it again"):
+        onnx_predictor(tmp_path / "bad.onnx")
+    onnx_predictor(good)

@@ -30,10 +30,18 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
     return found
 
 
+def _latin1_encode(text: Any, encoding: str = "latin1", errors: str = "strict") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles of bytes use it (``encode(str, 'latin1')``), and nothing else:
+    any other codec (an unknown name, zlib, rot13 …) makes the file refused as corrupt."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
+        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r} is not how bytes are pickled")
+    return text.encode("latin-1")
+
+
 _ALLOWED: dict[tuple[str, str], Any] = {
     **{(module, t.__name__): t for t in (dict, list, tuple, str, bytes, bytearray, int, float)
        for module in ("builtins", "__builtin__")},
-    ("_codecs", "encode"): __import__("_codecs").encode,
+    ("_codecs", "encode"): _latin1_encode,
     **_numpy_globals(),
 }
 

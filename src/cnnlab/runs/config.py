@@ -190,6 +190,8 @@ class RunConfig:
             raise CnnlabError(f"model must be a registered name or a .cbapd path (got {self.model!r})")
         from .recipes import get_recipe, recipe_of_model
 
+        if self.recipe is not None and not isinstance(self.recipe, str):  # checked before it is looked up
+            raise CnnlabError(f"--recipe must be a recipe's name (got {self.recipe!r})")
         recipe = get_recipe(self.recipe) if self.recipe else recipe_of_model(self.model)
         defaults = dict(recipe.defaults) if recipe else {}
         if self.schedule is None and self.decay:  # Keras' SGD(decay=…) means time-based decay, whatever the recipe
@@ -297,7 +299,10 @@ class RunConfig:
             raise CnnlabError(f"cannot read run configuration {path}: {first_line(e)}") from None
         if not isinstance(data, dict):
             raise CnnlabError(f"cannot read run configuration {path}: not a JSON object")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except CnnlabError as e:
+            raise CnnlabError(f"run configuration {path} is damaged: {e}") from None
 
     def identity_mismatch(self, other: "RunConfig") -> list[str]:
         """Names of the identity fields on which two configs differ (as config.json holds them: a model option's

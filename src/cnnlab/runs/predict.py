@@ -7,6 +7,7 @@ The same code serves a PyTorch checkpoint and an exported ONNX model (through on
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -151,6 +152,7 @@ def onnx_predictor(path: Path) -> tuple[Logits, RunCard]:
         raise CnnlabError(f"{path}: its cnnlab model description is not valid JSON; export it again with "
                           "`cnnlab export RUN_DIR --onnx`") from None
     check_onnx_shapes(session, card, path)
+    check_onnx_sizes(path, card)
     name = session.get_inputs()[0].name
 
     def logits_of(x: torch.Tensor) -> torch.Tensor:
@@ -172,6 +174,33 @@ def check_onnx_shapes(session, card: RunCard, path: Path) -> None:
                           f"{[o.shape for o in outputs]}) does not match its cnnlab description "
                           f"({described}, {card.num_classes} classes); export it again with "
                           "`cnnlab export RUN_DIR --onnx`")
+
+
+MAX_TENSOR_ELEMENTS = 1 << 28  # per image: 1 GB of float32, far above any zoo network's largest activation
+
+
+def check_onnx_sizes(path: Path, card: RunCard) -> None:
+    """Refuse a model whose tensors for one input would be absurdly large or negative (a damaged pad or reshape
+    constant, say) before onnxruntime tries to allocate or compute them: ONNX's own shape inference, constants
+    propagated, on a batch of one (one text example of 64 tokens). A size it cannot work out is not checked."""
+    import onnx
+    from onnx import shape_inference
+
+    fix = "export it again with `cnnlab export RUN_DIR --onnx`"
+    try:
+        model = onnx.load(str(path))
+        first = model.graph.input[0].type.tensor_type.shape.dim
+        for dim, size in zip(first, (1, 64) if card.text else (1,)):
+            dim.dim_value = size
+        inferred = shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception as e:  # onnx raises its own types (ValidationError, InferenceError, DecodeError)
+        raise CnnlabError(f"{path}: ONNX cannot work out its tensors' shapes ({first_line(e)}); {fix}") from None
+    for info in (*inferred.graph.value_info, *inferred.graph.output):
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
+        elements = math.prod(d for d in dims if d is not None)
+        if elements > MAX_TENSOR_ELEMENTS or any(d < 0 for d in dims if d is not None):
+            raise CnnlabError(f"{path}: its tensor {info.name!r} would be {dims} for one input, which no "
+                              f"network of cnnlab makes (damaged?); {fix}")
 
 
 def _dims(shape: Sequence) -> list[int | None]:
