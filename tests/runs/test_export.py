@@ -8,7 +8,7 @@ import cnnlab
 from cnnlab.cli import main
 from cnnlab.runs.card import RunCard
 from cnnlab.runs.export import export_onnx, onnx_bytes, onnx_max_difference
-from cnnlab.runs.predict import onnx_predictor, predict_files, torch_predictor
+from cnnlab.runs.predict import ONNX_META_KEY, onnx_predictor, predict_files, torch_predictor
 from cnnlab.runs.run import build_model
 from cnnlab.errors import CnnlabError
 from cnnlab.models.transfer import transfer_meta
@@ -75,3 +75,14 @@ def test_an_onnx_model_whose_padding_arithmetic_is_damaged_is_refused_before_it_
     with pytest.raises(CnnlabError, match=r"bad.onnx: ONNX cannot work out its tensors' shapes .*export it again"):
         onnx_predictor(tmp_path / "bad.onnx")
     onnx_predictor(good)
+
+
+def test_an_onnx_model_whose_metadata_is_not_utf8_is_one_line(digits_run, tmp_path):
+    """A fuzzed byte in the cnnlab description once escaped as UnicodeDecodeError from onnxruntime."""
+    good = tmp_path / "good.onnx"
+    cnnlab.export(digits_run, format="onnx", out=good)
+    data = good.read_bytes()
+    start = data.index(b"{", data.rindex(ONNX_META_KEY.encode()))  # the value of the metadata entry
+    (tmp_path / "bad.onnx").write_bytes(data[:start] + b"\x80" + data[start + 1:])
+    with pytest.raises(CnnlabError, match=r"bad.onnx: its metadata is damaged \(not UTF-8 text\)"):
+        onnx_predictor(tmp_path / "bad.onnx")

@@ -142,7 +142,11 @@ def onnx_predictor(path: Path) -> tuple[Logits, RunCard]:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for bad files
         raise CnnlabError(f"{path} is not a loadable ONNX model ({first_line(e)})") from None
-    meta = session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY)
+    try:
+        meta = session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY)
+    except UnicodeDecodeError:
+        raise CnnlabError(f"{path}: its metadata is damaged (not UTF-8 text); export it again with "
+                          "`cnnlab export RUN_DIR --onnx`") from None
     if meta is None:
         raise CnnlabError(f"{path} lacks cnnlab's model description (class names, input size): export it with "
                           "`cnnlab export RUN_DIR --onnx`")
