@@ -82,6 +82,22 @@ class CaseTimeout(BaseException):
     """Raised by SIGALRM inside a case that overran its deadline (a BaseException: no handler swallows it)."""
 
 
+MEMORY_HEADROOM = 6 << 30  # bytes a case may allocate beyond what the process holds: far above any legitimate case
+
+
+@pytest.fixture(autouse=True, scope="module")
+def bounded_memory() -> Iterator[None]:
+    """Cap the address space (``RLIMIT_AS``) so that a case asking for absurd memory fails as that case (an
+    ``out of memory`` line is then a failure), instead of the kernel's OOM killer ending the whole run."""
+    import resource
+
+    held = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    previous = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (held + MEMORY_HEADROOM, previous[1]))
+    yield
+    resource.setrlimit(resource.RLIMIT_AS, previous)
+
+
 @contextlib.contextmanager
 def deadline(seconds: float = CASE_SECONDS) -> Iterator[None]:
     """Fail the case if it runs longer than ``seconds`` (a hang, an endless read)."""
@@ -128,7 +144,8 @@ def verdict(test: str, call: Callable[[], object]) -> str:
         with deadline():
             call()
         outcome = "ok"
-    except CnnlabError:
+    except CnnlabError as e:
+        assert "out of memory" not in str(e), f"{test} asked for more than {MEMORY_HEADROOM >> 30} GB: {e}"
         outcome = "CnnlabError"
     OUTCOMES[test][outcome] += 1
     return outcome
@@ -143,6 +160,7 @@ def run_main(argv: list[str], capsys) -> int:
     _, err = capsys.readouterr()
     assert code in (0, 2), f"exit code {code} for {argv}:\n{err}"
     assert "Traceback" not in err, err
+    assert "out of memory" not in err, f"{argv} asked for more than {MEMORY_HEADROOM >> 30} GB:\n{err}"
     if code == 2:
         assert len([line for line in err.splitlines() if line.startswith("cnnlab: error:")]) == 1, err
     return code

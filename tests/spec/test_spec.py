@@ -1,6 +1,8 @@
 """CBAPD grammar, error positions, and static shape inference against real forward passes."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -233,3 +235,15 @@ def test_batchnorm_momentum_is_keras_style_and_defaults_to_keras():
     assert all(m.eps == 1e-3 for m in norms)
     with pytest.raises(CnnlabError, match=r"2:10: B momentum must be a rate in \[0, 1\)"):
         parse_spec("input: 3x8x8\nC(4,3) B(1.5) F Dense(2)")
+
+
+@pytest.mark.parametrize("layers,words", [
+    ("C(6,5) A(relu) P(max,2) | F | Dense(12000000,relu) | Dense(classes)",
+     "4:31: Dense(12000000,relu) (f1) would have 14,124,000,000 parameters"),
+    ("C(600000,5,same) A(relu) | F | Dense(classes)", "4:1: C(600000,5,same) (c1) would output 600000x32x32"),
+])
+def test_a_layer_too_large_to_hold_is_refused_before_memory_is_allocated(layers, words):
+    """A fuzzed digit (Dense(120) → Dense(12000000)) once made summary allocate 56 GB and the OOM killer end it."""
+    spec = parse_spec(f"name: big\ninput: 3x32x32\nclasses: 10\n{layers}\n", source="big.cbapd")
+    with pytest.raises(SpecError, match=re.escape(words)):
+        build(spec)

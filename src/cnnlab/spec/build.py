@@ -19,6 +19,9 @@ from .errors import SpecError, _Problem
 from .nodes import Act, Dense, Node, Shape, _fmt
 from .parser import Spec, parse_spec
 
+MAX_LAYER_PARAMS = 1 << 28  # parameters in one layer: 1 GB of float32 (2.6x VGG-16's fc6, the zoo's largest)
+MAX_ELEMENTS = 1 << 28  # values one layer outputs per image (VGG-16 at 1024x1024 px: 67 million)
+
 
 @dataclass(frozen=True)
 class Step:
@@ -78,9 +81,23 @@ def infer_shapes(spec: Spec, num_classes: int | None = None, in_channels: int | 
             raise SpecError(spec.source, node.pos,
                             f"{node.label} ({name}) shrinks {_fmt(shape)} to {_fmt(out)}",
                             "use same padding, a smaller kernel or stride, or a larger input")
+        if math.prod(out) > MAX_ELEMENTS:
+            raise SpecError(spec.source, node.pos, f"{node.label} ({name}) would output {_fmt(out)}, "
+                            f"{math.prod(out):,} values per image", f"at most {MAX_ELEMENTS:,}: use fewer channels "
+                            "or a smaller input")
         steps.append(Step(stage, name, node, shape, out))
         shape = out
     return steps
+
+
+def _check_size(spec: Spec, step: Step, classes: int | None) -> None:
+    """Refuse a layer too large to hold, counted on the meta device before any memory is allocated for it."""
+    with torch.device("meta"):
+        params = sum(p.numel() for p in step.node.module(step.in_shape, classes).parameters())
+    if params > MAX_LAYER_PARAMS:
+        raise SpecError(spec.source, step.node.pos, f"{step.node.label} ({step.name}) would have {params:,} "
+                        "parameters", f"at most {MAX_LAYER_PARAMS:,} a layer (VGG's largest has 102,764,544): use "
+                        "fewer channels or units")
 
 
 class Stage(nn.Sequential):
@@ -186,6 +203,8 @@ def build(spec: Spec, num_classes: int | None = None, in_channels: int | None = 
     steps = infer_shapes(spec, num_classes, in_channels, input_size)
     classes = _classes(spec, num_classes)
     stages: OrderedDict[str, OrderedDict[str, nn.Module]] = OrderedDict()
+    for step in steps:
+        _check_size(spec, step, classes)
     for step in steps:
         stage = stages.setdefault(f"stage{step.stage}", OrderedDict())
         stage[step.name] = step.node.module(step.in_shape, classes)
