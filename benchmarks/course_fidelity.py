@@ -116,6 +116,8 @@ def report(model: str, ours: Runs, keras: Runs) -> list[str]:
         diff = 100 * (statistics.mean(a) - statistics.mean(b))
         lines.append(f"{e + 1:>5}  {pct(*mean_sd(a)):>15}  {pct(*mean_sd(b)):>15}  {diff:>+6.2f}  "
                      f"{t:>6.2f} ({df:4.1f})")
+    lines.append("final epoch per seed: cnnlab " + ", ".join(f"{100 * v:.2f}" for v in ours.epoch(-1)) +
+                 "; Keras " + ", ".join(f"{100 * v:.2f}" for v in keras.epoch(-1)))
     lines.append(f"training s/epoch: cnnlab {ours.seconds_per_epoch():.1f}, Keras {keras.seconds_per_epoch():.1f} "
                  f"(Keras / cnnlab {keras.seconds_per_epoch() / ours.seconds_per_epoch():.2f}x)")
     return lines
