@@ -86,3 +86,12 @@ def test_an_onnx_model_whose_metadata_is_not_utf8_is_one_line(digits_run, tmp_pa
     (tmp_path / "bad.onnx").write_bytes(data[:start] + b"\x80" + data[start + 1:])
     with pytest.raises(CnnlabError, match=r"bad.onnx: its metadata is damaged \(not UTF-8 text\)"):
         onnx_predictor(tmp_path / "bad.onnx")
+
+
+def test_an_onnx_model_that_fails_inside_onnxruntime_is_one_line(digits_run, tmp_path):
+    """A fuzzed weight shape once escaped from session.run as onnxruntime's InvalidArgument (Gemm mismatch)."""
+    model = tmp_path / "m.onnx"
+    cnnlab.export(digits_run, format="onnx", out=model)
+    logits_of, _ = onnx_predictor(model)
+    with pytest.raises(CnnlabError, match=r"m.onnx failed on a 1x16x16 input \(.*\): it is damaged or not the network"):
+        logits_of(torch.rand(2, 1, 16, 16))

@@ -72,7 +72,7 @@ def load_pickle(path: str | Path) -> Any:
     except OSError as err:
         raise read_error(path, err, fix) from err
     except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError, AttributeError,
-            OverflowError, MemoryError) as err:
+            OverflowError, MemoryError, SystemError) as err:  # SystemError: numpy's dtype/array rebuilders on bad state
         raise CnnlabError(f"cannot read {path}: it is truncated or corrupt ({type(err).__name__}: {err}); "
                           f"{fix}") from err
 

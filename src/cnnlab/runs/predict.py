@@ -160,7 +160,12 @@ def onnx_predictor(path: Path) -> tuple[Logits, RunCard]:
     name = session.get_inputs()[0].name
 
     def logits_of(x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+        try:
+            return torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+        except Exception as e:  # onnxruntime's own types (InvalidArgument, Fail, RuntimeException)
+            raise CnnlabError(f"{path} failed on a {'x'.join(map(str, x.shape[1:]))} input ({first_line(e)}): it is "
+                              "damaged or not the network its description names; export it again with "
+                              "`cnnlab export RUN_DIR --onnx`") from None
 
     return logits_of, card
 
