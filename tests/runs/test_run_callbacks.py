@@ -57,7 +57,7 @@ def test_a_run_stopped_by_a_callback_is_finished_for_the_cli_too(tmp_path, capsy
     assert len(history) == 1 and (run / "tb" / "train").is_dir() and (run / "tb" / "validation").is_dir()
     assert main(["train", "baseline-cifar", *QUICK, "--run-dir", str(run), "--early-stopping", "1"]) == 0
     out, err = capsys.readouterr()
-    assert "was stopped by a callback after epoch 1: it is finished" in err and "Done: 1 epochs" in out
+    assert "was stopped by a callback after epoch 1: it is finished" in err and "Done: 1 epoch;" in out
 
 
 def test_the_callbacks_are_cnnlab_callbacks_as_keras_callbacks_are_keras_callbacks():
