@@ -16,11 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.files import read_error
 from ..data.folder import DECODE_ERRORS, IMAGE_EXTENSIONS, Skipped, read_image
 from ..errors import CnnlabError, first_line
+from ..spec.build import MAX_ELEMENTS  # values one tensor may hold per input: the bound spec networks obey too
 from .card import RunCard
 
 ONNX_META_KEY = "cnnlab"  # ONNX metadata_props key holding the model description as JSON
+REEXPORT = "export it again with `cnnlab export RUN_DIR --onnx`"  # the fix for any damaged or foreign ONNX file
 Logits = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -139,24 +142,26 @@ def onnx_predictor(path: Path) -> tuple[Logits, RunCard]:
     if not Path(path).is_file():
         raise CnnlabError(f"no ONNX model at {path}")
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        data = Path(path).read_bytes()  # read once: onnxruntime and ONNX's shape inference take the same bytes
+    except OSError as e:
+        raise read_error(Path(path), e, REEXPORT) from None
+    try:
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for bad files
         raise CnnlabError(f"{path} is not a loadable ONNX model ({first_line(e)})") from None
     try:
         meta = session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY)
     except UnicodeDecodeError:
-        raise CnnlabError(f"{path}: its metadata is damaged (not UTF-8 text); export it again with "
-                          "`cnnlab export RUN_DIR --onnx`") from None
+        raise CnnlabError(f"{path}: its metadata is damaged (not UTF-8 text); {REEXPORT}") from None
     if meta is None:
         raise CnnlabError(f"{path} lacks cnnlab's model description (class names, input size): export it with "
                           "`cnnlab export RUN_DIR --onnx`")
     try:
         card = RunCard.from_dict(json.loads(meta), str(path))
     except ValueError:
-        raise CnnlabError(f"{path}: its cnnlab model description is not valid JSON; export it again with "
-                          "`cnnlab export RUN_DIR --onnx`") from None
+        raise CnnlabError(f"{path}: its cnnlab model description is not valid JSON; {REEXPORT}") from None
     check_onnx_shapes(session, card, path)
-    check_onnx_sizes(path, card)
+    check_onnx_sizes(data, card, path)
     name = session.get_inputs()[0].name
 
     def logits_of(x: torch.Tensor) -> torch.Tensor:
@@ -164,8 +169,7 @@ def onnx_predictor(path: Path) -> tuple[Logits, RunCard]:
             return torch.from_numpy(session.run(None, {name: x.numpy()})[0])
         except Exception as e:  # onnxruntime's own types (InvalidArgument, Fail, RuntimeException)
             raise CnnlabError(f"{path} failed on a {'x'.join(map(str, x.shape[1:]))} input ({first_line(e)}): it is "
-                              "damaged or not the network its description names; export it again with "
-                              "`cnnlab export RUN_DIR --onnx`") from None
+                              f"damaged or not the network its description names; {REEXPORT}") from None
 
     return logits_of, card
 
@@ -181,35 +185,32 @@ def check_onnx_shapes(session, card: RunCard, path: Path) -> None:
         described = "sentences of token ids" if card.text else f"{'x'.join(map(str, card.input_shape))} images"
         raise CnnlabError(f"{path}: its network (inputs {[i.shape for i in inputs]}, outputs "
                           f"{[o.shape for o in outputs]}) does not match its cnnlab description "
-                          f"({described}, {card.num_classes} classes); export it again with "
-                          "`cnnlab export RUN_DIR --onnx`")
+                          f"({described}, {card.num_classes} classes); {REEXPORT}")
 
 
-MAX_TENSOR_ELEMENTS = 1 << 28  # per image: 1 GB of float32, far above any zoo network's largest activation
 
 
-def check_onnx_sizes(path: Path, card: RunCard) -> None:
+def check_onnx_sizes(data: bytes, card: RunCard, path: Path) -> None:
     """Refuse a model whose tensors for one input would be absurdly large or negative (a damaged pad or reshape
     constant, say) before onnxruntime tries to allocate or compute them: ONNX's own shape inference, constants
     propagated, on a batch of one (one text example of 64 tokens). A size it cannot work out is not checked."""
     import onnx
     from onnx import shape_inference
 
-    fix = "export it again with `cnnlab export RUN_DIR --onnx`"
     try:
-        model = onnx.load(str(path))
+        model = onnx.load_from_string(data)
         first = model.graph.input[0].type.tensor_type.shape.dim
         for dim, size in zip(first, (1, 64) if card.text else (1,)):
             dim.dim_value = size
         inferred = shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     except Exception as e:  # onnx raises its own types (ValidationError, InferenceError, DecodeError)
-        raise CnnlabError(f"{path}: ONNX cannot work out its tensors' shapes ({first_line(e)}); {fix}") from None
+        raise CnnlabError(f"{path}: ONNX cannot work out its tensors' shapes ({first_line(e)}); {REEXPORT}") from None
     for info in (*inferred.graph.value_info, *inferred.graph.output):
         dims = [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
         elements = math.prod(d for d in dims if d is not None)
-        if elements > MAX_TENSOR_ELEMENTS or any(d < 0 for d in dims if d is not None):
+        if elements > MAX_ELEMENTS or any(d < 0 for d in dims if d is not None):
             raise CnnlabError(f"{path}: its tensor {info.name!r} would be {dims} for one input, which no "
-                              f"network of cnnlab makes (damaged?); {fix}")
+                              f"network of cnnlab makes (damaged?); {REEXPORT}")
 
 
 def _dims(shape: Sequence) -> list[int | None]:
