@@ -22,13 +22,14 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from cnnlab.cpu import describe_cpu
 
 COURSE = ("baseline-cifar", "lenet5-cifar", "alexnet8-cifar", "vgg16-cifar", "inception10-cifar", "resnet18-cifar")
 HERE = Path(__file__).resolve().parent
@@ -132,19 +133,6 @@ def markdown_row(model: str, ours: Runs, keras: Runs) -> str:
             f"{ours.seconds_per_epoch():.1f} | {keras.seconds_per_epoch():.1f} | {'yes' if ok else '**no**'} |")
 
 
-def machine() -> str:
-    import torch
-
-    flags = set()
-    try:
-        flags = {f for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
-                 for f in line.split(":")[1].split() if f.startswith(("amx", "avx512_bf16", "avx512f"))}
-    except OSError:
-        pass
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"capability {torch.backends.cpu.get_cpu_capability()}, flags {' '.join(sorted(flags)) or '-'}")
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("data_dir", type=Path, help="holds cifar-10-batches-py")
@@ -161,7 +149,7 @@ def main() -> None:
     a = p.parse_args()
     if not a.keras_python.exists():
         sys.exit(f"course_fidelity: no {a.keras_python}: make a venv with `pip install -e '.[keras-bench]'`")
-    print(f"machine: {machine()}")
+    print(f"machine: {describe_cpu()}")
     images = f"the first {a.limit_train:,}" if a.limit_train else "all"
     held_out = f"the first {a.limit_val:,} of" if a.limit_val else "all of"
     print(f"recipe: course (Adam, batch 32, no augmentation), {a.epochs} epochs, {images} training images, "

@@ -23,6 +23,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cnnlab.cpu import describe_cpu
+
 HERE = Path(__file__).resolve().parent
 SETTINGS = {  # name -> OpenMP environment (None: leave the variable unset)
     "cnnlab default": None,  # whatever cnnlab.tune_cpu() decides for this machine and load
@@ -33,7 +35,7 @@ SETTINGS = {  # name -> OpenMP environment (None: leave the variable unset)
 }
 MODELS = {  # name -> (precision, channels_last, batch-32 steps per timed epoch: about a second each on a quiet host)
     "lenet5-cifar": ("fp32", False, 200), "baseline-cifar": ("fp32", False, 120),
-    "inception10-cifar": ("fp32", True, 15), "resnet18-cifar": ("bf16", True, 4),
+    "inception10-cifar": ("fp32", True, 15), "resnet18-cifar": ("auto", True, 4),
 }
 
 WORKER = """
@@ -59,24 +61,6 @@ class Variant:
     env: dict[str, str] | None
     rates: dict[str, list[float]] = field(default_factory=dict)
     seen: dict[str, str] = field(default_factory=dict)  # what the worker reported it ran with
-
-
-def cpu_description() -> str:
-    """Model name, torch's CPU capability and the BF16/AMX/AVX-512 flags of this machine."""
-    import torch
-
-    flags = set()
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == "unknown CPU":
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags |= {f for f in line.split(":", 1)[1].split() if f.startswith(("amx", "avx512_bf16", "avx512f"))}
-    except OSError:
-        pass
-    return (f"{model}; {os.cpu_count()} cores; torch {torch.__version__}, capability "
-            f"{torch.backends.cpu.get_cpu_capability()}; flags: {' '.join(sorted(flags)) or 'no AVX-512/AMX'}")
 
 
 def run_worker(variant: Variant, model: str, scale: float, repeats: int) -> dict:
@@ -126,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     tree = HERE.parent
     variants = ([Variant("before the change, its defaults", a.before, None)] if a.before else [])
     variants += [Variant(name, tree, SETTINGS[name]) for name in a.settings]
-    print(cpu_description(), flush=True)
+    print(describe_cpu(), flush=True)
     for r in range(a.rounds):
         print(f"round {r + 1}/{a.rounds}: load average {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
         for v in variants:

@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from cnnlab.cli import positive_int  # noqa: E402
+from cnnlab.cpu import describe_cpu  # noqa: E402
 from cnnlab.data.loader import TensorLoader  # noqa: E402
 from cnnlab.engine import FitConfig, Trainer  # noqa: E402
 from cnnlab.errors import CnnlabError  # noqa: E402
@@ -330,6 +331,7 @@ def main(argv: list[str] | None = None) -> None:
         results, ceiling = measure(a.models, a.batch_sizes, a.rounds)
     except CnnlabError as e:
         p.exit(2, f"error: {e}\n")
+    print(describe_cpu())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; matmul GFLOP/s per round: "
           + ", ".join(f"{c:.0f}" for c in ceiling))
     if "tensorflow" in sys.modules:

@@ -25,6 +25,7 @@ import cnnlab
 cnnlab.tune_cpu()  # the CLI's CPU settings, before torch loads (cnnlab.cpu)
 
 from cnnlab.callbacks import LambdaCallback  # noqa: E402
+from cnnlab.cpu import describe_cpu  # noqa: E402
 from cnnlab.errors import CnnlabError  # noqa: E402
 from throughput import matmul_gflops  # benchmarks/throughput.py: the same ceiling probe
 
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("docs/images/time_to_accuracy.png"))
     a = p.parse_args(argv)
+    print(describe_cpu(), flush=True)
     load = os.getloadavg()
     imports = import_seconds()
     lines = []

@@ -106,3 +106,16 @@ def test_busy_means_other_processes_use_most_of_the_cpu_now():
     assert 0 <= busy <= total
     share = busy_share(0.05)
     assert share is None or 0.0 <= share <= 1.0
+
+
+def test_describe_cpu_names_the_capability_the_flags_and_the_bf16_choice(monkeypatch):
+    import torch
+
+    from cnnlab import cpu
+
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"fma", "avx2"}))
+    line = cpu.describe_cpu()
+    assert f"capability {torch.backends.cpu.get_cpu_capability()}" in line
+    assert "flags: avx2;" in line and line.endswith("native bf16: no (auto precision = fp32)")
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    assert "flags: avx2 avx512f avx512_bf16;" in cpu.describe_cpu() and cpu.describe_cpu().endswith("native bf16: yes")

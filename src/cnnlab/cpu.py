@@ -12,6 +12,10 @@ wants all of it calls ``cnnlab.tune_cpu()`` before importing torch. A value the 
 - **Pinning** (``OMP_PROC_BIND=true``): one thread per core, pinned; oneDNN's AMX bf16 weight-gradient
   convolutions stalled for about a second per call when their threads migrated (a 2-core KVM guest).
   Not under torchrun or with ``OMP_NUM_THREADS`` set, where several processes would pin to the same cores.
+- **bf16** (``--precision auto``, the fast recipe's): only where the CPU computes bf16 natively (AMX-BF16,
+  AVX512-BF16; Arm's BF16) and it pays (``engine.precision.bf16_choice``). Elsewhere oneDNN emulates it:
+  on an AVX2-only AMD EPYC the fast network's step ran 19× and a bf16 matmul over 50× slower than fp32
+  (docs/performance.md §0b), so fp32 it is.
 - **malloc**: glibc serves blocks above its mmap threshold (at most 32 MB) with ``mmap`` and unmaps
   them on ``free``, so a step with activations of hundreds of MB (the fast recipe at batch 2000)
   page-faults gigabytes back in every step: about 790,000 minor faults and 1.5-2 s of kernel time per
@@ -20,6 +24,7 @@ wants all of it calls ``cnnlab.tune_cpu()`` before importing torch. A value the 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 import sys
@@ -111,6 +116,62 @@ def openmp_choice(environ: Mapping[str, str], busy: bool) -> dict[str, str]:
     return choice
 
 
+NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16", "bf16"})  # x86 (AMX, AVX-512), Arm (FEAT_BF16)
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The instruction-set flags the kernel reports for this CPU (x86 ``flags``, Arm ``Features``); empty if unknown."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (``model name`` in /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def native_bf16_cpu(flags: frozenset[str] | None = None, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this CPU computes bf16 in hardware, so that bf16 autocast is faster than fp32 rather than emulated.
+
+    oneDNN's ``ONEDNN_MAX_CPU_ISA`` (or ``DNNL_``) below AVX512_CORE_BF16 keeps it from the bf16
+    instructions even where the CPU has them.
+    """
+    environ = os.environ if environ is None else environ
+    cap = (environ.get("ONEDNN_MAX_CPU_ISA") or environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    if cap and cap != "ALL" and "BF16" not in cap and "AMX" not in cap:
+        return False
+    return bool(NATIVE_BF16_FLAGS & (cpu_flags() if flags is None else flags))
+
+
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "bf16")  # what decides the fast paths
+
+
+def describe_cpu() -> str:
+    """One line naming this CPU for a benchmark's table: model, cores, torch's kernel capability, the flags
+    that decide its fast paths, and whether ``--precision auto`` picks bf16 here. (The machine's cores:
+    once OpenMP pinned its threads, the main thread's own affinity is a single core.)"""
+    import torch
+
+    flags = " ".join(f for f in SPEED_FLAGS if f in cpu_flags()) or "none of " + "/".join(SPEED_FLAGS)
+    return (f"{cpu_model()}; {os.cpu_count()} cores; torch {torch.__version__}, capability "
+            f"{torch.backends.cpu.get_cpu_capability()}; flags: {flags}; native bf16: "
+            f"{'yes' if native_bf16_cpu() else 'no (auto precision = fp32)'}")
+
+
 def keep_freed_memory() -> bool:
     """Tell glibc's malloc to reuse freed large blocks (once per process); False where it does not apply.
 
@@ -158,4 +219,5 @@ def tune_cpu(environ: MutableMapping[str, str] | None = None, busy: bool | None 
     return tuning
 
 
-__all__ = ["CpuTuning", "busy_share", "keep_freed_memory", "machine_is_busy", "openmp_choice", "tune_cpu", "usable_cores"]
+__all__ = ["CpuTuning", "busy_share", "cpu_flags", "cpu_model", "describe_cpu", "keep_freed_memory", "machine_is_busy",
+           "native_bf16_cpu", "openmp_choice", "tune_cpu", "usable_cores"]

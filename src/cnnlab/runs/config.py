@@ -138,8 +138,9 @@ class RunConfig:
                        role=IDENTITY)
     eval_batch_size: int = option(500, int, "", low=1, role=LENGTH_OR_HARDWARE)
     precision: str = option(ENGINE.precision, str, "bf16: autocast (fast on CPUs with AMX/AVX512-BF16 and on recent "
-                            "GPUs); fp16: autocast with a gradient scaler (CUDA's mixed precision; correct but rarely "
-                            "faster on a CPU)", choices=PRECISIONS, role=LENGTH_OR_HARDWARE)
+                            "GPUs, emulated and slow elsewhere); fp16: autocast with a gradient scaler (CUDA's mixed "
+                            "precision; correct but rarely faster on a CPU); auto: bf16 where the device computes "
+                            "it natively, else fp32", choices=PRECISIONS, role=LENGTH_OR_HARDWARE)
     channels_last: bool = option(False, bool, "NHWC memory layout (faster convolutions with bf16 on CPUs and GPUs)",
                                  role=LENGTH_OR_HARDWARE)
     tta: str = option(ENGINE.tta, str, "test-time augmentation of the final evaluation: flips, or flips and "

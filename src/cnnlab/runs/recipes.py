@@ -113,10 +113,10 @@ def fast_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
 register_recipe(Recipe(
     name="fast",
     description="whitened stem + Muon, batch 2000, label smoothing 0.2, shifts and alternating flips, "
-                "bf16 channels-last, flip/shift test-time augmentation",
+                "bf16 (where the CPU or GPU computes it natively, else fp32) channels-last, flip/shift test-time augmentation",
     defaults=dict(epochs=FAST_EPOCHS, batch_size=FAST_BATCH, optimizer="muon", lr=FAST_MUON_LR,
                   momentum=FAST_MUON_MOMENTUM, weight_decay=FAST_DECAY_PER_STEP / FAST_MUON_LR, schedule="linear", warmup_epochs=0.0,
-                  label_smoothing=0.2, augment="shift-altflip", eval_batch_size=FAST_BATCH, precision="bf16",
+                  label_smoothing=0.2, augment="shift-altflip", eval_batch_size=FAST_BATCH, precision="auto",
                   channels_last=True, tta="flip-shift"),
     init_from_data=init_network_from_data,
     make_optimizer=fast_optimizer,

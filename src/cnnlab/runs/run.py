@@ -30,6 +30,7 @@ from ..engine.evaluate import predict_logits
 from ..engine.callbacks import Callback, EarlyStopping, ReduceLROnPlateau, TensorBoard
 from ..engine.fit import Trainer
 from ..engine.history import History
+from ..engine.precision import describe as describe_precision
 from ..io import remove_stale_temps, run_dir_lock
 from ..models.transfer import backbone_kwargs, build_transfer, load_pretrained, transfer_meta
 from .budget import fit_to_budget, resumed_epochs
@@ -350,6 +351,7 @@ def _train_locked(cfg: RunConfig, run_dir: Path, device: torch.device, started: 
         unit = splits.train.unit
         print(f"Training {cfg.model} on {cfg.dataset}: {len(splits.train):,} train / {len(splits.val):,} "
               f"validation {unit}, {card.num_classes} classes, {parameter_counts(model)}, device {device}"
+              + ("" if cfg.precision == "fp32" else f", precision {describe_precision(cfg.precision, device)}")
               + (f" × {D.world_size()} processes" if D.is_distributed() else "")
               + f" → {run_dir}", file=sys.stderr, flush=True)
     trainer = Trainer(model, train_loader, val_loader, cfg.fit_config(), run_dir,
