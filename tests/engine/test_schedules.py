@@ -65,3 +65,18 @@ def test_a_run_follows_the_step_schedule(tmp_path):
     history = cnnlab.train("baseline-cifar", run_dir=tmp_path / "r", progress=False, epochs=3, limit_train=64,
                            limit_val=32, batch_size=32, schedule="step", step_size=1, gamma=0.5)
     assert history.history["lr"] == pytest.approx([1e-3, 5e-4, 2.5e-4])
+
+
+def test_sgd_momentum_is_nesterov_unless_asked_classical_as_the_he2016_recipe_asks():
+    import torch
+
+    from cnnlab.engine.optim import make_optimizer
+    from cnnlab.runs.recipes import get_recipe
+
+    model = torch.nn.Linear(3, 2)
+    nesterov = make_optimizer(model, FitConfig(optimizer="sgd", lr=0.1, momentum=0.9))
+    classical = make_optimizer(model, FitConfig(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False))
+    assert nesterov.param_groups[0]["nesterov"] and not classical.param_groups[0]["nesterov"]
+    assert not make_optimizer(model, FitConfig(optimizer="sgd", lr=0.1, momentum=0.0)).param_groups[0]["nesterov"]
+    assert get_recipe("he2016-cifar").defaults["nesterov"] is False  # the paper's "momentum of 0.9"
+    assert RunConfig(model="resnet20-cifar", nesterov=False).fit_config().nesterov is False

@@ -18,6 +18,7 @@ class FitConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
+    nesterov: bool = True  # SGD's momentum: Nesterov's, or the classical one of He et al. and Keras' default
     weight_decay: float = 0.0
     schedule: str = "constant"
     warmup_epochs: float = 0.0

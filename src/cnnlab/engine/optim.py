@@ -69,7 +69,7 @@ class KerasAdamW(_KerasEpsilon, torch.optim.AdamW):
 
 
 def make_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
-    """Adam as Keras steps it (the course's default), AdamW, SGD with Nesterov momentum, or Adadelta (its
+    """Adam as Keras steps it (the course's default), AdamW, SGD with Nesterov or classical momentum, or Adadelta (its
     rho is ``cfg.momentum``: the decay of its running averages, 0.95 in Kim 2014).
 
     Weight decay skips biases and normalisation parameters, as is customary.
@@ -85,7 +85,7 @@ def make_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adadelta":
         return Adadelta(groups, lr=cfg.lr, rho=cfg.momentum, eps=ADADELTA_EPS)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
     # One fused kernel per step on the CPU and CUDA: 2.2x faster than foreach for the course's small
     # networks (lenet5-cifar: 208 vs 485 us per step), a tenth of their whole step.
     fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"]) or None

@@ -113,6 +113,8 @@ class RunConfig:
     lr: float = option(None, float, "learning rate (default: adam 1e-3, sgd 0.01, muon 0.05)", low=0, low_open=True,
                        high=FLOAT32_MAX)
     momentum: float = option(ENGINE.momentum, float, "SGD/Muon momentum; Adadelta's rho", low=0, high=1)
+    nesterov: bool = option(ENGINE.nesterov, bool, "SGD: Nesterov momentum; --no-nesterov: the classical momentum "
+                            "of He et al. 2016 and of Keras' SGD(momentum=…)", role=IDENTITY)
     weight_decay: float = option(ENGINE.weight_decay, float, "L2 weight decay (biases and norms excluded)", low=0)
     schedule: str = option(ENGINE.schedule, str, "learning-rate schedule; inverse-time, step and exponential are "
                            "Keras' decays (see --decay, --step-size, --decay-steps)", choices=SCHEDULES)
@@ -266,7 +268,7 @@ class RunConfig:
     def fit_config(self) -> FitConfig:
         """The engine's share of this run: how to train, without the model's name or the dataset."""
         return FitConfig(epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer, lr=self.base_lr,
-                         momentum=self.momentum, weight_decay=self.weight_decay, schedule=self.schedule,
+                         momentum=self.momentum, nesterov=self.nesterov, weight_decay=self.weight_decay, schedule=self.schedule,
                          warmup_epochs=self.warmup_epochs, decay=self.decay, step_size=self.step_size,
                          gamma=self.gamma, decay_rate=self.decay_rate, decay_steps=self.decay_steps,
                          label_smoothing=self.label_smoothing,

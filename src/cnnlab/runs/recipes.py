@@ -125,9 +125,10 @@ register_recipe(Recipe(
 # ---- he2016-cifar: the CIFAR-10 schedule of He et al. 2016 §4.2 (resnet*-cifar, plain*-cifar) -----
 register_recipe(Recipe(
     name="he2016-cifar",
-    description="the paper's CIFAR-10 optimiser: SGD momentum 0.9, lr 0.1, weight decay 1e-4, batch 128, "
-                "4-pixel crops and flips (its lr divisions at 32k and 48k steps are left to --schedule)",
-    defaults=dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=128, augment="crop-flip"),
+    description="the paper's CIFAR-10 optimiser: SGD with classical momentum 0.9, lr 0.1, weight decay 1e-4, "
+                "batch 128, 4-pixel crops and flips (its lr divisions at 32k and 48k steps are left to --schedule)",
+    defaults=dict(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4, batch_size=128,
+                  augment="crop-flip"),
 ))
 
 # ---- kim-2014: Kim (2014)'s training of his sentence CNN ---------------------------------------
