@@ -120,5 +120,14 @@ def test_without_amx_auto_follows_a_convolution_timed_once_per_machine(native, m
     assert list(json.loads(cache.read_text())["bf16_speedup"].values()) == [2.5]
 
 
-def test_the_probe_times_a_real_convolution_step():
-    assert P.time_bf16_against_fp32(rounds=1) > 0
+def test_the_probe_times_a_real_convolution_step_even_inside_an_evaluation():
+    with torch.inference_mode():  # `cnnlab eval` may be the first to ask
+        assert P.time_bf16_against_fp32(rounds=1) > 0
+
+
+def test_the_cache_keeps_other_machines_entries(monkeypatch, tmp_path):
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path))
+    (tmp_path / "cpu.json").write_text(json.dumps({"bf16_speedup": {"another CPU": 3.0}}))
+    monkeypatch.setattr(P, "time_bf16_against_fp32", lambda: 0.5)
+    assert P.measured_bf16_speedup() == 0.5
+    assert json.loads((tmp_path / "cpu.json").read_text())["bf16_speedup"] == {"another CPU": 3.0, P.probe_key(): 0.5}
