@@ -32,6 +32,7 @@ import cnnlab
 cnnlab.tune_cpu()  # the CLI's CPU settings, before torch loads (cnnlab.cpu)
 
 from cnnlab.callbacks import LambdaCallback  # noqa: E402
+from cnnlab.cli import positive_int  # noqa: E402
 from cnnlab.cpu import describe_cpu  # noqa: E402
 from airbench_peer import train_airbench  # noqa: E402  (benchmarks/airbench_peer.py)
 from cnnlab.errors import CnnlabError  # noqa: E402
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("docs/images/time_to_accuracy.png"))
     p.add_argument("--no-peer", dest="peer", action="store_false", help="skip airbench94's recipe")
-    p.add_argument("--limit-train", type=int, help="only the first N training images, for both (a quick check)")
+    p.add_argument("--limit-train", type=positive_int, help="only the first N training images, for both (a quick check)")
     a = p.parse_args(argv)
     print(describe_cpu(), flush=True)
     load = os.getloadavg()

@@ -120,13 +120,17 @@ NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16", "bf16"})  # x86 (AMX, 
 
 
 @functools.cache
+def cpuinfo() -> str:
+    """The text of /proc/cpuinfo, read once ('' where there is none, as off Linux)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_flags() -> frozenset[str]:
     """The instruction-set flags the kernel reports for this CPU (x86 ``flags``, Arm ``Features``); empty if unknown."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
+    for line in cpuinfo().splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):
             return frozenset(value.split())
@@ -135,24 +139,26 @@ def cpu_flags() -> frozenset[str]:
 
 def cpu_model() -> str:
     """The CPU's marketing name (``model name`` in /proc/cpuinfo), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    for line in cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def onednn_isa_cap(environ: Mapping[str, str] | None = None) -> str:
+    """oneDNN's instruction-set cap (``ONEDNN_MAX_CPU_ISA``, or its old name ``DNNL_MAX_CPU_ISA``), upper case;
+    ``ALL`` when none is set."""
+    environ = os.environ if environ is None else environ
+    return (environ.get("ONEDNN_MAX_CPU_ISA") or environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
 
 
 def native_bf16_cpu(flags: frozenset[str] | None = None, environ: Mapping[str, str] | None = None) -> bool:
     """Whether this CPU computes bf16 in hardware, so that bf16 autocast is faster than fp32 rather than emulated.
 
-    oneDNN's ``ONEDNN_MAX_CPU_ISA`` (or ``DNNL_``) below AVX512_CORE_BF16 keeps it from the bf16
-    instructions even where the CPU has them.
+    oneDNN's ISA cap below AVX512_CORE_BF16 keeps it from the bf16 instructions even where the CPU has them.
     """
-    environ = os.environ if environ is None else environ
-    cap = (environ.get("ONEDNN_MAX_CPU_ISA") or environ.get("DNNL_MAX_CPU_ISA") or "").upper()
-    if cap and cap != "ALL" and "BF16" not in cap and "AMX" not in cap:
+    cap = onednn_isa_cap(environ)
+    if cap != "ALL" and "BF16" not in cap and "AMX" not in cap:
         return False
     return bool(NATIVE_BF16_FLAGS & (cpu_flags() if flags is None else flags))
 
@@ -219,5 +225,5 @@ def tune_cpu(environ: MutableMapping[str, str] | None = None, busy: bool | None 
     return tuning
 
 
-__all__ = ["CpuTuning", "busy_share", "cpu_flags", "cpu_model", "describe_cpu", "keep_freed_memory", "machine_is_busy",
-           "native_bf16_cpu", "openmp_choice", "tune_cpu", "usable_cores"]
+__all__ = ["CpuTuning", "busy_share", "cpu_flags", "cpu_model", "cpuinfo", "describe_cpu", "keep_freed_memory", "machine_is_busy",
+           "native_bf16_cpu", "onednn_isa_cap", "openmp_choice", "tune_cpu", "usable_cores"]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ..cpu import cpu_flags, cpu_model, native_bf16_cpu
+from ..cpu import cpu_flags, cpu_model, native_bf16_cpu, onednn_isa_cap
 from ..errors import CnnlabError
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
@@ -52,8 +52,7 @@ def cpu_cache_path() -> Path:
 
 def probe_key() -> str:
     """What a cached probe result holds for: the CPU, its flags, torch's version and oneDNN's ISA cap."""
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL"
-    return f"{cpu_model()} | {' '.join(sorted(cpu_flags()))} | torch {torch.__version__} | isa {isa}"
+    return f"{cpu_model()} | {' '.join(sorted(cpu_flags()))} | torch {torch.__version__} | isa {onednn_isa_cap()}"
 
 
 def time_bf16_against_fp32(rounds: int = PROBE_ROUNDS) -> float:
