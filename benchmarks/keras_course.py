@@ -306,7 +306,12 @@ class ResnetBlock(Model):
 
 
 class ResNet18(Model):
-    def __init__(self, block_list, initial_filters=64):
+    """p46_cifar10_resnet18.py's ResNet18. Its slide prints the head as ``Dense(10)``, logits, which the
+    course's ``SparseCategoricalCrossentropy(from_logits=False)`` reads as probabilities (clipped to
+    [1e-7, 1]): that model stays at chance. The script's head, softmax with ``l2()``, is the default;
+    ``slide_head=True`` builds the slide's."""
+
+    def __init__(self, block_list, initial_filters=64, slide_head=False):
         super().__init__()
         self.num_blocks = len(block_list)
         self.block_list = block_list
@@ -325,7 +330,8 @@ class ResNet18(Model):
                 self.blocks.add(block)
             self.out_filters *= 2
         self.p1 = tf.keras.layers.GlobalAveragePooling2D()
-        self.f1 = tf.keras.layers.Dense(10)
+        self.f1 = (tf.keras.layers.Dense(10) if slide_head else
+                   tf.keras.layers.Dense(10, activation='softmax', kernel_regularizer=L2()))
 
     def call(self, inputs):
         x = self.a1(self.b1(self.c1(inputs)))

@@ -72,6 +72,12 @@ def _dense_dropout(x):
     return layers.Dense(CLASSES, activation="softmax")(x)
 
 
+def _l2_head(x):
+    """The course ResNet18's head: Dense(softmax) with ``kernel_regularizer=l2()`` after global pooling."""
+    x = layers.GlobalAveragePooling2D()(layers.Conv2D(4, 3, padding="same")(x))
+    return layers.Dense(CLASSES, activation="softmax", kernel_regularizer=kc.L2())(x)
+
+
 # name -> (builder of the output from the input, input H x W x C, classes, steps)
 STEP_CASES: dict[str, tuple[Callable, tuple[int, int, int], int, int]] = {
     "conv_same_s2": (lambda x: spatial_head(layers.Conv2D(4, 3, strides=2, padding="same")(x)), (7, 7, 3), CLASSES, 1),
@@ -86,6 +92,7 @@ STEP_CASES: dict[str, tuple[Callable, tuple[int, int, int], int, int]] = {
     "inception": (_inception, (7, 7, 3), CLASSES, 1),
     "residual": (_resnet_pair, (7, 7, 3), CLASSES, 1),
     "baseline": (lambda x: kc.baseline(x, drop=0.0), (8, 8, 3), 10, 3),
+    "dense_l2": (_l2_head, (7, 7, 3), CLASSES, 1),  # last: the cases before keep their seeds
 }
 
 

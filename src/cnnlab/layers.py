@@ -270,6 +270,19 @@ def activation(name: str) -> nn.Module:
     return nn.Softmax(dim=1) if cls is None else cls()
 
 
+def kernel_l2(layer: nn.Module, factor: float) -> nn.Module:
+    """Mark ``layer`` as carrying Keras' ``kernel_regularizer=l2(factor)``: training adds factor·Σw² of its
+    weight to the loss (``engine.loss.kernel_penalty``); 0 leaves it unmarked."""
+    if factor:
+        layer.kernel_l2 = float(factor)
+    return layer
+
+
+def kernel_l2_layers(model: nn.Module) -> list[tuple[float, torch.Tensor]]:
+    """(factor, weight) of every layer of ``model`` marked by ``kernel_l2``."""
+    return [(m.kernel_l2, m.weight) for m in model.modules() if getattr(m, "kernel_l2", 0.0)]
+
+
 def keras_init_(module: nn.Module) -> nn.Module:
     """Initialise as Keras does: Glorot-uniform kernels, zero biases, BN gamma 1 / beta 0.
 

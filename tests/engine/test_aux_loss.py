@@ -1,4 +1,4 @@
-"""Networks with auxiliary heads train: GoogLeNet's two aux losses weighted 0.3, main logits in eval."""
+"""The training loss: GoogLeNet's two aux losses weighted 0.3, main logits in eval; Keras' kernel L2 penalty."""
 from __future__ import annotations
 
 import pytest
@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from cnnlab.cli import main
 from cnnlab.data.loader import TensorLoader
 from cnnlab.engine import FitConfig, Trainer
+from cnnlab.engine.evaluate import evaluate_metrics
 from cnnlab.engine.loss import training_loss
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
@@ -47,3 +48,23 @@ def test_googlenet_aux_logits_trains_end_to_end_from_the_cli_option(tmp_path, ca
                             "--run-dir", str(tmp_path / "gn")]) == 0
     trained = load_trained(tmp_path / "gn")
     assert trained.card.model_kwargs == {"aux_logits": True} and trained.config.model_kwargs == {"aux_logits": True}
+
+
+def test_course_resnet18_head_penalty_is_in_the_training_and_validation_loss(tmp_path):
+    """The script's Dense(10, softmax, kernel_regularizer=l2()): Keras' loss and val_loss add 0.01·Σw² of the kernel."""
+    model = create_model("resnet18-cifar", input_size=(8, 8))
+    head = model.get_classifier()
+    penalty = 0.01 * head.weight.square().sum().item()
+    images, y = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8), torch.tensor([0, 1, 2, 3])
+    loader = TensorLoader(images, y, 4, shuffle=False)
+    metrics = evaluate_metrics(model, loader)
+    with torch.no_grad():
+        ce = F.cross_entropy(model.eval()(images.float() / 255), y).item()
+    assert metrics["val_loss"] == pytest.approx(ce + penalty, rel=1e-5)
+    trainer = Trainer(model.train(), loader, None, FitConfig(), tmp_path, progress=False)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        ce_train = F.cross_entropy(model(images.float() / 255), y).item()
+    torch.manual_seed(0)
+    loss, _ = trainer.train_step(images.float() / 255, y)
+    assert loss.item() == pytest.approx(ce_train + penalty, rel=1e-4)

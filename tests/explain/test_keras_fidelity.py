@@ -27,7 +27,8 @@ from cnnlab.engine.config import FitConfig
 from cnnlab.engine.callbacks import LambdaCallback
 from cnnlab.engine.fit import fit
 from cnnlab.explain.keras_import import load_keras_weights
-from cnnlab.layers import Dropout
+from cnnlab.engine.loss import kernel_penalty
+from cnnlab.layers import Dropout, kernel_l2_layers
 from cnnlab.models.course import spec_path
 from cnnlab.runs.config import RunConfig
 from cnnlab.spec import build, build_spec_file, parse_spec
@@ -49,6 +50,7 @@ STEP_SPECS = {
     "dense_dropout": ("2x5x5", 3, "F\nDense(6,relu) D(0)\nDense(classes,softmax)"),
     "inception": ("3x7x7", 3, "C(4,3,same) B A(relu)\nInception(3,s2)\nGAP\nDense(classes,softmax)"),
     "residual": ("3x7x7", 3, "C(4,3,same,nobias) B A(relu)\nRes(6,s2) Res(6)\nGAP\nDense(classes,softmax)"),
+    "dense_l2": ("3x7x7", 3, "C(4,3,same)\nGAP\nDense(classes,softmax,l2)"),  # kernel_regularizer=l2()
 }
 GRAD_TOL = dict(rtol=1e-4, atol=1e-6)  # float32 sums in another order
 WEIGHT_TOL = dict(rtol=0, atol=1e-6)  # Adam moves each weight by about lr = 1e-3 in the first step
@@ -115,7 +117,8 @@ def first_gradients(model: nn.Module, data: dict) -> dict[str, torch.Tensor]:
     """Gradients of the engine's loss on the first batch, on a copy (the BN statistics of ``model`` stay)."""
     twin = copy.deepcopy(model).train()
     x, y = next(iter(loader_of(data, 1)))
-    F.cross_entropy(twin(x), y).backward()
+    penalty = kernel_penalty(kernel_l2_layers(twin))
+    (F.cross_entropy(twin(x), y) + (0 if penalty is None else penalty)).backward()
     return {n: p.grad for n, p in twin.named_parameters()}
 
 

@@ -88,6 +88,15 @@ def test_final_softmax_is_dropped_but_inner_softmax_kept() -> None:
     assert isinstance(model.stage1.f1.act, nn.Softmax) and len(model.stage1) == 3
 
 
+def test_dense_l2_is_keras_kernel_regularizer_l2_and_adds_no_parameters() -> None:
+    plain, marked = build(parse("GAP Dense(classes)")), build(parse("GAP Dense(classes,softmax,l2)"))
+    assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in marked.parameters())
+    assert [(f, w.shape) for f, w in layers.kernel_l2_layers(marked)] == [(0.01, torch.Size([5, 3]))]
+    assert layers.kernel_l2_layers(plain) == []
+    with pytest.raises(SpecError, match="l2 given twice"):
+        parse("GAP Dense(classes,l2,l2)")
+
+
 def test_built_module_is_named_and_hookable() -> None:
     model = build(parse("C(4,3,same) B A(relu) | Inception(4,s2) | Res(8,s2) | GAP | Dense(classes)"))
     names = dict(model.named_modules())

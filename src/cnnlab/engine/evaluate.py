@@ -7,7 +7,9 @@ from torch import nn
 
 from ..data.loader import TensorLoader
 from ..faults import fault_point
+from ..layers import kernel_l2_layers
 from . import distributed as D
+from .loss import kernel_penalty
 from .precision import autocast
 
 TTAS = ("none", "flip", "flip-shift")  # test-time augmentation of the final evaluation
@@ -58,6 +60,8 @@ def evaluate_metrics(model: nn.Module, loader: TensorLoader, precision: str = "f
                      tta: str = "none") -> dict[str, float]:
     """``val_loss``/``val_accuracy``, and ``tta_val_loss``/``tta_val_accuracy`` unless ``tta`` is none, in one pass.
 
+    The losses include a ``Dense(…, l2)`` layer's kernel regularisation, as Keras' ``val_loss`` does.
+
     Summed across ranks when distributed.
     """
     was_training = model.training
@@ -72,6 +76,9 @@ def evaluate_metrics(model: nn.Module, loader: TensorLoader, precision: str = "f
     model.train(was_training)
     totals = D.all_reduce_sum(sums).tolist()
     loss, correct, tta_loss, tta_correct = (v / max(totals[4], 1) for v in totals[:4])
+    penalty = kernel_penalty(kernel_l2_layers(model))  # Keras' val_loss holds the kernel regularisation too
+    if penalty is not None:
+        loss, tta_loss = loss + penalty.item(), tta_loss + penalty.item()
     metrics = {"val_loss": loss, "val_accuracy": correct}
     return metrics if tta == "none" else {**metrics, "tta_val_loss": tta_loss, "tta_val_accuracy": tta_correct}
 

@@ -22,13 +22,14 @@ from torch import nn
 from ..data.loader import TensorLoader
 from ..errors import CnnlabError, first_line
 from ..faults import fault_point
+from ..layers import kernel_l2_layers
 from . import distributed as D
 from .callbacks import Callback, CallbackList
 from .checkpoint import check_fields, load_checkpoint, load_model_state, non_finite, save_checkpoint
 from .config import FitConfig
 from .evaluate import evaluate_metrics
 from .history import History
-from .loss import aux_loss_weights, training_loss
+from .loss import aux_loss_weights, kernel_penalty, training_loss
 from .optim import OptimizerFactory, decay_of, group_horizon_steps, group_lr, make_optimizer
 from .precision import autocast, grad_scaler
 from .progress import progress_bar
@@ -113,6 +114,7 @@ class Trainer:
         self.optimizer = (optimizer_factory or make_optimizer)(model, cfg)
         self.scaler = grad_scaler(self.device, cfg.precision)
         self.aux_weights = aux_loss_weights(D.unwrap(model))
+        self.l2_terms = kernel_l2_layers(D.unwrap(model))  # Keras' kernel_regularizer=l2(), as Dense(…, l2)
         self.stop_training = False  # set by a callback: the run ends after this batch/epoch, and stays finished
         self.lr_multiplier = 1.0  # steered by callbacks (ReduceLROnPlateau, LearningRateScheduler)
         self.history = History()
@@ -256,6 +258,9 @@ class Trainer:
         with autocast(self.device, self.cfg.precision):
             output = self.model(x)
         loss, logits = training_loss(output, y, self.aux_weights, self.cfg.label_smoothing)
+        penalty = kernel_penalty(self.l2_terms)
+        if penalty is not None:  # in the reported loss too, as Keras reports it
+            loss = loss + penalty
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)

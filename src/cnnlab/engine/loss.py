@@ -20,6 +20,13 @@ def aux_loss_weights(model: nn.Module) -> tuple[float, ...]:
     return tuple(float(w) for w in getattr(model, "aux_loss_weights", ()))
 
 
+def kernel_penalty(terms: Sequence[tuple[float, torch.Tensor]]) -> torch.Tensor | None:
+    """Keras' kernel regularisation loss, Σ factor·Σw² over ``layers.kernel_l2_layers``; None without any."""
+    if not terms:
+        return None
+    return sum(factor * weight.float().square().sum() for factor, weight in terms)
+
+
 def training_loss(output: torch.Tensor | Sequence[torch.Tensor], y: torch.Tensor, weights: Sequence[float],
                   label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, main logits) of a training-mode forward: plain logits, or main + weighted auxiliary logits."""
@@ -35,4 +42,4 @@ def training_loss(output: torch.Tensor | Sequence[torch.Tensor], y: torch.Tensor
     return loss, main
 
 
-__all__ = ["aux_loss_weights", "training_loss"]
+__all__ = ["aux_loss_weights", "kernel_penalty", "training_loss"]

@@ -99,6 +99,7 @@ class Sig:
 
 
 _PAD_WORDS = {"same": ("padding", "same"), "valid": ("padding", "valid")}
+KERAS_L2 = 0.01  # tf.keras.regularizers.l2()'s default factor
 _ACT_WORDS = {name: ("act", name) for name in layers.ACTIVATIONS}
 
 
@@ -371,13 +372,15 @@ class Flatten(Node):
 
 @dataclass(frozen=True)
 class Dense(Node):
-    """Dense(units|classes, activation): a fully connected layer on a flat vector."""
+    """Dense(units|classes, activation, l2): a fully connected layer on a flat vector; ``l2`` is Keras'
+    ``kernel_regularizer=l2()``, 0.01·Σw² of its kernel added to the training loss (the course's ResNet18 head)."""
 
-    SIG: ClassVar[Sig] = Sig("Dense(units|classes, activation)", ("units", "act"), 1,
-                             {"classes": ("units", "classes"), **_ACT_WORDS})
+    SIG: ClassVar[Sig] = Sig("Dense(units|classes, activation, l2)", ("units", "act"), 1,
+                             {"classes": ("units", "classes"), "l2": ("l2", KERAS_L2), **_ACT_WORDS})
     PREFIX: ClassVar[str] = "f"
     units: int | str = 1
     act: str | None = None
+    l2: float = 0.0
 
     def _units(self, classes: int | None) -> int:
         if self.units != "classes":
@@ -393,7 +396,7 @@ class Dense(Node):
         return (self._units(classes),)
 
     def module(self, shape: Shape, classes: int | None) -> nn.Module:
-        linear = nn.Linear(shape[0], self._units(classes))
+        linear = layers.kernel_l2(nn.Linear(shape[0], self._units(classes)), self.l2)
         if self.act is None:
             return linear
         return nn.Sequential(OrderedDict(linear=linear, act=layers.activation(self.act)))
