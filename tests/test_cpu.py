@@ -66,16 +66,25 @@ def test_import_cnnlab_loads_no_torch():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("environ,busy,expected", [
-    ({}, False, {"OMP_PROC_BIND": "true"}),
-    ({}, True, {"OMP_WAIT_POLICY": "PASSIVE", "OMP_PROC_BIND": "true"}),
-    ({"LOCAL_RANK": "0"}, False, {}),  # torchrun: processes would pin to the same cores
-    ({"OMP_NUM_THREADS": "1"}, True, {"OMP_WAIT_POLICY": "PASSIVE"}),
+@pytest.mark.parametrize("environ,busy,pin,expected", [
+    ({}, False, True, {"OMP_PROC_BIND": "true"}),
+    ({}, True, True, {"OMP_WAIT_POLICY": "PASSIVE", "OMP_PROC_BIND": "true"}),
+    ({}, False, False, {}),  # no AMX: nothing to pin for (pinning cost 6-15% on an AVX512-BF16 EPYC)
+    ({}, True, False, {"OMP_WAIT_POLICY": "PASSIVE"}),
+    ({"LOCAL_RANK": "0"}, False, True, {}),  # torchrun: processes would pin to the same cores
+    ({"OMP_NUM_THREADS": "1"}, True, True, {"OMP_WAIT_POLICY": "PASSIVE"}),
 ])
-def test_openmp_choice_follows_load_and_launcher(environ, busy, expected):
+def test_openmp_choice_follows_load_launcher_and_cpu(environ, busy, pin, expected):
     from cnnlab.cpu import openmp_choice
 
-    assert openmp_choice(environ, busy) == expected
+    assert openmp_choice(environ, busy, pin) == expected
+
+
+def test_only_amx_cpus_count_as_amx():
+    from cnnlab.cpu import has_amx
+
+    assert has_amx(frozenset({"avx512f", "amx_tile", "amx_bf16"}))
+    assert not has_amx(frozenset({"avx2", "avx512f", "avx512_bf16"})) and not has_amx(frozenset())
 
 
 def test_tune_cpu_keeps_the_users_values_and_reports_what_torch_already_fixed():
@@ -84,18 +93,18 @@ def test_tune_cpu_keeps_the_users_values_and_reports_what_torch_already_fixed():
     import torch  # noqa: F401  (loaded: OpenMP has read its settings)
 
     environ = {"OMP_WAIT_POLICY": "ACTIVE"}
-    tuning = tune_cpu(environ, busy=True)
+    tuning = tune_cpu(environ, busy=True, pin=True)
     assert environ == {"OMP_WAIT_POLICY": "ACTIVE"} and tuning.kept == {"OMP_WAIT_POLICY": "ACTIVE"}
     assert set(tuning.not_applied) == {"OMP_PROC_BIND"} and "before importing torch" in tuning.describe()
 
 
 def test_tune_cpu_sets_openmp_before_torch_loads():
-    code = ("import json, os, cnnlab; t = cnnlab.tune_cpu(); import torch; "
+    code = ("import json, os, cnnlab; t = cnnlab.tune_cpu(busy=True, pin=True); import torch; "
             "print(json.dumps([t.applied, os.environ.get('OMP_PROC_BIND')]))")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "LOCAL_RANK"))}
     applied, bind = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                               check=True, env=env).stdout)
-    assert applied["OMP_PROC_BIND"] == "true" == bind
+    assert applied == {"OMP_WAIT_POLICY": "PASSIVE", "OMP_PROC_BIND": "true"} and bind == "true"
 
 
 def test_busy_means_other_processes_use_most_of_the_cpu_now():

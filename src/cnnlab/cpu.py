@@ -9,9 +9,10 @@ wants all of it calls ``cnnlab.tune_cpu()`` before importing torch. A value the 
   whose cores are already busy a spinning thread holds the core that the thread it waits for
   needs, so there it should sleep (PASSIVE). What other processes use of the CPU in a 0.1 s sample
   at start-up decides (docs/performance.md has the measurements behind both).
-- **Pinning** (``OMP_PROC_BIND=true``): one thread per core, pinned; oneDNN's AMX bf16 weight-gradient
-  convolutions stalled for about a second per call when their threads migrated (a 2-core KVM guest).
-  Not under torchrun or with ``OMP_NUM_THREADS`` set, where several processes would pin to the same cores.
+- **Pinning** (``OMP_PROC_BIND=true``), on CPUs with AMX only: one thread per core, pinned; oneDNN's AMX bf16
+  weight-gradient convolutions stalled for about a second per call when their threads migrated (a 2-core
+  KVM guest). Without AMX pinning bought nothing and cost 6-15% (an AVX512-BF16 AMD EPYC, docs/performance.md
+  §0d). Not under torchrun or with ``OMP_NUM_THREADS`` set, where several processes would pin to the same cores.
 - **bf16** (``--precision auto``, the fast recipe's): only where the CPU computes bf16 natively (AMX-BF16,
   AVX512-BF16; Arm's BF16) and it pays (``engine.precision.bf16_choice``). Elsewhere oneDNN emulates it:
   on an AVX2-only AMD EPYC the fast network's step ran 19× and a bf16 matmul over 50× slower than fp32
@@ -108,15 +109,16 @@ def machine_is_busy(share: float | None = None, cores: int | None = None) -> boo
     return share > BUSY_SHARE
 
 
-def openmp_choice(environ: Mapping[str, str], busy: bool) -> dict[str, str]:
-    """The OpenMP settings cnnlab would make for this environment and load (a pure function)."""
+def openmp_choice(environ: Mapping[str, str], busy: bool, pin: bool) -> dict[str, str]:
+    """The OpenMP settings cnnlab would make for this environment, load and CPU (``pin``: it has AMX; a pure function)."""
     choice = {"OMP_WAIT_POLICY": "PASSIVE"} if busy else {}
-    if not {"LOCAL_RANK", "OMP_NUM_THREADS"} & set(environ):
+    if pin and not {"LOCAL_RANK", "OMP_NUM_THREADS"} & set(environ):
         choice["OMP_PROC_BIND"] = "true"
     return choice
 
 
 NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16", "bf16"})  # x86 (AMX, AVX-512), Arm (FEAT_BF16)
+AMX_FLAGS = frozenset({"amx_bf16", "amx_tile"})
 
 
 @functools.cache
@@ -163,6 +165,11 @@ def native_bf16_cpu(flags: frozenset[str] | None = None, environ: Mapping[str, s
     return bool(NATIVE_BF16_FLAGS & (cpu_flags() if flags is None else flags))
 
 
+def has_amx(flags: frozenset[str] | None = None) -> bool:
+    """Whether this CPU has AMX tiles (whose oneDNN kernels stall when their threads migrate: pin there)."""
+    return bool(AMX_FLAGS & (cpu_flags() if flags is None else flags))
+
+
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "bf16")  # what decides the fast paths
 
 
@@ -199,18 +206,19 @@ def _set_malloc_thresholds() -> bool:
     return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
-def tune_cpu(environ: MutableMapping[str, str] | None = None, busy: bool | None = None) -> CpuTuning:
+def tune_cpu(environ: MutableMapping[str, str] | None = None, busy: bool | None = None,
+             pin: bool | None = None) -> CpuTuning:
     """Apply cnnlab's CPU settings to this process; what is already set (by the user) is left alone.
 
     OpenMP reads its variables when torch loads it: once torch is imported they are reported as not
-    applied. The first call decides for the process; later ones return what it did. ``environ`` and
-    ``busy`` exist for tests (default: ``os.environ`` and the load average).
+    applied. The first call decides for the process; later ones return what it did. ``environ``, ``busy``
+    and ``pin`` exist for tests (default: ``os.environ``, the load, and whether the CPU has AMX).
     """
     global _tuning
-    if environ is None and busy is None and _tuning is not None:
+    if environ is None and busy is None and pin is None and _tuning is not None:
         return _tuning
     environ = os.environ if environ is None else environ
-    wanted = openmp_choice(environ, machine_is_busy() if busy is None else busy)
+    wanted = openmp_choice(environ, machine_is_busy() if busy is None else busy, has_amx() if pin is None else pin)
     applied, kept, not_applied = {}, {k: environ[k] for k in OPENMP_SETTINGS if k in environ}, {}
     for key, value in wanted.items():
         if key in kept:
@@ -225,5 +233,6 @@ def tune_cpu(environ: MutableMapping[str, str] | None = None, busy: bool | None 
     return tuning
 
 
-__all__ = ["CpuTuning", "busy_share", "cpu_flags", "cpu_model", "cpuinfo", "describe_cpu", "keep_freed_memory", "machine_is_busy",
+__all__ = ["CpuTuning", "busy_share", "cpu_flags", "cpu_model", "cpuinfo", "describe_cpu", "has_amx", "keep_freed_memory",
+           "machine_is_busy",
            "native_bf16_cpu", "onednn_isa_cap", "openmp_choice", "tune_cpu", "usable_cores"]
