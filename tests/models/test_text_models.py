@@ -25,6 +25,7 @@ def ids(*rows: list[int], length: int = 9) -> torch.Tensor:
 def test_logits_do_not_depend_on_trailing_padding_or_the_batch(name, options):
     torch.manual_seed(0)
     model = create_model(name, num_classes=3, **SMALL, **options).eval()
+    torch.nn.init.normal_(model.get_classifier().weight)  # kim-cnn's starts at zero, as Kim's: logits would all be 0
     x = ids([5, 6, 7, 8], [9], [3, 4, 5, 6, 7, 8, 9, 10])
     with torch.no_grad():
         full = model(x)
@@ -54,6 +55,19 @@ def test_kim_variants_freeze_what_kim_froze_and_options_are_checked():
     assert [c.maps_out for c in create_model("dcnn", maps=4, **SMALL).convs] == [4, 4]
 
 
+def test_kims_output_layer_starts_at_zero_and_dropout_scales_at_test_as_his_code():
+    model = create_model("kim-cnn", num_classes=3, maps=4, **SMALL)
+    assert model.fc.weight.eq(0).all() and model.fc.bias.eq(0).all()
+    model.reset_classifier(5)
+    assert model.fc.weight.shape == (5, 12) and model.fc.weight.eq(0).all()
+    x = torch.full((200, 300), 2.0)
+    model.dropout.train()
+    kept = model.dropout(x)
+    assert set(kept.unique().tolist()) == {0.0, 2.0} and abs(kept.eq(0).float().mean().item() - 0.5) < 0.02
+    model.dropout.eval()
+    assert model.dropout(x).eq(1.0).all()  # every unit times 1 - p: the weights max-norm bounds are Kim's W
+
+
 def test_word_vectors_fill_every_table_and_a_wrong_dimension_names_the_fix():
     model = create_model("kim-cnn", variant="multichannel", **SMALL)
     vectors = torch.full((30, 12), 0.5)
@@ -69,6 +83,7 @@ def test_word_vectors_fill_every_table_and_a_wrong_dimension_names_the_fix():
 def test_the_engine_calls_after_step_kims_max_norm(tmp_path: Path):
     torch.manual_seed(0)
     model = create_model("kim-cnn", maps=4, max_norm=0.05, **SMALL)
+    torch.nn.init.normal_(model.fc.weight)  # far above the cap (it starts at zero, as Kim's)
     loader = TensorLoader(torch.randint(1, 30, (16, 6)), torch.randint(0, 2, (16,)), 8)
     trainer = Trainer(model, loader, None, FitConfig(epochs=1, optimizer="adadelta", lr=1.0, momentum=0.95),
                       tmp_path, progress=False)

@@ -86,6 +86,18 @@ class TextModel(ZooModel):
         raise NotImplementedError
 
 
+class TestScaledDropout(nn.Dropout):
+    """Dropout as Kim's code (and Hinton et al. 2012) apply it: units dropped unscaled in training, all scaled by
+    1 − p at test. The expected outputs equal ``nn.Dropout``'s, but the next layer's weights keep the scale of
+    Kim's: his max-norm s = 3 bounds those weights, and Adadelta moves them as it moved his (an inverted
+    dropout's weights are 1 − p times his, so the same cap and steps would be twice as loose and as fast)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x * (1 - self.p)
+        return x * torch.rand_like(x, dtype=torch.float32).ge_(self.p).to(x.dtype)
+
+
 class MaxOverTime(nn.Module):
     """Max over the token axis of N×C×T maps, over the windows that hold at least one word (``mask`` N×1×T)."""
 
@@ -100,7 +112,8 @@ class KimCNN(TextModel):
     (pretrained, fine-tuned) or ``multichannel`` (one frozen and one fine-tuned copy; each filter sees
     both). The sentence is padded with ``max(windows) - 1`` zero vectors on each side, as in Kim's code.
     ``after_step`` rescales each class's output weights to L2 norm ``max_norm`` when larger (the engine
-    calls it after every optimizer step).
+    calls it after every optimizer step). As in Kim's code, the output layer starts at zero and dropout scales
+    at test time (``TestScaledDropout``), so ``max_norm`` bounds the same weights his s = 3 bounded.
     """
 
     classifier_name = "fc"
@@ -125,9 +138,9 @@ class KimCNN(TextModel):
             nn.init.zeros_(conv.bias)
         self.relu = nn.ReLU()
         self.pool = MaxOverTime()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = TestScaledDropout(dropout)
         self.num_features, self.num_classes = maps * len(self.windows), num_classes
-        self.fc = nn.Linear(self.num_features, num_classes)
+        self.fc = self.new_classifier(num_classes, None, None)
 
     def embedded(self, ids: torch.Tensor) -> torch.Tensor:
         """N×C×(L + 2·pad): the word vectors of every channel along the token axis, zero-padded on both sides."""
@@ -154,6 +167,13 @@ class KimCNN(TextModel):
 
     def forward_pre_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(x)
+
+    def new_classifier(self, num_classes: int, device: torch.device | None, dtype: torch.dtype | None) -> nn.Module:
+        """Kim's output layer: a linear one that starts at zero (his LogisticRegression's weights and bias)."""
+        fc = nn.Linear(self.num_features, num_classes, device=device, dtype=dtype)
+        nn.init.zeros_(fc.weight)
+        nn.init.zeros_(fc.bias)
+        return fc
 
     def after_step(self) -> None:
         """Kim's constraint: each class's weight vector in the output layer has L2 norm at most ``max_norm``."""
@@ -298,5 +318,5 @@ def dcnn(*, num_classes: int, in_channels: int, input_size: tuple[int, ...], voc
     return DCNN(vocab_size, num_classes, **kw)
 
 
-__all__ = ["DCNN", "KIM_VARIANTS", "KimCNN", "MaxOverTime", "TextModel", "Windows", "dcnn", "dynamic_k", "kim_cnn",
-           "kmax_pool"]
+__all__ = ["DCNN", "KIM_VARIANTS", "KimCNN", "MaxOverTime", "TestScaledDropout", "TextModel", "Windows", "dcnn",
+           "dynamic_k", "kim_cnn", "kmax_pool"]
