@@ -4,8 +4,9 @@ For each course network: N seeds of ``cnnlab train NAME --dataset cifar10`` (the
 batch 32, no augmentation, validation on the held-out test_batch) and N seeds of the course's Keras
 script on the same images in the same order (``keras_side_by_side.py``, run by the Python of a venv
 holding the ``keras-bench`` extra). Prints per-epoch held-out accuracy as mean ± sd for both, the
-difference, Welch's t and its degrees of freedom, and training seconds per epoch of each (validation
-excluded on both sides); ``--markdown``
+difference, Welch's t and its degrees of freedom, training seconds per epoch of each (validation
+excluded on both sides), and end-to-end seconds per run (cnnlab: the whole ``cnnlab train`` process with
+its start-up, data reading, validations and checkpoints; Keras: ``model.fit`` with validation); ``--markdown``
 appends the final-epoch table for docs/results.md.
 
     .venv/bin/python benchmarks/course_fidelity.py /work/data/cifar --keras-python /work/kvenv/bin/python \\
@@ -26,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,12 +43,16 @@ class Runs:
 
     accuracy: list[list[float]]
     seconds: list[list[float]]
+    wall: list[float]  # per seed, end to end: cnnlab's whole `cnnlab train` process, Keras' whole model.fit
 
     def epoch(self, e: int) -> list[float]:
         return [a[e] for a in self.accuracy]
 
     def seconds_per_epoch(self) -> float:
         return statistics.mean(s for run in self.seconds for s in run)
+
+    def wall_per_run(self) -> float:
+        return statistics.mean(self.wall)
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
@@ -73,18 +79,20 @@ def thread_env(threads: int) -> dict[str, str]:
 
 def cnnlab_runs(model: str, a: argparse.Namespace, work: Path) -> Runs:
     """Each seed as a user runs it: ``python -m cnnlab train`` in a fresh process; its history.json."""
-    accuracy, seconds = [], []
+    accuracy, seconds, wall = [], [], []
     for seed in a.seeds:
         run = work / f"cnnlab-{model}-{seed}"
         cmd = [sys.executable, "-m", "cnnlab", "train", model, "--dataset", "cifar10", "--data-dir", str(a.data_dir),
                "--epochs", str(a.epochs), "--seed", str(seed), "--run-dir", str(run), "--fresh", "--no-progress"]
         for flag, value in (("--limit-train", a.limit_train), ("--limit-val", a.limit_val)):
             cmd += [flag, str(value)] if value else []
+        start = time.perf_counter()
         subprocess.run(cmd, check=True, env=thread_env(a.threads), stdout=subprocess.DEVNULL)
+        wall.append(time.perf_counter() - start)
         history = json.loads((run / "history.json").read_text())
         accuracy.append(history["val_accuracy"])
         seconds.append(history["seconds"])
-    return Runs(accuracy, seconds)
+    return Runs(accuracy, seconds, wall)
 
 
 def keras_runs(model: str, a: argparse.Namespace, work: Path) -> tuple[Runs, str]:
@@ -100,7 +108,8 @@ def keras_runs(model: str, a: argparse.Namespace, work: Path) -> tuple[Runs, str
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     result = json.loads(out.read_text())
     runs = [result["runs"][str(s)] for s in a.seeds]
-    return Runs([r["val_accuracy"] for r in runs], [r["seconds"] for r in runs]), result["tensorflow"]
+    return Runs([r["val_accuracy"] for r in runs], [r["seconds"] for r in runs], [r["wall"] for r in runs]), \
+        result["tensorflow"]
 
 
 def pct(m: float, sd: float) -> str:
@@ -121,6 +130,9 @@ def report(model: str, ours: Runs, keras: Runs) -> list[str]:
                  "; Keras " + ", ".join(f"{100 * v:.2f}" for v in keras.epoch(-1)))
     lines.append(f"training s/epoch: cnnlab {ours.seconds_per_epoch():.1f}, Keras {keras.seconds_per_epoch():.1f} "
                  f"(Keras / cnnlab {keras.seconds_per_epoch() / ours.seconds_per_epoch():.2f}x)")
+    lines.append(f"end to end s/run: cnnlab {ours.wall_per_run():.1f} (the whole `cnnlab train` process: start-up, "
+                 f"data, validation, checkpoints), Keras {keras.wall_per_run():.1f} (model.fit with validation) "
+                 f"(Keras / cnnlab {keras.wall_per_run() / ours.wall_per_run():.2f}x)")
     return lines
 
 
