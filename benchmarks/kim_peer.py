@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.cli import positive_int
 from cnnlab.data.text import fold_indices, load_text
 from cnnlab.errors import CnnlabError
 from cnnlab.runs.run import FOLD_SEED
@@ -217,24 +218,16 @@ def spread(values: Sequence[float]) -> str:
     return f"{100 * statistics.fmean(values):.2f}% ± {100 * sd:.2f}"
 
 
-def positive(text: str) -> int:
-    """An argparse type: a whole number above zero."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, choices=("trec", "sst2", "mr"))
     p.add_argument("--data-dir", required=True, help="the folder holding trec/, sst2/, rt-polaritydata/")
     p.add_argument("--fold", type=int, help="trec and mr: test on fold K of --folds, as cnnlab's --fold K")
-    p.add_argument("--folds", type=positive, default=10)
+    p.add_argument("--folds", type=positive_int, default=10)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--epochs", type=positive, default=25)
-    p.add_argument("--threads", type=positive, default=2, help="torch.set_num_threads")
-    p.add_argument("--limit", type=positive,
+    p.add_argument("--epochs", type=positive_int, default=25)
+    p.add_argument("--threads", type=positive_int, default=2, help="torch.set_num_threads")
+    p.add_argument("--limit", type=positive_int,
                    help="only the first N training sentences, in file order (a quick check; MR's first are negative)")
     a = p.parse_args(argv)
     if a.dataset == "sst2" and a.fold is not None:

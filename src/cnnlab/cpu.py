@@ -234,5 +234,4 @@ def tune_cpu(environ: MutableMapping[str, str] | None = None, busy: bool | None 
 
 
 __all__ = ["CpuTuning", "busy_share", "cpu_flags", "cpu_model", "cpuinfo", "describe_cpu", "has_amx", "keep_freed_memory",
-           "machine_is_busy",
-           "native_bf16_cpu", "onednn_isa_cap", "openmp_choice", "tune_cpu", "usable_cores"]
+           "machine_is_busy", "native_bf16_cpu", "onednn_isa_cap", "openmp_choice", "tune_cpu", "usable_cores"]

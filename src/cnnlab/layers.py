@@ -197,6 +197,12 @@ class GlobalPool2d(nn.Module):
         return x.mean((-2, -1)) if self.mode == "avg" else x.amax((-2, -1))
 
 
+def keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
+    """A float32 0/1 mask of ``x``'s shape and memory layout keeping each unit with probability 1 − ``p``
+    (``torch.rand``: on the CPU faster than ``bernoulli_``, see ``Dropout``)."""
+    return torch.rand_like(x, dtype=torch.float32).ge_(p)
+
+
 class Dropout(nn.Dropout):
     """``nn.Dropout`` whose CPU mask comes from ``torch.rand``: the same distribution, 1.7-2.6x faster.
 
@@ -209,8 +215,20 @@ class Dropout(nn.Dropout):
         if not self.training or self.p in (0, 1) or x.device.type != "cpu":
             return super().forward(x)
         # rand_like keeps x's memory layout, so a channels_last map is multiplied contiguously
-        keep = torch.rand_like(x, dtype=torch.float32).ge_(self.p).mul_(1 / (1 - self.p)).to(x.dtype)
+        keep = keep_mask(x, self.p).mul_(1 / (1 - self.p)).to(x.dtype)
         return x.mul_(keep) if self.inplace else x * keep
+
+
+class ScaledAtTestDropout(nn.Dropout):
+    """Dropout as Hinton et al. 2012 and Kim 2014's code apply it: units dropped unscaled in training, all scaled
+    by 1 − p at test. The expected outputs equal ``nn.Dropout``'s, but the next layer's weights keep the scale
+    of those papers' weights: Kim's max-norm s = 3 bounds them, and Adadelta moves them as it moved his (an
+    inverted dropout's weights are 1 − p times his, so the same cap and steps would be twice as loose and as fast)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x * (1 - self.p)
+        return x * keep_mask(x, self.p).to(x.dtype)
 
 
 class _KerasMovingVariance(nn.modules.batchnorm._BatchNorm):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CnnlabError
+from ..layers import ScaledAtTestDropout
 from .base import ZooModel
 from .registry import register_model
 
@@ -86,18 +87,6 @@ class TextModel(ZooModel):
         raise NotImplementedError
 
 
-class TestScaledDropout(nn.Dropout):
-    """Dropout as Kim's code (and Hinton et al. 2012) apply it: units dropped unscaled in training, all scaled by
-    1 − p at test. The expected outputs equal ``nn.Dropout``'s, but the next layer's weights keep the scale of
-    Kim's: his max-norm s = 3 bounds those weights, and Adadelta moves them as it moved his (an inverted
-    dropout's weights are 1 − p times his, so the same cap and steps would be twice as loose and as fast)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return x * (1 - self.p)
-        return x * torch.rand_like(x, dtype=torch.float32).ge_(self.p).to(x.dtype)
-
-
 class MaxOverTime(nn.Module):
     """Max over the token axis of N×C×T maps, over the windows that hold at least one word (``mask`` N×1×T)."""
 
@@ -113,7 +102,7 @@ class KimCNN(TextModel):
     both). The sentence is padded with ``max(windows) - 1`` zero vectors on each side, as in Kim's code.
     ``after_step`` rescales each class's output weights to L2 norm ``max_norm`` when larger (the engine
     calls it after every optimizer step). As in Kim's code, the output layer starts at zero and dropout scales
-    at test time (``TestScaledDropout``), so ``max_norm`` bounds the same weights his s = 3 bounded.
+    at test time (``ScaledAtTestDropout``), so ``max_norm`` bounds the same weights his s = 3 bounded.
     """
 
     classifier_name = "fc"
@@ -138,7 +127,7 @@ class KimCNN(TextModel):
             nn.init.zeros_(conv.bias)
         self.relu = nn.ReLU()
         self.pool = MaxOverTime()
-        self.dropout = TestScaledDropout(dropout)
+        self.dropout = ScaledAtTestDropout(dropout)
         self.num_features, self.num_classes = maps * len(self.windows), num_classes
         self.fc = self.new_classifier(num_classes, None, None)
 
@@ -318,5 +307,5 @@ def dcnn(*, num_classes: int, in_channels: int, input_size: tuple[int, ...], voc
     return DCNN(vocab_size, num_classes, **kw)
 
 
-__all__ = ["DCNN", "KIM_VARIANTS", "KimCNN", "MaxOverTime", "TestScaledDropout", "TextModel", "Windows", "dcnn",
-           "dynamic_k", "kim_cnn", "kmax_pool"]
+__all__ = ["DCNN", "KIM_VARIANTS", "KimCNN", "MaxOverTime", "TextModel", "Windows", "dcnn", "dynamic_k", "kim_cnn",
+           "kmax_pool"]
