@@ -14,11 +14,14 @@ lower of the two final (TTA) accuracies, each run's time being its first point (
 end with TTA) at or above it.
 
     .venv/bin/python benchmarks/time_to_accuracy.py --data-dir /work/data/cifar10 --runs epochs=8 budget=5
+    .venv/bin/python benchmarks/time_to_accuracy.py --data-dir /work/data/cifar10 --no-peer \
+        --runs epochs=8,progressive_resize=16 epochs=8,progressive_resize=16,val_every=8
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -36,6 +39,7 @@ from cnnlab.cli import positive_int  # noqa: E402
 from cnnlab.cpu import describe_cpu  # noqa: E402
 from airbench_peer import train_airbench  # noqa: E402  (benchmarks/airbench_peer.py)
 from cnnlab.errors import CnnlabError  # noqa: E402
+from cnnlab.runs.config import RunConfig  # noqa: E402
 from throughput import matmul_gflops  # benchmarks/throughput.py: the same ceiling probe
 
 TARGETS = ((0.90, 4.0), (0.915, 15.0))  # (held-out accuracy, minutes) the recipe must reach (issue 20)
@@ -61,25 +65,38 @@ def import_seconds() -> float:
     return time.perf_counter() - t0
 
 
-def run_spec(text: str) -> str:
-    """``epochs=N`` (N ≥ 1) or ``budget=MINUTES`` (> 0), checked before anything trains."""
-    key, _, value = text.partition("=")
+def run_spec(text: str) -> dict[str, int | float]:
+    """``epochs=N`` or ``budget=MINUTES``, then any further ``,FIELD=VALUE`` of ``cnnlab.RunConfig``
+    (``epochs=8,progressive_resize=16,val_every=8``), checked before anything trains."""
+    given: dict[str, int | float] = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        key = "time_budget" if key == "budget" else key
+        try:
+            given[key] = int(value)
+        except ValueError:
+            try:
+                given[key] = float(value)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{part!r} in {text!r}: expected FIELD=NUMBER") from None
+    if ("epochs" in given) == ("time_budget" in given):
+        raise argparse.ArgumentTypeError(f"expected epochs=N or budget=MINUTES first, not {text!r}")
     try:
-        ok = int(value) >= 1 if key == "epochs" else key == "budget" and float(value) > 0
-    except ValueError:
-        ok = False
-    if not ok:
-        raise argparse.ArgumentTypeError(f"expected epochs=N (N ≥ 1) or budget=MINUTES (> 0), not {text!r}")
-    return text
+        RunConfig(model="fast-cifar", dataset="cifar10", **given)
+    except (CnnlabError, TypeError) as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
+    return given
 
 
-def run_one(spec: str, data_dir: str, seed: int, limit_train: int | None = None) -> Timeline:
-    """Train fast-cifar as ``spec`` says (``epochs=N`` or ``budget=MINUTES``) and time it."""
-    key, value = spec.split("=")
-    given = {"epochs": int(value)} if key == "epochs" else {"time_budget": float(value)}
-    if limit_train:
-        given["limit_train"] = limit_train
-    line = Timeline(f"fast-cifar {spec}")
+def spec_label(given: dict[str, int | float]) -> str:
+    """A run's options as the command line wrote them."""
+    return ",".join(f"{'budget' if k == 'time_budget' else k}={v}" for k, v in given.items())
+
+
+def run_one(spec: dict[str, int | float], data_dir: str, seed: int, limit_train: int | None = None) -> Timeline:
+    """Train fast-cifar with the options ``spec`` (``run_spec``) and time it."""
+    given = dict(spec, **({"limit_train": limit_train} if limit_train else {}))
+    line = Timeline(f"fast-cifar {spec_label(spec)}")
     before = max(matmul_gflops() for _ in range(3))
     t0 = time.perf_counter()
 
@@ -145,7 +162,8 @@ def table(lines: list[Timeline], imports: float, load: tuple[float, float, float
                 "", f"fp32 2048² matmul just before / after the run: {ln.matmul_gflops[0]:.0f} / "
                 f"{ln.matmul_gflops[1]:.0f} GFLOP/s (the host's speed around the run)", "",
                 "| epoch | minutes | held-out accuracy (no TTA) |", "|---|---|---|"]
-        out += [f"| {i + 1} | {s / 60:.2f} | {a:.4f} |" for i, (s, a) in enumerate(zip(ln.seconds, ln.accuracy))]
+        out += [f"| {i + 1} | {s / 60:.2f} | {'not validated' if math.isnan(a) else f'{a:.4f}'} |"
+                for i, (s, a) in enumerate(zip(ln.seconds, ln.accuracy))]
         out.append("")
     return "\n".join(out)
 
@@ -177,7 +195,8 @@ def plot(lines: list[Timeline], path: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", required=True)
-    p.add_argument("--runs", nargs="+", type=run_spec, default=["epochs=8", "budget=5"], help="epochs=N or budget=MINUTES")
+    p.add_argument("--runs", nargs="+", type=run_spec, default=["epochs=8", "budget=5"],
+                   help="epochs=N or budget=MINUTES, then ,FIELD=VALUE of RunConfig (e.g. epochs=8,progressive_resize=16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("docs/images/time_to_accuracy.png"))
     p.add_argument("--no-peer", dest="peer", action="store_false", help="skip airbench94's recipe")

@@ -35,6 +35,27 @@ def test_a_freed_64_mb_block_is_reused_without_page_faults():
     assert faults < (64 << 20) // 4096 // 10  # mmap'd afresh, all 16,384 pages would fault in
 
 
+TRIM_PROBE = """
+import torch
+from cnnlab.cpu import keep_freed_memory, trim_freed_memory
+keep_freed_memory()
+blocks = [torch.ones(64 << 20, dtype=torch.uint8) for _ in range(3)]
+del blocks  # kept by the raised thresholds...
+print(int(trim_freed_memory()))  # ...and given back: malloc_trim says it released memory
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc malloc tuning")
+def test_trim_gives_the_kept_heap_back_and_does_nothing_where_malloc_was_left_alone(monkeypatch):
+    from cnnlab import cpu
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run([sys.executable, "-c", TRIM_PROBE], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == ["1"]
+    monkeypatch.setattr(cpu, "_malloc_applied", False)
+    assert cpu.trim_freed_memory() is False
+
+
 def test_user_malloc_settings_are_left_alone(monkeypatch):
     from cnnlab import cpu
 

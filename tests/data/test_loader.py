@@ -110,3 +110,33 @@ def test_normalisation_and_channels_last():
     expected = (images.float() / 255 - 0.5) / 0.25
     assert torch.allclose(x, expected, atol=1e-6)
     assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_progressive_sizes_ramp_to_full_size_for_the_last_three_eighths():
+    sides = [loader_module.progressive_size(e, 8, 32, 16) for e in range(8)]
+    assert sides == [16, 20, 22, 26, 28, 32, 32, 32]
+    assert [loader_module.progressive_size(e, 6, 32, 16) for e in range(6)] == [16, 20, 24, 28, 32, 32]
+    assert loader_module.progressive_size(0, 1, 32, 16) == 32  # a one-epoch run trains at full size
+    assert [loader_module.progressive_size(e, 5, 32, 0) for e in range(5)] == [32] * 5  # 0: off
+
+
+def test_set_side_downsamples_batches_with_antialiasing_in_their_memory_format():
+    images, labels = _data(h=16, w=16)
+    loader = TensorLoader(images, labels, 25, shuffle=False, augment="shift-altflip", channels_last=True)
+    full = next(iter(loader))[0]
+    assert loader.full_side == 16 and loader.set_side(8) and not loader.set_side(8)
+    x, _ = next(iter(loader))
+    assert x.shape == (25, 3, 8, 8) and x.is_contiguous(memory_format=torch.channels_last)
+    # a factor-2 antialiased bilinear shrink averages each 2x2 block (plus a little of its neighbours)
+    assert torch.allclose(x.mean((2, 3)), full.mean((2, 3)), atol=0.03)
+    assert loader.set_side(16) and next(iter(loader))[0].shape[-1] == 16 and loader.side is None
+    flat = TensorLoader(torch.full((4, 1, 10, 10), 200, dtype=torch.uint8), torch.zeros(4), 4)
+    flat.set_side(5)
+    assert torch.allclose(next(iter(flat))[0], torch.tensor(200 / 255))  # no ringing on a constant image
+
+
+def test_token_ids_cannot_be_resized():
+    loader = TensorLoader(torch.ones(4, 7, dtype=torch.int64), torch.zeros(4), 2)
+    assert loader.full_side == 0 and not loader.set_side(None)
+    with pytest.raises(ValueError, match="token ids"):
+        loader.set_side(3)

@@ -1,4 +1,5 @@
 """Fit loop: it learns, resumes exactly (epoch ends and mid-epoch), keeps best/last, fails cleanly."""
+import importlib
 import json
 import math
 import os
@@ -189,3 +190,31 @@ def test_finite_weights_that_overflow_in_validation_are_divergence_not_a_saved_b
                                           "checkpoint had been written yet"):
         _run(tmp_path, "val", epochs=1)
     assert not (tmp_path / "val" / "best.pt").exists()
+
+
+class _GlobalPoolNet(nn.Module):
+    """Takes any image side (global pooling), recording the side of every batch, training or not."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.head, self.sides = nn.Conv2d(1, 8, 3, padding=1), nn.Linear(8, 4), []
+
+    def forward(self, x):
+        self.sides.append((self.training, x.shape[-1]))
+        return self.head(self.conv(x).relu().mean((2, 3)))
+
+
+def test_progressive_resizing_trains_each_epoch_at_its_side_and_validates_at_full_size(tmp_path, monkeypatch):
+    images, labels = _toy_data()
+    images = images.repeat_interleave(2, 2).repeat_interleave(2, 3)  # 16x16
+    trims = []
+    monkeypatch.setattr(importlib.import_module("cnnlab.engine.fit"), "trim_freed_memory", lambda: trims.append(1))
+    cfg = FitConfig(epochs=4, batch_size=64, progressive_resize=8)
+    net = _GlobalPoolNet()
+    history = fit(net, TensorLoader(images[:192], labels[:192], 64), TensorLoader(images[192:], labels[192:], 64,
+                  shuffle=False), cfg, tmp_path / "p", progress=False)
+    trained = [side for training, side in net.sides if training]
+    assert trained == [8] * 3 + [12] * 3 + [16] * 6  # 4 epochs: 8, 12, then full size for the last two
+    assert {side for training, side in net.sides if not training} == {16}  # validation at full size
+    assert len(trims) == 3 and len(history) == 4  # the heap is trimmed once per change of side

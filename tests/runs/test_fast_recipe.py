@@ -12,7 +12,7 @@ from cnnlab.data.loader import TensorLoader, plan_epoch
 from cnnlab.engine import fit
 from cnnlab.engine.evaluate import tta_views
 from cnnlab.engine.optim import Muon, lr_factor, orthogonalize
-from cnnlab.runs.budget import Costs, plan_epochs
+from cnnlab.runs.budget import Costs, full_size_epochs, plan_epochs
 from cnnlab.runs.config import RunConfig
 from cnnlab.runs.recipes import FAST_BATCH, fast_optimizer
 from cnnlab.models import create_model
@@ -147,3 +147,28 @@ def test_tiny_fast_run_through_the_cli_writes_history_checkpoints_and_resumes(tm
     assert history["val_accuracy"][-1] is not None and (run / "last.pt").exists() and (run / "best.pt").exists()
     assert main(args) == 0  # resuming the finished run keeps its epoch count and trains nothing more
     assert json.loads((run / "history.json").read_text())["epoch"] == history["epoch"]
+
+
+def test_budget_plan_counts_progressive_resizing_as_cheaper_epochs():
+    costs = Costs(train_step=2.0, eval_image=1e-4)
+    plain = plan_epochs(780, 10.0, costs, 20, 10_000, 1, 6)
+    progressive = plan_epochs(780, 10.0, costs, 20, 10_000, 1, 6, full=32, smallest=16)
+    assert progressive > plain
+    assert full_size_epochs(8, 32, 16) == pytest.approx(sum((s / 32) ** 2 for s in (16, 20, 22, 26, 28, 32, 32, 32)))
+    def total(epochs):  # validations of 1 s each, the last one replaced by the final evaluation's 6 views
+        return epochs * 1.0 + 20 * 2.0 * full_size_epochs(epochs, 32, 16) + 6 * 1.0 - 1.0
+
+    assert total(progressive) <= 0.97 * 780 - 10.0 < total(progressive + 1)  # the most epochs that fit
+
+
+def test_progressive_resize_trains_fast_cifar_and_refuses_a_flattening_head(tmp_path, capsys):
+    data = _write_cifar10(tmp_path / "cifar-10-batches-py")
+    base = ["train", "--dataset", "cifar10", "--data-dir", str(data), "--no-progress", "--epochs", "2",
+            "--progressive-resize", "16"]
+    assert main([*base[:1], "lenet5-cifar", *base[1:], "--run-dir", str(tmp_path / "l")]) == 2
+    err = capsys.readouterr().err
+    assert "lenet5-cifar cannot train on 16x16 images" in err and "pools globally" in err and "Traceback" not in err
+    assert main([*base[:1], "fast-cifar", *base[1:], "--run-dir", str(tmp_path / "f"), "--batch-size", "128",
+                 "--limit-train", "256"]) == 0
+    history = json.loads((tmp_path / "f" / "history.json").read_text())
+    assert len(history["epoch"]) == 2 and history["tta_val_accuracy"][-1] is not None

@@ -6,10 +6,12 @@ it: that is what makes resuming (even mid-epoch) give the same result as never s
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator, Literal
 
 import torch
+import torch.nn.functional as F
 
 Augment = Literal["none", "flip", "crop-flip", "shift-altflip"]
 AUGMENTS: tuple[str, ...] = ("none", "flip", "crop-flip", "shift-altflip")
@@ -17,6 +19,7 @@ SHIFT_PAD = 2  # shift-altflip: largest shift in pixels (the border is reflected
 # Small batches are augmented this many images at a time, then sliced: the same pixels, with the
 # per-call cost of the gathers paid once per chunk (batch 32: 220 instead of 360 us per batch).
 CHUNK_IMAGES = 1024
+FULL_SIZE_SHARE = 3 / 8  # progressive resizing: the last 3/8 of the epochs train at full size
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,31 @@ def crop_flip(images: torch.Tensor, shift: torch.Tensor, flip: torch.Tensor, pad
     return gather(images, torch.arange(len(images), device=images.device), source_grid(shift, flip, h, w, pad, mode))
 
 
+def progressive_size(epoch: int, epochs: int, full: int, smallest: int, full_share: float = FULL_SIZE_SHARE) -> int:
+    """The image side to train epoch ``epoch`` (0-based) of ``epochs`` at: ``smallest`` first, rising linearly to
+    ``full``, which the last ``full_share`` of the epochs (at least the last one) keep; even sizes, as FFCV's
+    resolution ramp. ``smallest`` 0 (or not below ``full``) means no resizing.
+
+    8 epochs from 16 to 32: 16 20 22 26 28 32 32 32.
+    """
+    if not 0 < smallest < full:
+        return full
+    ramp = min(epochs - 1, epochs - math.floor(epochs * full_share + 0.5))  # the first epoch at full size
+    if epoch >= ramp:
+        return full
+    return min(full, 2 * math.floor((smallest + (full - smallest) * epoch / ramp) / 2 + 0.5))
+
+
+def downsample(x: torch.Tensor, side: int) -> torch.Tensor:
+    """Float images resized so that their shorter side is ``side`` (bilinear with antialiasing, as a photo is
+    shrunk), in the memory format they came in."""
+    h, w = x.shape[-2:]
+    size = (max(1, round(h * side / min(h, w))), max(1, round(w * side / min(h, w))))
+    cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    y = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return y.contiguous(memory_format=torch.channels_last) if cl else y.contiguous()
+
+
 def trim_padding(ids: torch.Tensor) -> torch.Tensor:
     """Token ids without the columns that are padding (0) in every row (at least one column is kept)."""
     used = ids.ne(0).any(0).nonzero()
@@ -111,7 +139,8 @@ def trim_padding(ids: torch.Tensor) -> torch.Tensor:
 
 
 class TensorLoader:
-    """Iterates ``(x, y)`` batches of a uint8 image tensor, scaled to [0, 1] (then normalised if asked),
+    """Iterates ``(x, y)`` batches of a uint8 image tensor, scaled to [0, 1] (then normalised if asked, and
+    downsampled after ``set_side``),
     or of int64 N×L token ids (right-padded with 0), given as they are and cut to the batch's longest
     sentence (the text models do not depend on trailing padding, so this only saves work).
 
@@ -159,6 +188,7 @@ class TensorLoader:
         self.channels_last = channels_last
         self.epoch = 0
         self.start_step = 0
+        self.side: int | None = None  # the shorter side batches are downsampled to (None: as stored)
         c = images.shape[1]
         self._mean = None if mean is None else torch.tensor(mean, device=self.device).view(1, c, 1, 1)
         self._std = None if std is None else torch.tensor(std, device=self.device).view(1, c, 1, 1)
@@ -175,6 +205,20 @@ class TensorLoader:
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         """Select the epoch to iterate next and the step to start at (for mid-epoch resume)."""
         self.epoch, self.start_step = epoch, start_step
+
+    @property
+    def full_side(self) -> int:
+        """The shorter side of the stored images (0 for token ids)."""
+        return 0 if self.tokens else min(self.images.shape[-2:])
+
+    def set_side(self, side: int | None) -> bool:
+        """Downsample every batch to shorter side ``side`` from now on (None or the full side: as stored), for
+        progressive resizing; returns whether that changed anything."""
+        if side is not None and (self.tokens or side < 1):
+            raise ValueError(f"cannot resize {'token ids' if self.tokens else 'images'} to side {side}")
+        side = None if side is None or side >= self.full_side else side
+        changed, self.side = side != self.side, side
+        return changed
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "start_step": self.start_step, "seed": self.seed}
@@ -215,7 +259,8 @@ class TensorLoader:
         else:
             x = gather(self.images, idx, grid, self.channels_last)
         x = x.float().div_(255.0)
-        return x if self._mean is None else x.sub_(self._mean).div_(self._std)
+        x = x if self._mean is None else x.sub_(self._mean).div_(self._std)
+        return x if self.side is None else downsample(x, self.side)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         plan = self._plan()

@@ -19,7 +19,8 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from ..data.loader import TensorLoader
+from ..cpu import trim_freed_memory
+from ..data.loader import TensorLoader, progressive_size
 from ..errors import CnnlabError, first_line
 from ..faults import fault_point
 from ..layers import kernel_l2_layers
@@ -300,6 +301,12 @@ class Trainer:
         seen = max(self.sums.seen, 1.0)
         return {"loss": self.sums.loss / seen, "accuracy": self.sums.correct / seen}
 
+    def train_side(self, epoch: int) -> int | None:
+        """The image side epoch ``epoch`` (0-based) trains at under progressive resizing (None: as stored)."""
+        if not self.cfg.progressive_resize:
+            return None
+        return progressive_size(epoch, self.cfg.epochs, self.train_loader.full_side, self.cfg.progressive_resize)
+
     def train_epoch(self, stop: _StopFlag | None = None) -> None:
         """Train from the current step to the end of the current epoch (a Ctrl-C flag, when given, can stop it;
         a batch callback's ``stop_training`` ends the epoch early)."""
@@ -307,6 +314,8 @@ class Trainer:
         batches = self.callbacks.wants_batches
         loader = self.train_loader
         loader.set_epoch(self.epoch, self.step)
+        if loader.set_side(self.train_side(self.epoch)):
+            trim_freed_memory()  # blocks kept for the previous size would fragment the heap for this one
         bar = progress_bar(self.steps_per_epoch, self.step, f"Epoch {self.epoch + 1}/{self.cfg.epochs}", self.progress)
         self.model.train()
         t0, seen0 = time.perf_counter(), self.sums.seen

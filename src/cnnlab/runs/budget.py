@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..data.loader import TensorLoader
+from ..data.loader import TensorLoader, progressive_size
 from ..engine import distributed as D
 from ..engine.evaluate import tta_views
 from ..engine.fit import Trainer
@@ -97,13 +97,34 @@ def measure_costs(model: nn.Module, train_loader: TensorLoader, val_loader: Tens
     return Costs(step, per_image, late, late_from)
 
 
+def full_size_epochs(epochs: int, full: int, smallest: int) -> float:
+    """What ``epochs`` epochs of progressive resizing from side ``smallest`` cost, in epochs at full side ``full``.
+
+    A step's cost follows the pixels: fast-cifar's step at batch 2000 took 0.67 s at 16², 1.45 s at 24² and
+    2.0 s at 28² against 2.8 s at 32² (24%, 52%, 71% for areas of 25%, 56%, 77%), so this errs long.
+    """
+    if not smallest:
+        return float(epochs)
+    return sum((progressive_size(e, epochs, full, smallest) / full) ** 2 for e in range(epochs))
+
+
 def plan_epochs(budget_s: float, spent_s: float, costs: Costs, steps_per_epoch: int, val_images: int,
-                val_every: int, final_views: int) -> int:
-    """Most epochs (at least 1) whose training, validations and final (augmented) evaluation fit the budget."""
-    available = SAFETY * budget_s - spent_s
+                val_every: int, final_views: int, full: int = 0, smallest: int = 0) -> int:
+    """Most epochs (at least 1) whose training, validations and final (augmented) evaluation fit the budget
+    (with progressive resizing from side ``smallest`` to ``full`` when ``smallest`` is set)."""
     val_s = val_images * costs.eval_image
-    per_epoch = steps_per_epoch * costs.mean_step + val_s / val_every
-    return max(1, math.floor((available - final_views * val_s + val_s / val_every) / per_epoch))
+    room = SAFETY * budget_s - spent_s - final_views * val_s + val_s / val_every
+    epoch_s = steps_per_epoch * costs.mean_step
+
+    def cost(epochs: int) -> float:
+        return epochs * val_s / val_every + epoch_s * full_size_epochs(epochs, full, smallest)
+
+    cheapest = val_s / val_every + epoch_s * ((smallest / full) ** 2 if smallest else 1.0)  # no epoch costs less
+    low, high = 1, max(1, math.floor(room / cheapest))
+    while low < high:  # the most epochs whose cost fits the room
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if cost(mid) <= room else (low, mid - 1)
+    return low
 
 
 def fit_to_budget(cfg: RunConfig, model: nn.Module, train_loader: TensorLoader, val_loader: TensorLoader,
@@ -113,7 +134,8 @@ def fit_to_budget(cfg: RunConfig, model: nn.Module, train_loader: TensorLoader, 
     costs = measure_costs(model, train_loader, val_loader, cfg, optimizer_factory)
     spent_s += time.perf_counter() - t0  # the timing itself is part of the budget
     epochs = plan_epochs(cfg.time_budget * 60, spent_s, costs, len(train_loader), len(val_loader.images),
-                         cfg.val_every, len(tta_views(torch.zeros(1, 1, 3, 3), cfg.tta)))
+                         cfg.val_every, len(tta_views(torch.zeros(1, 1, 3, 3), cfg.tta)), train_loader.full_side,
+                         cfg.progressive_resize)
     if D.is_distributed():  # every process must run the same schedule
         epochs = int(D.all_reduce_sum(torch.tensor([epochs], device=train_loader.device)).item()) // D.world_size()
     if D.is_main():

@@ -147,6 +147,9 @@ class RunConfig:
                                  role=LENGTH_OR_HARDWARE)
     tta: str = option(ENGINE.tta, str, "test-time augmentation of the final evaluation: flips, or flips and "
                       "1-pixel shifts", choices=TTAS)
+    progressive_resize: int = option(ENGINE.progressive_resize, int, "progressive resizing: train the first epoch on "
+                                     "images downsampled to side N, rising to full size for the last 3/8 of the "
+                                     "epochs (validation always at full size); 0: off", low=0, metavar="N")
     time_budget: float = option(None, float, "choose the epochs so that the run (data loading to final accuracy) "
                                 "fits MINUTES", low=0, low_open=True, metavar="MINUTES", role=LENGTH_OR_HARDWARE)
     recipe: str = option(None, str, "the named recipe whose defaults and hooks the run takes (default: the "
@@ -273,6 +276,7 @@ class RunConfig:
                          gamma=self.gamma, decay_rate=self.decay_rate, decay_steps=self.decay_steps,
                          label_smoothing=self.label_smoothing,
                          precision=self.precision, val_every=self.val_every, tta=self.tta,
+                         progressive_resize=self.progressive_resize,
                          checkpoint_every=self.checkpoint_every, seed=self.seed)
 
     def to_dict(self) -> dict:

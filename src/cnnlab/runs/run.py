@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..data import ImageSet, canonical_name, dataset_info, load_dataset
-from ..data.loader import TensorLoader
+from ..data.loader import TensorLoader, downsample, progressive_size
 from ..data.text import TextSet, fold_indices, is_text_dataset, load_text, readable_splits, text_splits
 from ..errors import CnnlabError
 from ..models import create_model, is_text_model
@@ -245,6 +245,32 @@ def build_model(card: RunCard) -> nn.Module:
         raise too_small from None
 
 
+def progressive_sides(cfg: RunConfig, model: nn.Module, train: Data, device: torch.device) -> list[int] | None:
+    """Each epoch's training image side under ``--progressive-resize`` (None without it), after checking that
+    the data are images and that the network takes the smallest side (a flattening head does not)."""
+    if not cfg.progressive_resize:
+        return None
+    if isinstance(train, TextSet):
+        raise CnnlabError(f"--progressive-resize resizes images, and {cfg.dataset} holds sentences: drop the option")
+    full = min(train.inputs.shape[-2:])
+    sides = [progressive_size(e, cfg.epochs, full, cfg.progressive_resize) for e in range(cfg.epochs)]
+    x = downsample(torch.zeros(1, *train.inputs.shape[1:], device=device), min(sides))
+    was_training = model.training
+    try:
+        with torch.inference_mode():
+            model.eval()(x)
+    except RuntimeError as e:
+        size = tuple(x.shape[-2:])
+        too_small = input_too_small(e, cfg.model, size, f"raise --progressive-resize above {cfg.progressive_resize}")
+        raise too_small or CnnlabError(
+            f"{cfg.model} cannot train on {size[0]}x{size[1]} images (its head expects the full "
+            f"{train.inputs.shape[-2]}x{train.inputs.shape[-1]} feature map): --progressive-resize needs a network "
+            "that pools globally, such as fast-cifar or the resnets") from None
+    finally:
+        model.train(was_training)
+    return sides
+
+
 def parameter_counts(model: nn.Module) -> str:
     """``N parameters``, with the trainable count when part of the model is frozen."""
     total = sum(p.numel() for p in model.parameters())
@@ -347,6 +373,7 @@ def _train_locked(cfg: RunConfig, run_dir: Path, device: torch.device, started: 
         epochs = resumed_epochs(cfg, run_dir)
         cfg = replace(cfg, epochs=epochs) if epochs else fit_to_budget(
             cfg, D.unwrap(model), train_loader, val_loader, time.perf_counter() - started, optimizer_factory)
+    sides = progressive_sides(cfg, D.unwrap(model), splits.train, device)
     if D.is_main():
         unit = splits.train.unit
         print(f"Training {cfg.model} on {cfg.dataset}: {len(splits.train):,} train / {len(splits.val):,} "
@@ -354,6 +381,9 @@ def _train_locked(cfg: RunConfig, run_dir: Path, device: torch.device, started: 
               + ("" if cfg.precision == "fp32" else f", precision {describe_precision(cfg.precision, device)}")
               + (f" × {D.world_size()} processes" if D.is_distributed() else "")
               + f" → {run_dir}", file=sys.stderr, flush=True)
+        if sides:
+            print(f"Progressive resizing: training image side per epoch {' '.join(map(str, sides))} "
+                  "(validation at full size)", file=sys.stderr, flush=True)
     trainer = Trainer(model, train_loader, val_loader, cfg.fit_config(), run_dir,
                       {"card": card.to_dict(), "config": cfg.to_dict()}, callbacks, progress, optimizer_factory)
     trainer.resume(identity_check(cfg, run_dir))
