@@ -13,7 +13,9 @@ from cnnlab.engine import fit
 from cnnlab.engine.evaluate import tta_views
 from cnnlab.engine.optim import Muon, lr_factor, orthogonalize
 from cnnlab.runs.budget import Costs, full_size_epochs, plan_epochs
+from cnnlab.errors import CnnlabError
 from cnnlab.runs.config import RunConfig
+from cnnlab.runs.run import identity_check
 from cnnlab.runs.recipes import FAST_BATCH, fast_optimizer
 from cnnlab.models import create_model
 from cnnlab.models.fast import patch_whitening
@@ -172,3 +174,12 @@ def test_progressive_resize_trains_fast_cifar_and_refuses_a_flattening_head(tmp_
                  "--limit-train", "256"]) == 0
     history = json.loads((tmp_path / "f" / "history.json").read_text())
     assert len(history["epoch"]) == 2 and history["tta_val_accuracy"][-1] is not None
+
+
+def test_a_run_saved_before_progressive_resizing_existed_resumes_only_as_it_trained(tmp_path):
+    old = RunConfig(model="fast-cifar", dataset="cifar10", progressive_resize=0).to_dict()
+    del old["progressive_resize"]  # config.json of a run saved before the option (and the recipe's 16) existed
+    assert RunConfig(model="fast-cifar").progressive_resize == 16 and RunConfig.from_dict(old).progressive_resize == 0
+    with pytest.raises(CnnlabError, match="different progressive_resize"):
+        identity_check(RunConfig(model="fast-cifar", dataset="cifar10"), tmp_path)({"config": old})
+    identity_check(RunConfig(model="fast-cifar", dataset="cifar10", progressive_resize=0), tmp_path)({"config": old})

@@ -36,6 +36,7 @@ ENGINE = FitConfig()  # the loop's own defaults are the course recipe's: declare
 IDENTITY = "identity"  # defines what a run *is*: resuming with another value would mix two experiments
 LENGTH_OR_HARDWARE = "length-or-hardware"  # may differ between a saved run and a re-run that reuses it
 SETTING = "setting"
+PREDATED = {"progressive_resize": 0}  # fields added after runs were saved, with the value those runs trained with
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,8 @@ class RunConfig:
                       "1-pixel shifts", choices=TTAS)
     progressive_resize: int = option(ENGINE.progressive_resize, int, "progressive resizing: train the first epoch on "
                                      "images downsampled to side N, rising to full size for the last 3/8 of the "
-                                     "epochs (validation always at full size); 0: off", low=0, metavar="N")
+                                     "epochs (validation always at full size); 0: off", low=0, metavar="N",
+                                     role=IDENTITY)
     time_budget: float = option(None, float, "choose the epochs so that the run (data loading to final accuracy) "
                                 "fits MINUTES", low=0, low_open=True, metavar="MINUTES", role=LENGTH_OR_HARDWARE)
     recipe: str = option(None, str, "the named recipe whose defaults and hooks the run takes (default: the "
@@ -288,8 +290,9 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
+        """A saved config; a field it predates takes the value that trained it then (``PREDATED``), not today's default."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**{**PREDATED, **{k: v for k, v in d.items() if k in known}})
 
     def save(self, path: Path) -> None:
         from ..io import atomic_write_text
