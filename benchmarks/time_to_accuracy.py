@@ -14,8 +14,8 @@ lower of the two final (TTA) accuracies, each run's time being its first point (
 end with TTA) at or above it.
 
     .venv/bin/python benchmarks/time_to_accuracy.py --data-dir /work/data/cifar10 --runs epochs=8 budget=5
-    .venv/bin/python benchmarks/time_to_accuracy.py --data-dir /work/data/cifar10 --no-peer \
-        --runs epochs=8,progressive_resize=16 epochs=8,progressive_resize=16,val_every=8
+    .venv/bin/python benchmarks/time_to_accuracy.py --data-dir /work/data/cifar10 \
+        --runs epochs=8,progressive_resize=0 epochs=8 epochs=8,val_every=8  # 32 px throughout; the recipe's 16 px
 """
 from __future__ import annotations
 

@@ -122,6 +122,11 @@ def progressive_size(epoch: int, epochs: int, full: int, smallest: int, full_sha
     return min(full, 2 * math.floor((smallest + (full - smallest) * epoch / ramp) / 2 + 0.5))
 
 
+def progressive_sides(epochs: int, full: int, smallest: int) -> list[int]:
+    """Every epoch's training side of a run (``progressive_size``)."""
+    return [progressive_size(e, epochs, full, smallest) for e in range(epochs)]
+
+
 def downsample(x: torch.Tensor, side: int) -> torch.Tensor:
     """Float images resized so that their shorter side is ``side`` (bilinear with antialiasing, as a photo is
     shrunk), in the memory format they came in."""

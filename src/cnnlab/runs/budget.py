@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..data.loader import TensorLoader, progressive_size
+from ..data.loader import TensorLoader, progressive_sides
 from ..engine import distributed as D
 from ..engine.evaluate import tta_views
 from ..engine.fit import Trainer
@@ -105,7 +105,7 @@ def full_size_epochs(epochs: int, full: int, smallest: int) -> float:
     """
     if not smallest:
         return float(epochs)
-    return sum((progressive_size(e, epochs, full, smallest) / full) ** 2 for e in range(epochs))
+    return sum((side / full) ** 2 for side in progressive_sides(epochs, full, smallest))
 
 
 def plan_epochs(budget_s: float, spent_s: float, costs: Costs, steps_per_epoch: int, val_images: int,

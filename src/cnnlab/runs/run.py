@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..data import ImageSet, canonical_name, dataset_info, load_dataset
-from ..data.loader import TensorLoader, downsample, progressive_size
+from ..data.loader import TensorLoader, downsample, progressive_sides
 from ..data.text import TextSet, fold_indices, is_text_dataset, load_text, readable_splits, text_splits
 from ..errors import CnnlabError
 from ..models import create_model, is_text_model
@@ -245,7 +245,7 @@ def build_model(card: RunCard) -> nn.Module:
         raise too_small from None
 
 
-def progressive_sides(cfg: RunConfig, model: nn.Module, train: Data, device: torch.device) -> list[int] | None:
+def progressive_plan(cfg: RunConfig, model: nn.Module, train: Data, device: torch.device) -> list[int] | None:
     """Each epoch's training image side under ``--progressive-resize`` (None without it), after checking that
     the data are images and that the network takes the smallest side (a flattening head does not)."""
     if not cfg.progressive_resize:
@@ -253,7 +253,7 @@ def progressive_sides(cfg: RunConfig, model: nn.Module, train: Data, device: tor
     if isinstance(train, TextSet):
         raise CnnlabError(f"--progressive-resize resizes images, and {cfg.dataset} holds sentences: drop the option")
     full = min(train.inputs.shape[-2:])
-    sides = [progressive_size(e, cfg.epochs, full, cfg.progressive_resize) for e in range(cfg.epochs)]
+    sides = progressive_sides(cfg.epochs, full, cfg.progressive_resize)
     x = downsample(torch.zeros(1, *train.inputs.shape[1:], device=device), min(sides))
     was_training = model.training
     try:
@@ -373,7 +373,7 @@ def _train_locked(cfg: RunConfig, run_dir: Path, device: torch.device, started: 
         epochs = resumed_epochs(cfg, run_dir)
         cfg = replace(cfg, epochs=epochs) if epochs else fit_to_budget(
             cfg, D.unwrap(model), train_loader, val_loader, time.perf_counter() - started, optimizer_factory)
-    sides = progressive_sides(cfg, D.unwrap(model), splits.train, device)
+    sides = progressive_plan(cfg, D.unwrap(model), splits.train, device)
     if D.is_main():
         unit = splits.train.unit
         print(f"Training {cfg.model} on {cfg.dataset}: {len(splits.train):,} train / {len(splits.val):,} "
