@@ -26,6 +26,12 @@ What it keeps from Kim's code:
 * his result: the test accuracy of the epoch whose dev accuracy is best, ``>=`` as his code compares, so
   the last such epoch on ties (cnnlab's best.pt keeps the first; that one is printed too).
 
+``--like-cnnlab`` swaps single pieces of Kim's training for cnnlab's, to find which one a difference between
+the two comes from: ``init`` (Glorot-uniform over the convolution's own fans: cnnlab's ``conv_init=glorot``,
+its default before session 11), ``vocab`` (the vocabulary of the training sentences only, every other word
+one shared random ``<unk>`` vector), ``padding`` (the max skips windows of pure padding, floored at 0) and
+``shuffle`` (the sentences reshuffled into new batches every epoch).
+
     .venv/bin/python benchmarks/kim_peer.py --dataset trec --data-dir ../shared/data/text --fold 1 --seeds 0 1 2
     .venv/bin/python benchmarks/kim_peer.py --dataset mr --data-dir ../shared/data/text --fold 1 --seeds 0 1 2
     .venv/bin/python benchmarks/kim_peer.py --dataset sst2 --data-dir ../shared/data/text --seeds 0 1 2
@@ -58,6 +64,7 @@ BATCH = 50
 TRAIN_SHARE = 0.9
 MAX_NORM = 3.0  # sqrt(sqr_norm_lim = 9)
 RHO, EPS = 0.95, 1e-6
+CNNLAB_CHOICES = ("init", "vocab", "padding", "shuffle")  # --like-cnnlab: cnnlab's way instead of Kim's
 
 
 @dataclass
@@ -89,16 +96,34 @@ def read_corpus(dataset: str, data_dir: str, fold: int | None, folds: int) -> Co
                   data.classes, f"fold {fold} of {folds} held out (cnnlab's fold_indices, seed {FOLD_SEED})")
 
 
-def vocabulary(sentences: Sequence[Sequence[str]]) -> dict[str, int]:
-    """Every word of the data set → its id from 1 (0 is padding), in order of first appearance."""
-    index: dict[str, int] = {}
+class Vocabulary(dict):
+    """Word → id from 1 (0 is padding), in order of first appearance; a word it lacks is ``unknown`` (None: none lacks)."""
+
+    unknown: int | None = None
+
+    def __missing__(self, word: str) -> int:
+        if self.unknown is None:
+            raise KeyError(word)
+        return self.unknown
+
+
+def vocabulary(sentences: Sequence[Sequence[str]], with_unknown: bool = False) -> Vocabulary:
+    """Every word of ``sentences`` → its id; ``with_unknown`` adds one id, last, that every other word shares."""
+    index = Vocabulary()
     for sentence in sentences:
         for word in sentence:
             index.setdefault(word, len(index) + 1)
+    if with_unknown:
+        index.unknown = len(index) + 1
     return index
 
 
-def encode(sentences: Sequence[Sequence[str]], index: dict[str, int], max_l: int, pad: int) -> torch.Tensor:
+def vocab_size(index: Vocabulary) -> int:
+    """Rows of the embedding: padding, the words, and the shared unknown vector if there is one."""
+    return len(index) + 1 + (index.unknown is not None)
+
+
+def encode(sentences: Sequence[Sequence[str]], index: Vocabulary, max_l: int, pad: int) -> torch.Tensor:
     """Kim's ``get_idx_from_sent``: ``pad`` zeros, the word ids, zeros up to ``max_l + 2·pad`` (int64 N×L)."""
     ids = np.zeros((len(sentences), max_l + 2 * pad), dtype=np.int64)
     for row, sentence in enumerate(sentences):
@@ -109,8 +134,9 @@ def encode(sentences: Sequence[Sequence[str]], index: dict[str, int], max_l: int
 class KimNet(nn.Module):
     """Embedding → conv h×300 per width → ReLU → max over every position → Kim's dropout → linear."""
 
-    def __init__(self, vocab_size: int, length: int, classes: int) -> None:
+    def __init__(self, vocab_size: int, length: int, classes: int, like_cnnlab: frozenset[str] = frozenset()) -> None:
         super().__init__()
+        self.skip_padding = "padding" in like_cnnlab
         self.embed = nn.Embedding(vocab_size, DIM)
         self.convs = nn.ModuleList(nn.Conv1d(DIM, MAPS, h) for h in WIDTHS)
         self.out = nn.Linear(MAPS * len(WIDTHS), classes)
@@ -120,7 +146,10 @@ class KimNet(nn.Module):
             for h, conv in zip(WIDTHS, self.convs):
                 fan_in, fan_out = h * DIM, MAPS * h * DIM / (length - h + 1)
                 bound = math.sqrt(6.0 / (fan_in + fan_out))
-                conv.weight.uniform_(-bound, bound)
+                if "init" in like_cnnlab:
+                    nn.init.xavier_uniform_(conv.weight)
+                else:
+                    conv.weight.uniform_(-bound, bound)
                 conv.bias.zero_()
             self.out.weight.zero_()
             self.out.bias.zero_()
@@ -128,11 +157,18 @@ class KimNet(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Logits; in training the features are masked unscaled, at test the output weights are × (1 − p)."""
         x = self.embed(ids).transpose(1, 2)
-        features = torch.cat([F.relu(conv(x)).amax(-1) for conv in self.convs], dim=1)
+        features = torch.cat([self.pool(F.relu(conv(x)), ids, h) for h, conv in zip(WIDTHS, self.convs)], dim=1)
         if self.training:
             keep = torch.bernoulli(torch.full_like(features, 1 - DROPOUT))
             return self.out(features * keep)
         return F.linear(features, self.out.weight * (1 - DROPOUT), self.out.bias)
+
+    def pool(self, maps: torch.Tensor, ids: torch.Tensor, width: int) -> torch.Tensor:
+        """Max over time: over every window (Kim), or over the windows holding a word, floored at 0 (cnnlab)."""
+        if not self.skip_padding:
+            return maps.amax(-1)
+        words = F.max_pool1d(ids.ne(0).unsqueeze(1).float(), width, stride=1)
+        return maps.masked_fill(words == 0, -torch.inf).amax(-1).clamp_min(0)
 
     @torch.no_grad()
     def after_update(self) -> None:
@@ -184,19 +220,22 @@ class SeedResult:
 
 
 def train_seed(seed: int, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor,
-               vocab_size: int, classes: int, epochs: int) -> SeedResult:
+               vocab_size: int, classes: int, epochs: int, like_cnnlab: frozenset[str] = frozenset()) -> SeedResult:
     """Kim's training of one network from ``seed``, printing a line per epoch."""
     torch.manual_seed(seed)
     np.random.seed(seed)
     rng = np.random.RandomState(seed)
     train_rows, dev_rows = kim_split(len(x), rng)
     x_train, y_train, x_dev, y_dev = x[train_rows], y[train_rows], x[dev_rows], y[dev_rows]
-    net = KimNet(vocab_size, x.shape[1], classes)
+    net = KimNet(vocab_size, x.shape[1], classes, like_cnnlab)
     optimizer = torch.optim.Adadelta(net.parameters(), lr=1.0, rho=RHO, eps=EPS)
     result = SeedResult([], [])
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         losses = []
+        if "shuffle" in like_cnnlab:
+            order = torch.from_numpy(rng.permutation(len(train_rows)))
+            x_train, y_train = x_train[order], y_train[order]
         for b in rng.permutation(len(train_rows) // BATCH):
             rows = slice(b * BATCH, (b + 1) * BATCH)
             loss = F.cross_entropy(net(x_train[rows]), y_train[rows])
@@ -227,6 +266,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--epochs", type=positive_int, default=25)
     p.add_argument("--threads", type=positive_int, default=2, help="torch.set_num_threads")
+    p.add_argument("--like-cnnlab", nargs="*", default=[], choices=CNNLAB_CHOICES, metavar="CHOICE",
+                   help=f"train these pieces as cnnlab does, the rest as Kim: {', '.join(CNNLAB_CHOICES)}")
     p.add_argument("--limit", type=positive_int,
                    help="only the first N training sentences, in file order (a quick check; MR's first are negative)")
     a = p.parse_args(argv)
@@ -240,7 +281,8 @@ def main(argv: list[str] | None = None) -> None:
     except CnnlabError as e:
         p.exit(2, f"error: {e}\n")
     train, train_labels = corpus.train[:a.limit], corpus.train_labels[:a.limit]
-    index = vocabulary(corpus.every)
+    like = frozenset(a.like_cnnlab)
+    index = vocabulary(train, with_unknown=True) if "vocab" in like else vocabulary(corpus.every)
     max_l, pad = max(len(s) for s in corpus.every), max(WIDTHS) - 1
     x, y = encode(train, index, max_l, pad), torch.tensor(train_labels)
     x_test, y_test = encode(corpus.test, index, max_l, pad), torch.tensor(corpus.test_labels)
@@ -253,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{len(index)} words + padding, max length {max_l} (padded to {x.shape[1]})", flush=True)
     results = []
     for seed in a.seeds:
-        r = train_seed(seed, x, y, x_test, y_test, len(index) + 1, len(corpus.classes), a.epochs)
+        r = train_seed(seed, x, y, x_test, y_test, vocab_size(index), len(corpus.classes), a.epochs, like)
         kim, first = r.pick(), r.pick(last_of_ties=False)
         print(f"seed {seed}: test {100 * r.test[kim]:.2f}% at epoch {kim + 1} (best dev {100 * r.dev[kim]:.2f}%, "
               f"last of ties); first of ties: epoch {first + 1}, test {100 * r.test[first]:.2f}%; "
