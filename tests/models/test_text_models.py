@@ -55,6 +55,17 @@ def test_kim_variants_freeze_what_kim_froze_and_options_are_checked():
     assert [c.maps_out for c in create_model("dcnn", maps=4, **SMALL).convs] == [4, 4]
 
 
+def test_kims_filter_initialiser_draws_the_bounds_his_theano_layer_draws():
+    """Kim's LeNetConvPoolLayer: fan_in = width·dim, fan_out = maps·width·dim / (padded length - width + 1)."""
+    for how, bounds in (("kim", (0.0505, 0.0435, 0.0387)), ("glorot", (0.0707, 0.0612, 0.0548))):
+        model = create_model("kim-cnn", vocab_size=10, conv_init=how)
+        for conv, bound in zip(model.convs, bounds):
+            assert conv.bias.eq(0).all()
+            assert bound * 0.98 < conv.weight.abs().max().item() <= bound * 1.001
+    with pytest.raises(CnnlabError, match="conv_init must be one of kim, glorot"):
+        create_model("kim-cnn", conv_init="he", **SMALL)
+
+
 def test_kims_output_layer_starts_at_zero_and_dropout_scales_at_test_as_his_code():
     model = create_model("kim-cnn", num_classes=3, maps=4, **SMALL)
     assert model.fc.weight.eq(0).all() and model.fc.bias.eq(0).all()

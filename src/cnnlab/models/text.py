@@ -24,6 +24,8 @@ from .registry import register_model
 KIM_VARIANTS = ("rand", "static", "non-static", "multichannel")
 DEFAULT_VOCAB = 20_000  # for `cnnlab summary` and create_model without data; a run uses its vocabulary's size
 RANDOM_VECTOR_RANGE = 0.25  # Kim: random vectors uniform in ±0.25, about the variance of word2vec's
+CONV_INITS = ("kim", "glorot")
+KIM_LENGTH = 56  # MR's longest sentence: the length Kim's initialiser divides the filters' fan-out by by default
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,23 @@ class MaxOverTime(nn.Module):
         return x.masked_fill(mask == 0, -torch.inf).amax(-1).clamp_min(0)
 
 
+def init_filters(conv: nn.Conv1d, how: str, length: int, embedding_dim: int) -> None:
+    """Zero biases and Glorot-uniform filters: over the convolution's own fans (``glorot``), or as Kim's code
+    (``kim``: Theano's LeNetConvPoolLayer sees a filter as channel maps of width × ``embedding_dim``, so its
+    fan-out is maps·width·embedding_dim divided by its pool size, the ``length - width + 1`` windows of a padded
+    sentence), which draws MR's filters 1.4× smaller."""
+    if how not in CONV_INITS:
+        raise CnnlabError(f"conv_init must be one of {', '.join(CONV_INITS)} (got {how!r})")
+    width = conv.kernel_size[0]
+    fan_in = conv.in_channels * width
+    fan_out = (conv.out_channels * width * embedding_dim / max(1, length - width + 1) if how == "kim"
+               else conv.out_channels * width)
+    with torch.no_grad():
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        conv.weight.uniform_(-bound, bound)
+        conv.bias.zero_()
+
+
 class KimCNN(TextModel):
     """Embedding → one convolution per window width (``maps`` filters each) → ReLU → max over time → dropout → linear.
 
@@ -103,13 +122,16 @@ class KimCNN(TextModel):
     ``after_step`` rescales each class's output weights to L2 norm ``max_norm`` when larger (the engine
     calls it after every optimizer step). As in Kim's code, the output layer starts at zero and dropout scales
     at test time (``ScaledAtTestDropout``), so ``max_norm`` bounds the same weights his s = 3 bounded.
+    ``conv_init``: ``kim`` draws the filters as his Theano layer (``init_filters``, its fan-out over the windows
+    of an ``init_length``-token sentence, MR's 56 by default) or ``glorot`` over the convolution's own fans.
     """
 
     classifier_name = "fc"
 
     def __init__(self, vocab_size: int, num_classes: int = 2, *, variant: str = "rand",
                  windows: Sequence[int] = (3, 4, 5), maps: int = 100, embedding_dim: int = 300,
-                 dropout: float = 0.5, max_norm: float = 3.0) -> None:
+                 dropout: float = 0.5, max_norm: float = 3.0, conv_init: str = "kim",
+                 init_length: int = KIM_LENGTH) -> None:
         super().__init__()
         if variant not in KIM_VARIANTS:
             raise CnnlabError(f"kim-cnn variant must be one of {', '.join(KIM_VARIANTS)} (got {variant!r})")
@@ -123,8 +145,7 @@ class KimCNN(TextModel):
         channels = embedding_dim * (2 if self.static_embed is not None else 1)
         self.convs = nn.ModuleList(nn.Conv1d(channels, maps, w) for w in self.windows)
         for conv in self.convs:
-            nn.init.xavier_uniform_(conv.weight)
-            nn.init.zeros_(conv.bias)
+            init_filters(conv, conv_init, init_length + 2 * self.pad, embedding_dim)
         self.relu = nn.ReLU()
         self.pool = MaxOverTime()
         self.dropout = ScaledAtTestDropout(dropout)
