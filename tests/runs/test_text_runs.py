@@ -112,6 +112,9 @@ def test_folds_cut_the_train_split_and_cv_scores_each_fold(text_root, tmp_path, 
     assert [r["fold"] for r in summary["results"]] == [1, 3] and all(r["count"] == 60 for r in summary["results"])
     assert summary["mean_accuracy"] == pytest.approx(np.mean([r["accuracy"] for r in summary["results"]]))
     assert main(args) == 0 and "Resuming" not in capsys.readouterr().err  # finished folds are reused as they are
+    assert main([*args[:9], "4", *args[10:]]) == 0  # a later --only adds to the folds finished before
+    assert "(3 of 4 folds)" in capsys.readouterr().out
+    assert [r["fold"] for r in json.loads((tmp_path / "kim-cnn-mr-cv.json").read_text())["results"]] == [1, 3, 4]
     assert main(["eval", str(tmp_path / "kim-cnn-mr-fold3"), "--split", "test"]) == 0
     assert "on test (60 sentences)" in capsys.readouterr().out
     assert main(["eval", str(tmp_path / "kim-cnn-mr-fold3")]) == 0  # a --fold run's default split is its test fold

@@ -4,7 +4,9 @@ Fold K of ``folds`` (stratified, fixed: ``run.FOLD_SEED``) is the run's test spl
 other folds, validates as its ``--val`` says (Kim's recipe: a seeded 10% of them, the dev set) and keeps
 ``best.pt`` by that validation accuracy; the fold's accuracy is ``best.pt`` on fold K, which the run never
 chose anything on. Each fold trains in ``RUNS_ROOT/<model>-<dataset>-foldK`` and resumes there, so an
-interrupted cross-validation continues where it stopped; finished folds are reused.
+interrupted cross-validation continues where it stopped; finished folds are reused. ``--only`` trains the
+folds it names, and the summary counts every fold already finished there with the same settings, so folds
+run in several invocations add up to one cross-validation.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from ..errors import CnnlabError
 from ..io import atomic_write_text
-from .compare import reusable
+from .compare import is_finished, reusable, settings_mismatch
 from .config import RunConfig
 from .run import default_run_dir, evaluate_run, train_run
 
@@ -74,15 +76,27 @@ def run_fold(cfg: RunConfig, runs_root: Path, fresh: bool, progress: bool) -> Fo
     return FoldResult(cfg.fold, str(run_dir), result.accuracy, result.count)
 
 
+def finished_elsewhere(cfg: RunConfig, runs_root: Path, picked: Sequence[int]) -> list[int]:
+    """Folds outside ``picked`` that an earlier invocation finished with these settings: the summary counts them."""
+    def done(k: int) -> bool:
+        run_dir = fold_dir(replace(cfg, fold=k), runs_root)
+        return is_finished(cfg, run_dir) and not settings_mismatch(replace(cfg, fold=k), run_dir)
+    return [k for k in range(1, cfg.folds + 1) if k not in picked and done(k)]
+
+
 def cross_validate(cfg: RunConfig, runs_root: Path = Path("runs"), only: Sequence[int] | None = None,
                    fresh: bool = False, progress: bool = True) -> CrossValidation:
-    """Run every fold of ``cfg.folds`` (or the folds in ``only``) and write ``cv.json`` beside their run directories."""
+    """Run every fold of ``cfg.folds`` (or the folds in ``only``) and write ``cv.json`` beside their run directories,
+    counting the folds finished there before."""
     if cfg.fold is not None:
         raise CnnlabError("cv runs every fold itself: leave out --fold (use --only K,K,… for some folds)")
     picked = sorted(set(only or range(1, cfg.folds + 1)))
     if picked[0] < 1 or picked[-1] > cfg.folds:
         raise CnnlabError(f"--only names folds 1 to {cfg.folds} (got {', '.join(map(str, picked))})")
-    results = tuple(run_fold(replace(cfg, fold=k), runs_root, fresh, progress) for k in picked)
+    trained = {k: run_fold(replace(cfg, fold=k), runs_root, fresh, progress) for k in picked}
+    earlier = {k: run_fold(replace(cfg, fold=k), runs_root, False, progress)
+               for k in finished_elsewhere(cfg, runs_root, picked)}
+    results = tuple(r for _, r in sorted({**trained, **earlier}.items()))
     summary = Path(runs_root) / f"{default_run_dir(cfg).name}-cv.json"
     cv = CrossValidation(cfg.model, cfg.dataset, cfg.folds, results, summary)
     atomic_write_text(summary, json.dumps({"model": cv.model, "dataset": cv.dataset, "folds": cv.folds,
