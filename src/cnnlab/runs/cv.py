@@ -78,10 +78,9 @@ def run_fold(cfg: RunConfig, runs_root: Path, fresh: bool, progress: bool) -> Fo
 
 def finished_elsewhere(cfg: RunConfig, runs_root: Path, picked: Sequence[int]) -> list[int]:
     """Folds outside ``picked`` that an earlier invocation finished with these settings: the summary counts them."""
-    def done(k: int) -> bool:
-        run_dir = fold_dir(replace(cfg, fold=k), runs_root)
-        return is_finished(cfg, run_dir) and not settings_mismatch(replace(cfg, fold=k), run_dir)
-    return [k for k in range(1, cfg.folds + 1) if k not in picked and done(k)]
+    others = (replace(cfg, fold=k) for k in range(1, cfg.folds + 1) if k not in picked)
+    return [c.fold for c in others
+            if is_finished(c, fold_dir(c, runs_root)) and not settings_mismatch(c, fold_dir(c, runs_root))]
 
 
 def cross_validate(cfg: RunConfig, runs_root: Path = Path("runs"), only: Sequence[int] | None = None,
