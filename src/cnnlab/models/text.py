@@ -25,7 +25,7 @@ KIM_VARIANTS = ("rand", "static", "non-static", "multichannel")
 DEFAULT_VOCAB = 20_000  # for `cnnlab summary` and create_model without data; a run uses its vocabulary's size
 RANDOM_VECTOR_RANGE = 0.25  # Kim: random vectors uniform in ±0.25, about the variance of word2vec's
 CONV_INITS = ("kim", "glorot")
-KIM_LENGTH = 56  # MR's longest sentence: the length Kim's initialiser divides the filters' fan-out by by default
+KIM_LENGTH = 56  # MR's longest sentence: by default, Kim's initialiser spreads the filters' fan-out over its windows
 
 
 @dataclass(frozen=True)
