@@ -7,7 +7,9 @@ holding the ``keras-bench`` extra). Prints per-epoch held-out accuracy as mean Â
 difference, Welch's t and its degrees of freedom, training seconds per epoch of each (validation
 excluded on both sides), and end-to-end seconds per run (cnnlab: the whole ``cnnlab train`` process with
 its start-up, data reading, validations and checkpoints; Keras: ``model.fit`` with validation); ``--markdown``
-appends the final-epoch table for docs/results.md.
+appends the final-epoch table for docs/results.md. ``--keep DIR`` keeps each finished seed of either side and
+reuses it when the same network, recipe and seed are asked for again, so a slow network's seeds can be added an
+invocation at a time (a seed's seconds are those of the hour it ran in).
 
     .venv/bin/python benchmarks/course_fidelity.py /work/data/cifar --keras-python /work/kvenv/bin/python \\
         --seeds 1 2 3 --epochs 2 --limit-train 8000
@@ -77,39 +79,59 @@ def thread_env(threads: int) -> dict[str, str]:
     return env
 
 
+def settings_key(model: str, a: argparse.Namespace) -> str:
+    """The folder name of one network's runs under one recipe: a kept seed is reused only under the same one."""
+    return f"{model}-epochs{a.epochs}-train{a.limit_train or 'all'}-val{a.limit_val or 'all'}"
+
+
 def cnnlab_runs(model: str, a: argparse.Namespace, work: Path) -> Runs:
-    """Each seed as a user runs it: ``python -m cnnlab train`` in a fresh process; its history.json."""
+    """Each seed as a user runs it: ``python -m cnnlab train`` in a fresh process; its history.json.
+
+    A seed whose run finished in ``work`` before (``--keep``) is read back, not trained again."""
     accuracy, seconds, wall = [], [], []
     for seed in a.seeds:
-        run = work / f"cnnlab-{model}-{seed}"
-        cmd = [sys.executable, "-m", "cnnlab", "train", model, "--dataset", "cifar10", "--data-dir", str(a.data_dir),
-               "--epochs", str(a.epochs), "--seed", str(seed), "--run-dir", str(run), "--fresh", "--no-progress"]
-        for flag, value in (("--limit-train", a.limit_train), ("--limit-val", a.limit_val)):
-            cmd += [flag, str(value)] if value else []
-        start = time.perf_counter()
-        subprocess.run(cmd, check=True, env=thread_env(a.threads), stdout=subprocess.DEVNULL)
-        wall.append(time.perf_counter() - start)
+        run = work / "cnnlab" / settings_key(model, a) / f"seed{seed}"
+        done = run / "fidelity.json"
+        if not done.exists():
+            cmd = [sys.executable, "-m", "cnnlab", "train", model, "--dataset", "cifar10", "--data-dir",
+                   str(a.data_dir), "--epochs", str(a.epochs), "--seed", str(seed), "--run-dir", str(run), "--fresh",
+                   "--no-progress"]
+            for flag, value in (("--limit-train", a.limit_train), ("--limit-val", a.limit_val)):
+                cmd += [flag, str(value)] if value else []
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, env=thread_env(a.threads), stdout=subprocess.DEVNULL)
+            done.write_text(json.dumps({"wall": time.perf_counter() - start}))
         history = json.loads((run / "history.json").read_text())
         accuracy.append(history["val_accuracy"])
         seconds.append(history["seconds"])
+        wall.append(json.loads(done.read_text())["wall"])
     return Runs(accuracy, seconds, wall)
 
 
 def keras_runs(model: str, a: argparse.Namespace, work: Path) -> tuple[Runs, str]:
-    """All seeds in one process of the Keras venv (``keras_side_by_side.py --json``); also its versions."""
-    out = work / f"keras-{model}.json"
-    cmd = [str(a.keras_python), str(HERE / "keras_side_by_side.py"), str(a.data_dir), "--model", model,
-           "--form", a.form, "--limit-train", str(a.limit_train or 10**9), "--epochs", str(a.epochs),
-           "--threads", str(a.threads), "--json", str(out), "--seeds", *map(str, a.seeds)]
-    cmd += ["--limit-val", str(a.limit_val)] if a.limit_val else []
-    env = thread_env(a.threads)
-    if a.keras == 2:
-        env["TF_USE_LEGACY_KERAS"] = "1"
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-    result = json.loads(out.read_text())
-    runs = [result["runs"][str(s)] for s in a.seeds]
+    """The seeds not kept in ``work`` in one process of the Keras venv (``keras_side_by_side.py --json``),
+    each seed then kept as its own file; also the TensorFlow version."""
+    kept = work / f"keras{a.keras}-{a.form}" / settings_key(model, a)
+    kept.mkdir(parents=True, exist_ok=True)
+    missing = [s for s in a.seeds if not (kept / f"seed{s}.json").exists()]
+    if missing:
+        out = kept / "last-invocation.json"
+        cmd = [str(a.keras_python), str(HERE / "keras_side_by_side.py"), str(a.data_dir), "--model", model,
+               "--form", a.form, "--limit-train", str(a.limit_train or 10**9), "--epochs", str(a.epochs),
+               "--threads", str(a.threads), "--json", str(out), "--seeds", *map(str, missing)]
+        cmd += ["--limit-val", str(a.limit_val)] if a.limit_val else []
+        env = thread_env(a.threads)
+        if a.keras == 2:
+            env["TF_USE_LEGACY_KERAS"] = "1"
+        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+        result = json.loads(out.read_text())
+        for s in missing:
+            (kept / f"seed{s}.json").write_text(json.dumps({**result["runs"][str(s)],
+                                                            "tensorflow": result["tensorflow"]}))
+        out.unlink()
+    runs = [json.loads((kept / f"seed{s}.json").read_text()) for s in a.seeds]
     return Runs([r["val_accuracy"] for r in runs], [r["seconds"] for r in runs], [r["wall"] for r in runs]), \
-        result["tensorflow"]
+        runs[0]["tensorflow"]
 
 
 def pct(m: float, sd: float) -> str:
@@ -158,6 +180,8 @@ def main() -> None:
     p.add_argument("--form", choices=("subclassed", "functional"), default="subclassed")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--markdown", action="store_true", help="also print the final-epoch table for docs/results.md")
+    p.add_argument("--keep", type=Path, help="keep every finished seed here and reuse it when the same network, "
+                   "recipe and seed are asked for again (default: a temporary folder)")
     a = p.parse_args()
     if not a.keras_python.exists():
         sys.exit(f"course_fidelity: no {a.keras_python}: make a venv with `pip install -e '.[keras-bench]'`")
@@ -169,9 +193,10 @@ def main() -> None:
           "each, one run at a time")
     rows = []
     with tempfile.TemporaryDirectory(prefix="fidelity-") as tmp:
+        work = a.keep or Path(tmp)
         for model in a.models:
-            ours = cnnlab_runs(model, a, Path(tmp))
-            keras, tf_version = keras_runs(model, a, Path(tmp))
+            ours = cnnlab_runs(model, a, work)
+            keras, tf_version = keras_runs(model, a, work)
             print("\n".join(report(model, ours, keras)), flush=True)
             rows.append(markdown_row(model, ours, keras))
     if a.markdown:
