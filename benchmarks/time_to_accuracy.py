@@ -65,20 +65,24 @@ def import_seconds() -> float:
     return time.perf_counter() - t0
 
 
-def run_spec(text: str) -> dict[str, int | float]:
+def run_spec(text: str) -> dict:
     """``epochs=N`` or ``budget=MINUTES``, then any further ``,FIELD=VALUE`` of ``cnnlab.RunConfig``
-    (``epochs=8,progressive_resize=16,val_every=8``), checked before anything trains."""
-    given: dict[str, int | float] = {}
+    (``epochs=8,progressive_resize=16,val_every=8``) and ``model.KEY=VALUE`` options of fast-cifar (``/`` for
+    the commas of a sequence: ``model.widths=128/384/384``), checked before anything trains."""
+    given: dict = {}
     for part in text.split(","):
         key, _, value = part.partition("=")
         key = "time_budget" if key == "budget" else key
+        if key.startswith("model."):
+            given.setdefault("model_kwargs", {})[key.removeprefix("model.")] = value.replace("/", ",")
+            continue
         try:
             given[key] = int(value)
         except ValueError:
             try:
                 given[key] = float(value)
             except ValueError:
-                raise argparse.ArgumentTypeError(f"{part!r} in {text!r}: expected FIELD=NUMBER") from None
+                raise argparse.ArgumentTypeError(f"{part!r} in {text!r}: expected FIELD=NUMBER or model.KEY=VALUE") from None
     if ("epochs" in given) == ("time_budget" in given):
         raise argparse.ArgumentTypeError(f"expected epochs=N or budget=MINUTES first, not {text!r}")
     try:
@@ -88,9 +92,11 @@ def run_spec(text: str) -> dict[str, int | float]:
     return given
 
 
-def spec_label(given: dict[str, int | float]) -> str:
+def spec_label(given: dict) -> str:
     """A run's options as the command line wrote them."""
-    return ",".join(f"{'budget' if k == 'time_budget' else k}={v}" for k, v in given.items())
+    parts = [f"{'budget' if k == 'time_budget' else k}={v}" for k, v in given.items() if k != "model_kwargs"]
+    parts += [f"model.{k}={v.replace(',', '/')}" for k, v in given.get("model_kwargs", {}).items()]
+    return ",".join(parts)
 
 
 def run_one(spec: dict[str, int | float], data_dir: str, seed: int, limit_train: int | None = None) -> Timeline:

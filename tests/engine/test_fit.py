@@ -36,12 +36,13 @@ def _toy_model(seed=0):
                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 16, 4))
 
 
-def _run(tmp_path, name, epochs=3, checkpoint_every=0, check_resume=None, **cfg_kw):
+def _run(tmp_path, name, epochs=3, checkpoint_every=0, check_resume=None, callbacks=(), **cfg_kw):
     images, labels = _toy_data()
     cfg = FitConfig(epochs=epochs, batch_size=32, checkpoint_every=checkpoint_every, **cfg_kw)
     train = TensorLoader(images[:192], labels[:192], 32, augment="flip", seed=cfg.seed)
     val = TensorLoader(images[192:], labels[192:], 64, shuffle=False)
-    return fit(_toy_model(), train, val, cfg, tmp_path / name, progress=False, check_resume=check_resume), cfg
+    return fit(_toy_model(), train, val, cfg, tmp_path / name, progress=False, check_resume=check_resume,
+               callbacks=callbacks), cfg
 
 
 def test_fit_learns_and_writes_run_files(tmp_path):

@@ -32,6 +32,7 @@ class FitConfig:
     val_every: int = 1
     tta: str = "none"  # the final evaluation's test-time augmentation
     progressive_resize: int = 0  # first epoch's image side, rising to full size (data.loader.progressive_size); 0 = off
+    lookahead: int = 0  # steps between lookahead blends of the weights into a slow copy (engine.lookahead); 0 = off
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints; 0 = at epoch ends only
     seed: int = 0  # seeds the RNG of processes that a resume adds
 

@@ -30,6 +30,7 @@ from .checkpoint import check_fields, load_checkpoint, load_model_state, non_fin
 from .config import FitConfig
 from .evaluate import evaluate_metrics
 from .history import History
+from .lookahead import Lookahead
 from .loss import aux_loss_weights, kernel_penalty, training_loss
 from .optim import OptimizerFactory, decay_of, group_horizon_steps, group_lr, make_optimizer
 from .precision import autocast, grad_scaler
@@ -126,6 +127,7 @@ class Trainer:
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
         self.decay = decay_of(cfg, self.steps_per_epoch)
+        self.lookahead = Lookahead(D.unwrap(model), cfg.lookahead, self.total_steps) if cfg.lookahead else None
         self._finished: set[nn.Parameter] = set()  # frozen by set_lr once their group's horizon passed
         self.callbacks = CallbackList(callbacks or (), self)
         self._callback_states: dict[str, dict] = {}  # from the checkpoint, loaded after on_train_begin
@@ -144,7 +146,8 @@ class Trainer:
             "rng": rng, **({"rng_ranks": rng_ranks} if len(rng_ranks) > 1 else {}),
             "history": self.history.to_dict(), "best_val_accuracy": self.best,
             "scaler": self.scaler.state_dict(), "lr_multiplier": self.lr_multiplier,
-            "stop_training": self.stop_training, "callbacks": self.callbacks.state_dict(), **self.extra,
+            "stop_training": self.stop_training, "callbacks": self.callbacks.state_dict(),
+            **({"lookahead": self.lookahead.state_dict()} if self.lookahead else {}), **self.extra,
         }
 
     def save(self, name: str) -> None:
@@ -172,6 +175,8 @@ class Trainer:
         self.lr_multiplier = float(ckpt.get("lr_multiplier", 1.0))
         self.stop_training = bool(ckpt.get("stop_training", False))
         self._callback_states = dict(ckpt.get("callbacks", {}))
+        if self.lookahead:
+            self.lookahead.load_state_dict(ckpt["lookahead"])
         rngs = ckpt.get("rng_ranks", [ckpt["rng"]])
         if D.rank() >= len(rngs):  # resumed on more processes than saved it
             torch.manual_seed(D.rank_seed(self.cfg.seed))
@@ -326,6 +331,8 @@ class Trainer:
             self.set_lr()
             loss, correct = self.train_step(x, y)
             self.step += 1
+            if self.lookahead:
+                self.lookahead.after_step(self.global_step)
             pending.append((loss, correct, len(y)))
             bar.update(1)
             if batches or self.step % SYNC_EVERY == 0 or self.step == self.steps_per_epoch:

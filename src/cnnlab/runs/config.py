@@ -36,7 +36,7 @@ ENGINE = FitConfig()  # the loop's own defaults are the course recipe's: declare
 IDENTITY = "identity"  # defines what a run *is*: resuming with another value would mix two experiments
 LENGTH_OR_HARDWARE = "length-or-hardware"  # may differ between a saved run and a re-run that reuses it
 SETTING = "setting"
-PREDATED = {"progressive_resize": 0}  # fields added after runs were saved, with the value those runs trained with
+PREDATED = {"progressive_resize": 0, "lookahead": 0}  # fields added after runs were saved, with the value those runs trained with
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,9 @@ class RunConfig:
                                      "images downsampled to side N, rising to full size for the last 3/8 of the "
                                      "epochs (validation always at full size); 0: off", low=0, metavar="N",
                                      role=IDENTITY)
+    lookahead: int = option(ENGINE.lookahead, int, "lookahead weight averaging: every N steps blend the weights "
+                            "into a slow copy and restart from it, averaging more as the run ends; 0: off",
+                            low=0, metavar="N", role=IDENTITY)
     time_budget: float = option(None, float, "choose the epochs so that the run (data loading to final accuracy) "
                                 "fits MINUTES", low=0, low_open=True, metavar="MINUTES", role=LENGTH_OR_HARDWARE)
     recipe: str = option(None, str, "the named recipe whose defaults and hooks the run takes (default: the "
@@ -278,7 +281,7 @@ class RunConfig:
                          gamma=self.gamma, decay_rate=self.decay_rate, decay_steps=self.decay_steps,
                          label_smoothing=self.label_smoothing,
                          precision=self.precision, val_every=self.val_every, tta=self.tta,
-                         progressive_resize=self.progressive_resize,
+                         progressive_resize=self.progressive_resize, lookahead=self.lookahead,
                          checkpoint_every=self.checkpoint_every, seed=self.seed)
 
     def to_dict(self) -> dict:
