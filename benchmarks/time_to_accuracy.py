@@ -99,7 +99,7 @@ def spec_label(given: dict) -> str:
     return ",".join(parts)
 
 
-def run_one(spec: dict[str, int | float], data_dir: str, seed: int, limit_train: int | None = None) -> Timeline:
+def run_one(spec: dict, data_dir: str, seed: int, limit_train: int | None = None) -> Timeline:
     """Train fast-cifar with the options ``spec`` (``run_spec``) and time it."""
     given = dict(spec, **({"limit_train": limit_train} if limit_train else {}))
     line = Timeline(f"fast-cifar {spec_label(spec)}")

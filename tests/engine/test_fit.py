@@ -68,24 +68,26 @@ def test_resume_after_stopping_at_an_epoch_end_matches_uninterrupted(tmp_path):
     _same_history(whole, resumed)
 
 
+class Kill(Exception):
+    """Stands for the process dying in the middle of a run."""
+
+
+class KillAt(Callback):
+    """Dies after global step ``step``, past whatever checkpoint the run wrote before it."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__()
+        self.at = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.trainer.global_step == self.at:
+            raise Kill
+
+
 def test_resume_from_a_mid_epoch_checkpoint_matches_uninterrupted(tmp_path):
     whole, _ = _run(tmp_path, "whole", epochs=2)
-
-    class Kill(Exception):
-        pass
-
-    class KillAt(Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if self.trainer.global_step == 9:  # epoch 2, after the mid-epoch checkpoint at its step 2
-                raise Kill
-
-    images, labels = _toy_data()
-    cfg = FitConfig(epochs=2, batch_size=32, checkpoint_every=2)
-    train = TensorLoader(images[:192], labels[:192], 32, augment="flip", seed=0)
-    val = TensorLoader(images[192:], labels[192:], 64, shuffle=False)
-    with pytest.raises(Kill):
-        fit(_toy_model(), train, val, cfg, tmp_path / "killed", progress=False,
-            callbacks=[KillAt()])
+    with pytest.raises(Kill):  # epoch 2, after the mid-epoch checkpoint at its step 2
+        _run(tmp_path, "killed", epochs=2, checkpoint_every=2, callbacks=[KillAt(9)])
     ckpt = load_checkpoint(tmp_path / "killed" / "last.pt")
     assert (ckpt["epoch"], ckpt["step"]) == (1, 2)
     resumed, _ = _run(tmp_path, "killed", epochs=2, checkpoint_every=2)

@@ -3,12 +3,11 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlab.callbacks import Callback
 from cnnlab.engine import load_checkpoint
 from cnnlab.engine.lookahead import PER_STEP_DECAY, Lookahead, lookahead_decay
 from cnnlab.runs.config import RunConfig
 
-from test_fit import _run, _same_history
+from test_fit import Kill, KillAt, _run, _same_history
 
 
 def test_the_slow_copy_weighs_nothing_at_the_start_and_the_cube_of_progress_after():
@@ -56,17 +55,8 @@ def test_a_run_with_lookahead_learns_and_differs_from_one_without(tmp_path):
 
 def test_resume_with_lookahead_matches_uninterrupted(tmp_path):
     whole, _ = _run(tmp_path, "whole", epochs=2, lookahead=4)  # 6 steps an epoch: blends straddle the epoch end
-
-    class Kill(Exception):
-        pass
-
-    class KillAt(Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if self.trainer.global_step == 9:  # after epoch 2's mid-epoch checkpoint at step 8, a blend behind it
-                raise Kill
-
-    with pytest.raises(Kill):
-        _run(tmp_path, "killed", epochs=2, checkpoint_every=2, lookahead=4, callbacks=[KillAt()])
+    with pytest.raises(Kill):  # after epoch 2's mid-epoch checkpoint at step 8, a blend behind it
+        _run(tmp_path, "killed", epochs=2, checkpoint_every=2, lookahead=4, callbacks=[KillAt(9)])
     assert load_checkpoint(tmp_path / "killed" / "last.pt")["step"] == 2
     resumed, _ = _run(tmp_path, "killed", epochs=2, checkpoint_every=2, lookahead=4)
     _same_history(whole, resumed)
