@@ -56,6 +56,14 @@ def test_fit_learns_and_writes_run_files(tmp_path):
     assert load_checkpoint(run / "last.pt")["epoch"] == 4
 
 
+@pytest.mark.parametrize("val_every, validated", [(1, [1, 2, 3, 4, 5]), (2, [2, 4, 5]), (0, [5])])
+def test_val_every_validates_on_its_epochs_and_always_after_the_last(tmp_path, val_every, validated):
+    history, _ = _run(tmp_path, f"v{val_every}", epochs=5, val_every=val_every)
+    rows = history.history
+    assert [e for e, acc in zip(rows["epoch"], rows["val_accuracy"]) if not math.isnan(acc)] == validated
+    assert load_checkpoint(tmp_path / f"v{val_every}" / "best.pt")["epoch"] in validated
+
+
 def _same_history(h1: History, h2: History) -> None:
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert h1.history[key] == pytest.approx(h2.history[key], rel=1e-6, abs=1e-7), key

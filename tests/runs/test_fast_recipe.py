@@ -48,8 +48,8 @@ def test_patch_whitening_gives_filters_and_their_negatives():
 def test_recipe_fills_only_the_fields_the_user_did_not_set():
     cfg = RunConfig(model="fast-cifar", epochs=3, precision="fp32")
     assert cfg.recipe == "fast" and cfg.epochs == 3 and cfg.precision == "fp32"
-    assert (cfg.batch_size, cfg.optimizer, cfg.label_smoothing, cfg.tta, cfg.channels_last) == (
-        FAST_BATCH, "muon", 0.2, "flip-shift", True)
+    assert (cfg.batch_size, cfg.optimizer, cfg.label_smoothing, cfg.tta, cfg.channels_last, cfg.val_every) == (
+        FAST_BATCH, "muon", 0.2, "flip-shift", True, 0)  # validated after the last epoch only
     plain = RunConfig(model="baseline-cifar", epochs=3)
     assert plain.recipe is None and (plain.batch_size, plain.optimizer, plain.precision) == (32, "adam", "fp32")
 
@@ -119,6 +119,13 @@ def test_budget_plan_is_shorter_for_a_shorter_budget():
     cheaper_late = Costs(train_step=2.0, eval_image=1e-4, late_step=1.0, late_from=0.25)
     assert cheaper_late.mean_step == pytest.approx(1.25)
     assert plan_epochs(780, 10.0, cheaper_late, 20, 10_000, 1, 6) > long
+
+
+def test_budget_plan_without_validations_before_the_last_fits_more_epochs():
+    costs = Costs(train_step=2.0, eval_image=1e-3)  # 10 s per validation of 10,000 images, 40 s per epoch
+    every, end_only = (plan_epochs(780, 10.0, costs, 20, 10_000, v, 6) for v in (1, 0))
+    assert end_only > every
+    assert end_only * 40.0 + 6 * 10.0 <= 0.97 * 780 - 10.0 < (end_only + 1) * 40.0 + 6 * 10.0  # 6 final views
 
 
 def _write_cifar10(folder, train_per_batch=52, test=64):

@@ -29,7 +29,7 @@ class FitConfig:
     decay_steps: int | None = None
     label_smoothing: float = 0.0
     precision: str = "fp32"
-    val_every: int = 1
+    val_every: int = 1  # epochs between validations; 0 = after the last epoch only
     tta: str = "none"  # the final evaluation's test-time augmentation
     progressive_resize: int = 0  # first epoch's image side, rising to full size (data.loader.progressive_size); 0 = off
     lookahead: int = 0  # steps between lookahead blends of the weights into a slow copy (engine.lookahead); 0 = off
@@ -40,4 +40,15 @@ class FitConfig:
         return asdict(self)
 
 
-__all__ = ["FitConfig"]
+def validation_due(epoch: int, epochs: int, val_every: int) -> bool:
+    """Whether epoch ``epoch`` (1-based) of ``epochs`` ends with a validation: every ``val_every`` epochs and after
+    the last one (``val_every`` 0: after the last one only)."""
+    return epoch == epochs or (val_every > 0 and epoch % val_every == 0)
+
+
+def validations_per_epoch(val_every: int) -> float:
+    """The share of epochs that validate before the last (0 when only the last one does)."""
+    return 1 / val_every if val_every else 0.0
+
+
+__all__ = ["FitConfig", "validation_due", "validations_per_epoch"]

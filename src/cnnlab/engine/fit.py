@@ -27,7 +27,7 @@ from ..layers import kernel_l2_layers
 from . import distributed as D
 from .callbacks import Callback, CallbackList
 from .checkpoint import check_fields, load_checkpoint, load_model_state, non_finite, save_checkpoint
-from .config import FitConfig
+from .config import FitConfig, validation_due
 from .evaluate import evaluate_metrics
 from .history import History
 from .lookahead import Lookahead
@@ -371,7 +371,7 @@ class Trainer:
                "lr": self.optimizer.param_groups[0]["lr"], "seconds": self.sums.seconds,
                "images_per_sec": seen / max(self.sums.seconds, 1e-9)}
         validate = self.val_loader is not None and (
-            (self.epoch + 1) % self.cfg.val_every == 0 or self.epoch + 1 == self.cfg.epochs)
+            validation_due(self.epoch + 1, self.cfg.epochs, self.cfg.val_every))
         if validate:
             D.sync_buffers(self.model)
             tta = self.cfg.tta if self.epoch + 1 == self.cfg.epochs else "none"  # augmented views at the end only

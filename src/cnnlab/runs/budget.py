@@ -20,6 +20,7 @@ from torch import nn
 
 from ..data.loader import TensorLoader, progressive_sides
 from ..engine import distributed as D
+from ..engine.config import validations_per_epoch
 from ..engine.evaluate import tta_views
 from ..engine.fit import Trainer
 from ..engine.optim import OptimizerFactory
@@ -113,13 +114,14 @@ def plan_epochs(budget_s: float, spent_s: float, costs: Costs, steps_per_epoch: 
     """Most epochs (at least 1) whose training, validations and final (augmented) evaluation fit the budget
     (with progressive resizing from side ``smallest`` to ``full`` when ``smallest`` is set)."""
     val_s = val_images * costs.eval_image
-    room = SAFETY * budget_s - spent_s - final_views * val_s + val_s / val_every
+    per_epoch_val_s = val_s * validations_per_epoch(val_every)
+    room = SAFETY * budget_s - spent_s - final_views * val_s + per_epoch_val_s
     epoch_s = steps_per_epoch * costs.mean_step
 
     def cost(epochs: int) -> float:
-        return epochs * val_s / val_every + epoch_s * full_size_epochs(epochs, full, smallest)
+        return epochs * per_epoch_val_s + epoch_s * full_size_epochs(epochs, full, smallest)
 
-    cheapest = val_s / val_every + epoch_s * ((smallest / full) ** 2 if smallest else 1.0)  # no epoch costs less
+    cheapest = per_epoch_val_s + epoch_s * ((smallest / full) ** 2 if smallest else 1.0)  # no epoch costs less
     low, high = 1, max(1, math.floor(room / cheapest))
     while low < high:  # the most epochs whose cost fits the room
         mid = (low + high + 1) // 2

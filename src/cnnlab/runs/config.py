@@ -136,7 +136,7 @@ class RunConfig:
     fold: int = option(None, int, "K-fold cross-validation: fold K of --folds (stratified, fixed) is the test split, "
                        "the other folds are train (see `cnnlab cv`)", low=1, metavar="K", role=IDENTITY)
     folds: int = option(10, int, "number of folds for --fold", low=2, role=IDENTITY)
-    val_every: int = option(ENGINE.val_every, int, "epochs between validations", low=1)
+    val_every: int = option(ENGINE.val_every, int, "epochs between validations (0: after the last epoch only)", low=0)
     seed: int = option(ENGINE.seed, int, "seeds weights, order and augmentation", low=0, high=MAX_SEED, high_closed=True,
                        role=IDENTITY)
     eval_batch_size: int = option(500, int, "", low=1, role=LENGTH_OR_HARDWARE)
