@@ -90,7 +90,7 @@ FAST_BIAS_LR = 0.053  # SGD lr of norm shifts and the stem bias, for the loss su
 FAST_HEAD_LR = 0.67  # SGD lr of the head, for the loss summed over a batch
 FAST_DECAY_PER_STEP = 2e-6 * FAST_BATCH  # fraction of each SGD-trained weight decayed per step at full lr
 FAST_STEM_BIAS_EPOCHS = 3 / 8  # fraction of the run during which the stem bias trains
-FAST_EPOCHS = 8  # 90.05% held-out with TTA in 4.73 min on 2 cores of an AVX512-BF16 EPYC (performance.md §0e)
+FAST_EPOCHS = 8  # 90.04 ± 0.13% held-out (TTA, 3 seeds) in 4.2-5.0 min on 2 AVX512-BF16 EPYC cores (performance.md §0g)
 FAST_SMALLEST_SIDE = 16  # progressive resizing from 16 px: 27% less time than 32 px throughout, -0.12 points
 FAST_ROLES = (Role("stem.", FAST_BIAS_LR, FAST_STEM_BIAS_EPOCHS), Role("head.", FAST_HEAD_LR),
               Role("", FAST_BIAS_LR))
