@@ -370,8 +370,7 @@ class Trainer:
         row = {"epoch": self.epoch + 1, "loss": loss / seen, "accuracy": correct / seen,
                "lr": self.optimizer.param_groups[0]["lr"], "seconds": self.sums.seconds,
                "images_per_sec": seen / max(self.sums.seconds, 1e-9)}
-        validate = self.val_loader is not None and (
-            validation_due(self.epoch + 1, self.cfg.epochs, self.cfg.val_every))
+        validate = self.val_loader is not None and validation_due(self.epoch + 1, self.cfg.epochs, self.cfg.val_every)
         if validate:
             D.sync_buffers(self.model)
             tta = self.cfg.tta if self.epoch + 1 == self.cfg.epochs else "none"  # augmented views at the end only
