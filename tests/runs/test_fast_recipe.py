@@ -49,7 +49,7 @@ def test_recipe_fills_only_the_fields_the_user_did_not_set():
     cfg = RunConfig(model="fast-cifar", epochs=3, precision="fp32")
     assert cfg.recipe == "fast" and cfg.epochs == 3 and cfg.precision == "fp32"
     assert (cfg.batch_size, cfg.optimizer, cfg.label_smoothing, cfg.tta, cfg.channels_last, cfg.val_every) == (
-        FAST_BATCH, "muon", 0.2, "flip-shift", True, 0)  # validated after the last epoch only
+        FAST_BATCH, "muon", 0.2, "flip-shift-adaptive", True, 0)  # validated after the last epoch only
     plain = RunConfig(model="baseline-cifar", epochs=3)
     assert plain.recipe is None and (plain.batch_size, plain.optimizer, plain.precision) == (32, "adam", "fp32")
 

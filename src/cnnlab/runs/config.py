@@ -147,7 +147,8 @@ class RunConfig:
     channels_last: bool = option(False, bool, "NHWC memory layout (faster convolutions with bf16 on CPUs and GPUs)",
                                  role=LENGTH_OR_HARDWARE)
     tta: str = option(ENGINE.tta, str, "test-time augmentation of the final evaluation: flips, or flips and "
-                      "1-pixel shifts", choices=TTAS)
+                      "1-pixel shifts (adaptive: the shifts only for the quarter of each batch the flips are least "
+                      "sure of)", choices=TTAS)
     progressive_resize: int = option(ENGINE.progressive_resize, int, "progressive resizing: train the first epoch on "
                                      "images downsampled to side N, rising to full size for the last 3/8 of the "
                                      "epochs (validation always at full size); 0: off", low=0, metavar="N",
