@@ -4,7 +4,8 @@ import torch
 from torch import nn
 
 from cnnlab.data.loader import TensorLoader
-from cnnlab.engine.evaluate import (UNSURE_SHARE, adaptive_logits, evaluate_metrics, least_sure, view_logits)
+from cnnlab.engine.evaluate import (UNSURE_SHARE, adaptive_logits, evaluate_metrics, forward_passes, least_sure,
+                                    view_logits)
 
 
 def _net(seed=0):
@@ -39,3 +40,8 @@ def test_adaptive_tta_metrics_come_from_the_same_pass_as_the_plain_ones():
     adaptive, fixed = evaluate_metrics(model, loader, tta="flip-shift-adaptive"), evaluate_metrics(model, loader, tta="flip")
     assert adaptive["val_accuracy"] == fixed["val_accuracy"] and adaptive["val_loss"] == pytest.approx(fixed["val_loss"])
     assert 0.0 <= adaptive["tta_val_accuracy"] <= 1.0 and adaptive["tta_val_loss"] > 0
+
+
+def test_forward_passes_count_the_views_each_evaluation_runs():
+    assert [forward_passes(t) for t in ("none", "flip", "flip-shift")] == [1.0, 2.0, 6.0]
+    assert forward_passes("flip-shift-adaptive") == 2 + 4 * UNSURE_SHARE

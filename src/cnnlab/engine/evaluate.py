@@ -56,8 +56,8 @@ def least_sure(logits: torch.Tensor, share: float) -> torch.Tensor:
 def adaptive_logits(model: nn.Module, x: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``flip-shift`` logits for the least sure ``UNSURE_SHARE`` of the batch, the flip pair's for the rest.
 
-    The shifted pairs weigh half of flip-shift's average, so they overturn a prediction only where the flip
-    pair's is close; the confident rest skips two thirds of the forward passes (a 2.4x cheaper evaluation).
+    The shifted pairs weigh half of flip-shift's average, so they overturn a prediction mostly where the flip
+    pair's top two are close; the confident rest skips two thirds of the forward passes (half flip-shift's cost).
     """
     plain, flipped = view_logits(model, x, precision, "flip")
     unsure = least_sure(flipped, UNSURE_SHARE)
@@ -66,6 +66,13 @@ def adaptive_logits(model: nn.Module, x: torch.Tensor, precision: str) -> tuple[
     mixed = flipped.clone()
     mixed[unsure] = 0.5 * flipped[unsure] + shifted
     return plain, mixed
+
+
+def forward_passes(tta: str) -> float:
+    """Forward passes per image that an evaluation with ``tta`` costs (for time budgets)."""
+    if tta == "flip-shift-adaptive":
+        return len(tta_views(torch.zeros(1, 1, 3, 3), "flip")) + UNSURE_SHARE * 4
+    return float(len(tta_views(torch.zeros(1, 1, 3, 3), tta)))
 
 
 def view_logits(model: nn.Module, x: torch.Tensor, precision: str, tta: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,5 +134,5 @@ def evaluate(model: nn.Module, loader: TensorLoader, precision: str = "fp32", tt
     return m[prefix + "val_loss"], m[prefix + "val_accuracy"]
 
 
-__all__ = ["TTAS", "UNSURE_SHARE", "adaptive_logits", "evaluate", "evaluate_metrics", "least_sure", "mirrored",
+__all__ = ["TTAS", "UNSURE_SHARE", "adaptive_logits", "evaluate", "evaluate_metrics", "forward_passes", "least_sure", "mirrored",
            "predict_logits", "shifted_pairs", "tta_views", "view_logits"]

@@ -21,7 +21,7 @@ from torch import nn
 from ..data.loader import TensorLoader, progressive_sides
 from ..engine import distributed as D
 from ..engine.config import validations_per_epoch
-from ..engine.evaluate import tta_views
+from ..engine.evaluate import forward_passes
 from ..engine.fit import Trainer
 from ..engine.optim import OptimizerFactory
 from ..engine.precision import autocast
@@ -110,7 +110,7 @@ def full_size_epochs(epochs: int, full: int, smallest: int) -> float:
 
 
 def plan_epochs(budget_s: float, spent_s: float, costs: Costs, steps_per_epoch: int, val_images: int,
-                val_every: int, final_views: int, full: int = 0, smallest: int = 0) -> int:
+                val_every: int, final_views: float, full: int = 0, smallest: int = 0) -> int:
     """Most epochs (at least 1) whose training, validations and final (augmented) evaluation fit the budget
     (with progressive resizing from side ``smallest`` to ``full`` when ``smallest`` is set)."""
     val_s = val_images * costs.eval_image
@@ -136,7 +136,7 @@ def fit_to_budget(cfg: RunConfig, model: nn.Module, train_loader: TensorLoader, 
     costs = measure_costs(model, train_loader, val_loader, cfg, optimizer_factory)
     spent_s += time.perf_counter() - t0  # the timing itself is part of the budget
     epochs = plan_epochs(cfg.time_budget * 60, spent_s, costs, len(train_loader), len(val_loader.images),
-                         cfg.val_every, len(tta_views(torch.zeros(1, 1, 3, 3), cfg.tta)), train_loader.full_side,
+                         cfg.val_every, forward_passes(cfg.tta), train_loader.full_side,
                          cfg.progressive_resize)
     if D.is_distributed():  # every process must run the same schedule
         epochs = int(D.all_reduce_sum(torch.tensor([epochs], device=train_loader.device)).item()) // D.world_size()
