@@ -70,9 +70,10 @@ def adaptive_logits(model: nn.Module, x: torch.Tensor, precision: str) -> tuple[
 
 def forward_passes(tta: str) -> float:
     """Forward passes per image that an evaluation with ``tta`` costs (for time budgets)."""
+    probe = torch.zeros(1, 1, 3, 3)
     if tta == "flip-shift-adaptive":
-        return len(tta_views(torch.zeros(1, 1, 3, 3), "flip")) + UNSURE_SHARE * 4
-    return float(len(tta_views(torch.zeros(1, 1, 3, 3), tta)))
+        return len(mirrored(probe, 1.0)) + UNSURE_SHARE * len(shifted_pairs(probe, 1.0))
+    return float(len(tta_views(probe, tta)))
 
 
 def view_logits(model: nn.Module, x: torch.Tensor, precision: str, tta: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,5 +135,5 @@ def evaluate(model: nn.Module, loader: TensorLoader, precision: str = "fp32", tt
     return m[prefix + "val_loss"], m[prefix + "val_accuracy"]
 
 
-__all__ = ["TTAS", "UNSURE_SHARE", "adaptive_logits", "evaluate", "evaluate_metrics", "forward_passes", "least_sure", "mirrored",
-           "predict_logits", "shifted_pairs", "tta_views", "view_logits"]
+__all__ = ["TTAS", "UNSURE_SHARE", "adaptive_logits", "evaluate", "evaluate_metrics", "forward_passes", "least_sure",
+           "mirrored", "predict_logits", "shifted_pairs", "tta_views", "view_logits"]
