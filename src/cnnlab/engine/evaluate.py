@@ -61,8 +61,7 @@ def adaptive_logits(model: nn.Module, x: torch.Tensor, precision: str) -> tuple[
     """
     plain, flipped = view_logits(model, x, precision, "flip")
     unsure = least_sure(flipped, UNSURE_SHARE)
-    with autocast(x.device, precision):
-        shifted = sum(w * model(v).float() for w, v in shifted_pairs(x[unsure], 0.5))
+    _, shifted = weighted_logits(model, shifted_pairs(x[unsure], 0.5), precision)
     mixed = flipped.clone()
     mixed[unsure] = 0.5 * flipped[unsure] + shifted
     return plain, mixed
@@ -80,8 +79,13 @@ def view_logits(model: nn.Module, x: torch.Tensor, precision: str, tta: str) -> 
     """Float logits of the batch itself and the test-time-augmented ones (the same tensor for ``none``)."""
     if tta == "flip-shift-adaptive":
         return adaptive_logits(model, x, precision)
-    views = tta_views(x, tta)
-    with autocast(x.device, precision):
+    return weighted_logits(model, tta_views(x, tta), precision)
+
+
+def weighted_logits(model: nn.Module, views: list[tuple[float, torch.Tensor]],
+                    precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float logits of the first view and the views' weighted sum (the same tensor for a single view)."""
+    with autocast(views[0][1].device, precision):
         outs = [model(v).float() for _, v in views]
     return outs[0], outs[0] if len(outs) == 1 else sum(w * o for (w, _), o in zip(views, outs))
 
@@ -136,4 +140,5 @@ def evaluate(model: nn.Module, loader: TensorLoader, precision: str = "fp32", tt
 
 
 __all__ = ["TTAS", "UNSURE_SHARE", "adaptive_logits", "evaluate", "evaluate_metrics", "forward_passes", "least_sure",
-           "mirrored", "predict_logits", "shifted_pairs", "tta_views", "view_logits"]
+           "mirrored", "predict_logits", "shifted_pairs", "tta_views", "view_logits",
+           "weighted_logits"]
