@@ -5,8 +5,9 @@ batch 32, no augmentation, validation on the held-out test_batch) and N seeds of
 script on the same images in the same order (``keras_side_by_side.py``, run by the Python of a venv
 holding the ``keras-bench`` extra). Prints per-epoch held-out accuracy as mean ± sd for both, the
 difference, Welch's t and its degrees of freedom, training seconds per epoch of each (validation
-excluded on both sides), and end-to-end seconds per run (cnnlab: the whole ``cnnlab train`` process with
-its start-up, data reading, validations and checkpoints; Keras: ``model.fit`` with validation); ``--markdown``
+excluded on both sides), and end-to-end seconds per run: the whole process of each seed on both sides (cnnlab's
+``cnnlab train`` with its start-up, data reading, validations and checkpoints; the Keras script with
+TensorFlow's import, data reading and ``model.fit`` with validation), and Keras' ``model.fit`` alone; ``--markdown``
 appends the final-epoch table for docs/results.md. ``--keep DIR`` keeps each finished seed of either side and
 reuses it when the same network, recipe and seed are asked for again, so a slow network's seeds can be added an
 invocation at a time (a seed's seconds are those of the hour it ran in).
@@ -46,6 +47,7 @@ class Runs:
     accuracy: list[list[float]]
     seconds: list[list[float]]
     wall: list[float]  # per seed, end to end: cnnlab's whole `cnnlab train` process, Keras' whole model.fit
+    process: list[float]  # per seed, the whole process on both sides (start-up, imports, data, training)
 
     def epoch(self, e: int) -> list[float]:
         return [a[e] for a in self.accuracy]
@@ -55,6 +57,9 @@ class Runs:
 
     def wall_per_run(self) -> float:
         return statistics.mean(self.wall)
+
+    def process_per_run(self) -> float:
+        return statistics.mean(self.process)
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
@@ -105,33 +110,33 @@ def cnnlab_runs(model: str, a: argparse.Namespace, work: Path) -> Runs:
         accuracy.append(history["val_accuracy"])
         seconds.append(history["seconds"])
         wall.append(json.loads(done.read_text())["wall"])
-    return Runs(accuracy, seconds, wall)
+    return Runs(accuracy, seconds, wall, wall)
 
 
 def keras_runs(model: str, a: argparse.Namespace, work: Path) -> tuple[Runs, str]:
-    """The seeds not kept in ``work`` in one process of the Keras venv (``keras_side_by_side.py --json``),
-    each seed then kept as its own file; also the TensorFlow version."""
+    """Each seed not kept in ``work`` in its own timed process of the Keras venv (``keras_side_by_side.py
+    --json``), as cnnlab's seeds run, then kept as its own file; also the TensorFlow version."""
     kept = work / f"keras{a.keras}-{a.form}" / settings_key(model, a)
     kept.mkdir(parents=True, exist_ok=True)
-    missing = [s for s in a.seeds if not (kept / f"seed{s}.json").exists()]
-    if missing:
+    env = thread_env(a.threads)
+    if a.keras == 2:
+        env["TF_USE_LEGACY_KERAS"] = "1"
+    for seed in (s for s in a.seeds if not (kept / f"seed{s}.json").exists()):
         out = kept / "last-invocation.json"
         cmd = [str(a.keras_python), str(HERE / "keras_side_by_side.py"), str(a.data_dir), "--model", model,
                "--form", a.form, "--limit-train", str(a.limit_train or 10**9), "--epochs", str(a.epochs),
-               "--threads", str(a.threads), "--json", str(out), "--seeds", *map(str, missing)]
+               "--threads", str(a.threads), "--json", str(out), "--seeds", str(seed)]
         cmd += ["--limit-val", str(a.limit_val)] if a.limit_val else []
-        env = thread_env(a.threads)
-        if a.keras == 2:
-            env["TF_USE_LEGACY_KERAS"] = "1"
+        start = time.perf_counter()
         subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+        process = time.perf_counter() - start
         result = json.loads(out.read_text())
-        for s in missing:
-            (kept / f"seed{s}.json").write_text(json.dumps({**result["runs"][str(s)],
-                                                            "tensorflow": result["tensorflow"]}))
+        (kept / f"seed{seed}.json").write_text(json.dumps({**result["runs"][str(seed)], "process": process,
+                                                           "tensorflow": result["tensorflow"]}))
         out.unlink()
     runs = [json.loads((kept / f"seed{s}.json").read_text()) for s in a.seeds]
-    return Runs([r["val_accuracy"] for r in runs], [r["seconds"] for r in runs], [r["wall"] for r in runs]), \
-        runs[0]["tensorflow"]
+    return Runs([r["val_accuracy"] for r in runs], [r["seconds"] for r in runs], [r["wall"] for r in runs],
+                [r.get("process", math.nan) for r in runs]), runs[0]["tensorflow"]
 
 
 def pct(m: float, sd: float) -> str:
@@ -152,9 +157,11 @@ def report(model: str, ours: Runs, keras: Runs) -> list[str]:
                  "; Keras " + ", ".join(f"{100 * v:.2f}" for v in keras.epoch(-1)))
     lines.append(f"training s/epoch: cnnlab {ours.seconds_per_epoch():.1f}, Keras {keras.seconds_per_epoch():.1f} "
                  f"(Keras / cnnlab {keras.seconds_per_epoch() / ours.seconds_per_epoch():.2f}x)")
-    lines.append(f"end to end s/run: cnnlab {ours.wall_per_run():.1f} (the whole `cnnlab train` process: start-up, "
-                 f"data, validation, checkpoints), Keras {keras.wall_per_run():.1f} (model.fit with validation) "
-                 f"(Keras / cnnlab {keras.wall_per_run() / ours.wall_per_run():.2f}x)")
+    lines.append(f"end to end s/run: cnnlab {ours.process_per_run():.1f} (the whole `cnnlab train` process: start-up, "
+                 f"data, validation, checkpoints), Keras {keras.process_per_run():.1f} (the whole process: start-up, "
+                 f"TensorFlow, data, model.fit with validation) (Keras / cnnlab "
+                 f"{keras.process_per_run() / ours.process_per_run():.2f}x); Keras' model.fit alone "
+                 f"{keras.wall_per_run():.1f} ({keras.wall_per_run() / ours.process_per_run():.2f}x)")
     return lines
 
 
