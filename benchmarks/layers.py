@@ -6,6 +6,8 @@ keep rate and scale for dropout. The rules in ``cnnlab.layers`` rest on these ra
 
 - overlapping max pools of NCHW tensors run in channels_last (``layers.MaxPool2d``);
 - TF ``same`` max pools with symmetric padding let the op pad with -inf instead of copying a padded input;
+- 2x2 stride-2 max pools of NCHW tensors needing no gradient by pairwise maxima (``layers.pairwise_max_pool``;
+  timed forward only, under ``no_grad``);
 - dropout draws its mask with ``torch.rand`` instead of ``bernoulli_`` (``layers.Dropout``).
 
     .venv/bin/python benchmarks/layers.py --batch 32 --rounds 5
@@ -63,9 +65,15 @@ CASES = [
     ("3x3/2 max pool, NCHW vs via channels_last", (96, 30, 30), None, nchw_pool(3, 2, 0), channels_last_pool(3, 2, 0),
      True, "alexnet8-cifar"),
     ("2x2/2 max pool, NCHW vs via channels_last", (64, 32, 32), None, nchw_pool(2, 2, 0), channels_last_pool(2, 2, 0),
-     True, "vgg16-cifar (not overlapping: left in NCHW)"),
+     True, "vgg16-cifar (not overlapping: not via channels_last)"),
     ("2x2/2 max pool, NCHW vs via channels_last", (6, 28, 28), None, nchw_pool(2, 2, 0), channels_last_pool(2, 2, 0),
-     True, "lenet5-cifar (not overlapping: left in NCHW)"),
+     True, "lenet5-cifar (not overlapping: not via channels_last)"),
+    ("2x2/2 max pool, NCHW vs pairwise, inference", (64, 32, 32), None, nchw_pool(2, 2, 0), layers.pairwise_max_pool,
+     True, "vgg16-cifar, validation and predict"),
+    ("2x2/2 max pool, NCHW vs pairwise, inference", (6, 28, 28), None, nchw_pool(2, 2, 0), layers.pairwise_max_pool,
+     True, "lenet5-cifar, validation and predict"),
+    ("2x2/2 max pool, NCHW vs pairwise, inference", (16, 10, 10), None, nchw_pool(2, 2, 0), layers.pairwise_max_pool,
+     True, "lenet5-cifar, validation and predict"),
     ("3x3/1 same max pool, F.pad(-inf) vs implicit", (64, 16, 16), channels_last, padded_same_pool(3),
      layers.MaxPool2d(3, 1, "same"), True, "inception10-cifar (channels_last)"),
     ("dropout 0.2, bernoulli_ vs rand", (6, 16, 16), None, torch_dropout(0.2), cnnlab_dropout(0.2), False,
@@ -75,12 +83,17 @@ CASES = [
 ]
 
 
-def time_fwd_bwd(fn: Layer, x: torch.Tensor, grad: torch.Tensor, repeats: int) -> float:
-    """Median milliseconds of ``repeats`` forward+backward passes (after one warm-up)."""
+def time_fwd_bwd(fn: Layer, x: torch.Tensor, grad: torch.Tensor, repeats: int, inference: bool = False) -> float:
+    """Median milliseconds of ``repeats`` forward+backward passes, or forward passes under ``no_grad`` for
+    ``inference`` (after one warm-up)."""
     times = []
     for i in range(repeats + 1):
         t0 = time.perf_counter()
-        fn(x).backward(grad)
+        if inference:
+            with torch.no_grad():
+                fn(x.detach())
+        else:
+            fn(x).backward(grad)
         if i:
             times.append((time.perf_counter() - t0) * 1e3)
         x.grad = None
@@ -115,9 +128,10 @@ def main(argv: list[str] | None = None) -> None:
         grad = torch.randn_like(a(x))
         check(a, b, x, grad, exact)
         rounds: dict[str, list[float]] = {"a": [], "b": []}
+        inference = label.endswith("inference")
         for _ in range(args.rounds):
-            rounds["a"].append(time_fwd_bwd(a, x, grad, args.repeats))
-            rounds["b"].append(time_fwd_bwd(b, x, grad, args.repeats))
+            rounds["a"].append(time_fwd_bwd(a, x, grad, args.repeats, inference))
+            rounds["b"].append(time_fwd_bwd(b, x, grad, args.repeats, inference))
         t_a, t_b = statistics.median(rounds["a"]), statistics.median(rounds["b"])
         dims = "x".join(map(str, (args.batch, *shape)))
         print(f"| {label} | {dims} | {t_a:.2f} | {t_b:.2f} | {t_a / t_b:.2f}x | {where} |")

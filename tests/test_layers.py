@@ -48,30 +48,33 @@ def test_same_max_pool_equals_padding_with_minus_infinity(side, kernel, stride):
 
 
 @pytest.mark.parametrize("shape,padding,ceil_mode", [
-    ((32, 64, 16, 16), "valid", False),  # large enough for the pairwise path under autograd
-    ((4, 3, 9, 11), "valid", False),  # odd sides: the last row and column are dropped (no grad: pairwise too)
+    ((32, 6, 28, 28), "valid", False),  # LeNet-5's first pool
+    ((4, 3, 9, 11), "valid", False),  # odd sides: the last row and column are dropped
     ((32, 64, 15, 15), "same", False),  # TF same on odd sides: -inf padding, then pairwise
     ((32, 16, 10, 10), "valid", True),  # ceil mode on even sides pools as floor mode
 ])
-def test_pairwise_max_pool_matches_pytorch_values_indices_and_gradients_on_ties(shape, padding, ceil_mode):
-    x = torch.randint(0, 3, shape).float().requires_grad_()  # ties in most windows: the first maximum wins
+def test_inference_max_pool_matches_pytorch_on_ties_and_nan_and_training_keeps_its_gradients(shape, padding, ceil_mode):
+    x = torch.randint(0, 3, shape).float()  # ties in most windows
+    x[0, 0, 0, 0] = float("nan")
     pool = L.MaxPool2d(2, 2, padding, ceil_mode=ceil_mode)
     pads = L._same_pads(x, (2, 2), (2, 2), (1, 1)) if padding == "same" else [0, 0, 0, 0]
     ref = F.max_pool2d(F.pad(x, pads, value=float("-inf")), 2, 2, ceil_mode=ceil_mode)
-    y = pool(x)
-    g = torch.randn_like(ref)
-    assert torch.equal(y, ref)
-    assert torch.equal(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(ref, x, g)[0])
-    with torch.no_grad():
-        assert torch.equal(pool(x), ref)
+    with torch.inference_mode():
+        assert torch.equal(pool(x).isnan(), ref.isnan()) and torch.equal(pool(x).nan_to_num(), ref.nan_to_num())
+    xg = x.nan_to_num().requires_grad_()
+    refg = F.max_pool2d(F.pad(xg, pads, value=float("-inf")), 2, 2, ceil_mode=ceil_mode)
+    g = torch.randn_like(refg)
+    assert torch.equal(torch.autograd.grad(pool(xg), xg, g)[0], torch.autograd.grad(refg, xg, g)[0])
 
 
-def test_pairwise_max_pool_is_taken_only_where_it_is_faster_and_never_under_export():
-    big = torch.randn(32, 64, 16, 16, requires_grad=True)
+def test_pairwise_max_pool_is_taken_only_without_autograd_and_never_under_tracing():
+    x = torch.randn(32, 6, 28, 28)
     applies = lambda x, k=(2, 2), s=(2, 2): L._pairwise_pool_applies(x, k, s, (0, 0), False)  # noqa: E731
-    assert applies(big) and applies(big.detach()[:1])  # inference pairs every size
-    assert not applies(big[:1])  # small under autograd: PyTorch's kernel
-    assert not applies(big, (3, 3)) and not applies(big, (2, 2), (1, 1))
-    assert not applies(big.detach().contiguous(memory_format=torch.channels_last))
-    y = torch.jit.trace(L.MaxPool2d(2, 2).eval(), big.detach()[:2])
-    assert any(n.kind() == "aten::max_pool2d" for n in y.graph.nodes())
+    assert applies(x) and not applies(x.requires_grad_())
+    with torch.no_grad():
+        assert applies(x)
+    x = x.detach()
+    assert not applies(x, (3, 3)) and not applies(x, (2, 2), (1, 1))
+    assert not applies(x.contiguous(memory_format=torch.channels_last))
+    traced = torch.jit.trace(L.MaxPool2d(2, 2).eval(), x[:2])
+    assert any(n.kind() == "aten::max_pool2d" for n in traced.graph.nodes())

@@ -143,17 +143,16 @@ def _slow_nchw_overlapping_pool(x: torch.Tensor, kernel: tuple[int, int], stride
             and x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last))
 
 
-PAIRWISE_MIN_TRAINING_NUMEL = 1 << 19  # smaller under autograd: the indices cost what the maxima save (LeNet-5)
-
-
 def _pairwise_pool_applies(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
                            padding: tuple[int, int], ceil_mode: bool) -> bool:
-    """True where ``_PairwiseMaxPool`` beats PyTorch's CPU kernel: a 2x2 stride-2 pool of an NCHW tensor.
+    """True where ``pairwise_max_pool`` beats PyTorch's CPU kernel: a 2x2 stride-2 pool of an NCHW tensor
+    that needs no gradient (validation, test-time augmentation, predict, the explainer).
 
-    PyTorch's NCHW max pooling is a scalar loop (32x6x28x28, LeNet-5's first pool: 0.30 ms forward);
-    two vectorised elementwise maxima (column pairs, then row pairs) take a fifth of that. Left to the op: channels_last (already vectorised),
-    small tensors under autograd, and tracing, export or a function mode (cnnlab's summary), which should
-    see one max_pool2d.
+    PyTorch's NCHW max pooling is a scalar loop (32x6x28x28, LeNet-5's first pool: 0.36 ms; 32x64x32x32,
+    VGG-16's first: 5.8 ms); two vectorised elementwise maxima take a sixth to a tenth of that
+    (benchmarks/layers.py). Under autograd the first-maximum indices its backward needs cost what the maxima
+    save: the whole training step measured 0.93x (lenet5, baseline) to 1.01x (vgg16), so training keeps
+    PyTorch's op. Tracing, export and function modes (cnnlab's summary) should see one max_pool2d too.
     """
     if (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
             or torch.overrides.has_torch_function((x,))):  # a summary's function mode, a tensor subclass
@@ -162,49 +161,26 @@ def _pairwise_pool_applies(x: torch.Tensor, kernel: tuple[int, int], stride: tup
         return False
     if ceil_mode and (x.shape[-1] % 2 or x.shape[-2] % 2):
         return False
-    if not x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last) or x.numel() == 0:
+    if x.requires_grad and torch.is_grad_enabled():
         return False
-    return not (x.requires_grad and torch.is_grad_enabled()) or x.numel() >= PAIRWISE_MIN_TRAINING_NUMEL
+    return x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last) and x.numel() > 0
 
 
-class _PairwiseMaxPool(torch.autograd.Function):
-    """2x2 stride-2 max pooling as the maximum over column pairs, then over row pairs: PyTorch's values and,
-    through its own backward kernel and the same first-maximum indices, its gradients (ties included)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        even = x[..., :h // 2 * 2, :w // 2 * 2]
-        left, right = even[..., 0::2], even[..., 1::2]
-        cols = torch.maximum(left, right)
-        top, bottom = cols[..., 0::2, :], cols[..., 1::2, :]
-        y = torch.maximum(top, bottom)
-        if ctx.needs_input_grad[0]:
-            ctx.save_for_backward(x, _first_max_indices(left, right, top, bottom, w))
-        return y
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        x, indices = ctx.saved_tensors
-        return torch.ops.aten.max_pool2d_with_indices_backward(grad, x, [2, 2], [2, 2], [0, 0], [1, 1], False, indices)
-
-
-def _first_max_indices(left: torch.Tensor, right: torch.Tensor, top: torch.Tensor, bottom: torch.Tensor,
-                       width: int) -> torch.Tensor:
-    """Flat H*W index of each 2x2 window's maximum, the first in row-major order on ties (as ``max_pool2d``)."""
-    ho, wo = top.shape[-2:]
-    pick_right, pick_bottom = right > left, bottom > top
-    col = torch.where(pick_bottom, pick_right[..., 1::2, :], pick_right[..., 0::2, :])
-    corner = torch.arange(ho).mul_(2 * width).view(ho, 1) + torch.arange(wo).mul_(2)
-    return pick_bottom.long().mul_(width).add_(col).add_(corner)
+def pairwise_max_pool(x: torch.Tensor) -> torch.Tensor:
+    """2x2 stride-2 max pooling (floor mode) as the maximum over column pairs, then over row pairs: exactly
+    ``F.max_pool2d(x, 2)``'s values, NaN included."""
+    h, w = x.shape[-2:]
+    even = x[..., :h // 2 * 2, :w // 2 * 2]
+    cols = torch.maximum(even[..., 0::2], even[..., 1::2])
+    return torch.maximum(cols[..., 0::2, :], cols[..., 1::2, :])
 
 
 class MaxPool2d(_Pool2d):
     """Max pooling; ``same`` pads with -inf as TF does, so padding never wins the max.
 
     Overlapping windows on the CPU are pooled in channels_last and handed back in the input's layout, and
-    2x2 stride-2 windows of NCHW tensors by pairwise maxima (``_PairwiseMaxPool``): the same values and
-    gradients (max pooling is exact), several times faster.
+    2x2 stride-2 windows of NCHW tensors needing no gradient by pairwise maxima (``pairwise_max_pool``): the
+    same values and gradients (max pooling is exact), several times faster.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -221,7 +197,7 @@ class MaxPool2d(_Pool2d):
             elif symmetric is not None:
                 padding = symmetric
         if _pairwise_pool_applies(x, self.kernel_size, self.stride, padding, self.ceil_mode):
-            return _PairwiseMaxPool.apply(x)
+            return pairwise_max_pool(x)
         if via_channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = F.max_pool2d(x, self.kernel_size, self.stride, padding, ceil_mode=self.ceil_mode)
