@@ -148,8 +148,8 @@ def _pairwise_pool_applies(x: torch.Tensor, kernel: tuple[int, int], stride: tup
     """True where ``pairwise_max_pool`` beats PyTorch's CPU kernel: a 2x2 stride-2 pool of an NCHW tensor
     that needs no gradient (validation, test-time augmentation, predict, the explainer).
 
-    PyTorch's NCHW max pooling is a scalar loop (32x6x28x28, LeNet-5's first pool: 0.36 ms; 32x64x32x32,
-    VGG-16's first: 5.8 ms); two vectorised elementwise maxima take a sixth to a tenth of that
+    PyTorch's NCHW max pooling is a scalar loop (32x6x28x28, LeNet-5's first pool: 0.29 ms; 32x64x32x32,
+    VGG-16's first: 4.7 ms); two vectorised elementwise maxima take a seventh to a fourteenth of that
     (benchmarks/layers.py). Under autograd the first-maximum indices its backward needs cost what the maxima
     save: the whole training step measured 0.93x (lenet5, baseline) to 1.01x (vgg16), so training keeps
     PyTorch's op. Tracing, export and function modes (cnnlab's summary) should see one max_pool2d too.
