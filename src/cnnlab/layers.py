@@ -191,11 +191,12 @@ class MaxPool2d(_Pool2d):
             # padded copy (3x3 stride-1 pool of 32x64x16x16 in channels_last: 1.2 against 1.6 ms
             # forward+backward, benchmarks/layers.py). Otherwise pad as TF does.
             symmetric = _static_symmetric_same(self.kernel_size, self.stride, (1, 1))
-            pads = _same_pads(x, self.kernel_size, self.stride, (1, 1)) if symmetric is None else []
-            if any(pads):
-                x = F.pad(x, pads, value=float("-inf"))
-            elif symmetric is not None:
+            if symmetric is not None:
                 padding = symmetric
+            else:
+                pads = _same_pads(x, self.kernel_size, self.stride, (1, 1))
+                if torch.jit.is_tracing() or any(pads):  # a traced graph keeps the arithmetic for any size
+                    x = F.pad(x, pads, value=float("-inf"))
         if _pairwise_pool_applies(x, self.kernel_size, self.stride, padding, self.ceil_mode):
             return pairwise_max_pool(x)
         if via_channels_last:
