@@ -1,5 +1,5 @@
-"""layers: the fast CPU dropout keeps nn.Dropout's contract; TF ``same`` max pooling without a padded copy; the
-pairwise 2x2 max pooling gives PyTorch's values and gradients."""
+"""layers: the fast CPU dropout keeps nn.Dropout's contract; TF ``same`` max pooling without a padded copy; 2x2
+max pooling without a gradient (pairwise maxima) gives PyTorch's values, and training keeps PyTorch's gradients."""
 import pytest
 import torch
 import torch.nn.functional as F
