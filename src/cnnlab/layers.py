@@ -133,14 +133,19 @@ class _Pool2d(nn.Module):
         return tuple(tf_same_pad(n, k, s)[0] for n, k, s in zip(size, self.kernel_size, self.stride))
 
 
+def _nchw_on_cpu(x: torch.Tensor) -> bool:
+    """A 4-d CPU tensor in NCHW layout: where PyTorch's max pooling runs its scalar (unvectorised) kernel."""
+    return (x.device.type == "cpu" and x.dim() == 4 and x.is_contiguous()
+            and not x.is_contiguous(memory_format=torch.channels_last))
+
+
 def _slow_nchw_overlapping_pool(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int]) -> bool:
     """True where PyTorch's CPU max pooling is slow: NCHW input and overlapping windows.
 
     Its NCHW kernel is not vectorised over channels: a 3x3 stride-1 pool of 32x64x16x16 took 13.8 ms
     forward+backward against 4.9 ms through channels_last, copies included (benchmarks/layers.py).
     """
-    return (x.device.type == "cpu" and x.dim() == 4 and kernel[0] > stride[0] and x.shape[1] >= 8
-            and x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last))
+    return kernel[0] > stride[0] and _nchw_on_cpu(x) and x.shape[1] >= 8
 
 
 def _pairwise_pool_applies(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
@@ -154,16 +159,14 @@ def _pairwise_pool_applies(x: torch.Tensor, kernel: tuple[int, int], stride: tup
     save: the whole training step measured 0.93x (lenet5, baseline) to 1.01x (vgg16), so training keeps
     PyTorch's op. Tracing, export and function modes (cnnlab's summary) should see one max_pool2d too.
     """
+    if (kernel, stride, padding) != ((2, 2), (2, 2), (0, 0)) or (x.requires_grad and torch.is_grad_enabled()):
+        return False  # first the cheap tests that settle every training call
+    if not _nchw_on_cpu(x):
+        return False
     if (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
             or torch.overrides.has_torch_function((x,))):  # a summary's function mode, a tensor subclass
-        return False
-    if (kernel, stride, padding) != ((2, 2), (2, 2), (0, 0)) or x.device.type != "cpu" or x.dim() != 4:
-        return False
-    if ceil_mode and (x.shape[-1] % 2 or x.shape[-2] % 2):
-        return False
-    if x.requires_grad and torch.is_grad_enabled():
-        return False
-    return x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last) and x.numel() > 0
+        return False  # (before any size test: a traced size would warn)
+    return x.numel() > 0 and not (ceil_mode and (x.shape[-1] % 2 or x.shape[-2] % 2))
 
 
 def pairwise_max_pool(x: torch.Tensor) -> torch.Tensor:
