@@ -182,8 +182,8 @@ class MaxPool2d(_Pool2d):
     """Max pooling; ``same`` pads with -inf as TF does, so padding never wins the max.
 
     Overlapping windows on the CPU are pooled in channels_last and handed back in the input's layout, and
-    2x2 stride-2 windows of NCHW tensors needing no gradient by pairwise maxima (``pairwise_max_pool``): the
-    same values and gradients (max pooling is exact), several times faster.
+    2x2 stride-2 windows of NCHW tensors needing no gradient by pairwise maxima (``pairwise_max_pool``):
+    exactly PyTorch's values, several times faster; training calls keep PyTorch's op and its gradients.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
